@@ -1,0 +1,1 @@
+"""EV fleet: SimPy trip chains, charging sites and V2G chargers, battery ageing."""

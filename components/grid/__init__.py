@@ -1,0 +1,1 @@
+"""Distribution grid: a pandapower network, SimBench background profiles, a power flow per step."""
