@@ -1,0 +1,200 @@
+"""mosaik adapter of the PV fleet: one entity models every plant; attributes are per-plant arrays.
+
+Inputs (optional; several sources are combined):
+
+    curtail_kw   upper limit of each plant's AC output [kW]; element-wise minimum over sources
+    q_kvar_set   reactive power request per plant, load convention [kvar]; summed over sources
+
+Outputs (arrays aligned to the plant order, i.e. to the ``buses`` given at creation):
+
+    p_kw            active power, load convention: generation is negative (= -ac) [kW]
+    q_kvar          reactive power, load convention [kvar]
+    p_avail_kw      AC power the plants could deliver (>= 0) [kW]
+    p_curtailed_kw  available power withheld by curtailment (>= 0) [kW]
+
+The weather is evaluated at step midpoints (``start + k*step_s + step_s/2``) so that the value
+of step ``k`` approximates its mean over ``[t_k, t_k + step_s)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import mosaik_api_v3
+import numpy as np
+import pandas as pd
+
+from components.base import require_finite
+from components.pv.config import LocationConfig, PVConfig, WeatherConfig
+from components.pv.model import PVFleet
+from components.pv.weather import synthetic_weather, weather_from_file
+
+MODEL = "PVFleet"
+EID = "pv"
+OUTPUTS = ["p_kw", "q_kvar", "p_avail_kw", "p_curtailed_kw"]
+INPUTS = ["curtail_kw", "q_kvar_set"]
+
+META = {
+    "api_version": "3.0",
+    "type": "time-based",
+    "models": {
+        MODEL: {
+            "public": True,
+            "params": ["config", "buses"],
+            "attrs": OUTPUTS + INPUTS,
+        },
+    },
+    "extra_methods": ["plants"],
+}
+
+# A weather file for a site farther than this from the configured location is probably a
+# mistake (the sun would not match the irradiance).
+_SITE_MISMATCH_DEG = 1.0
+
+
+class PVSimulator(mosaik_api_v3.Simulator):
+    """mosaik simulator wrapping :class:`~components.pv.model.PVFleet`."""
+
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.fleet: PVFleet | None = None
+        self.buses: list[int] = []
+        self._out: dict[str, np.ndarray] = {}
+
+    def init(
+        self,
+        sid: str,
+        time_resolution: float = 1.0,
+        start: str = "2026-06-01T00:00:00+08:00",
+        step_s: int = 900,
+        n_steps: int = 96,
+        seed: int = 0,
+        location: dict[str, Any] | None = None,
+        weather: dict[str, Any] | None = None,
+    ) -> dict:
+        """Set the clock (step ``k`` starts at ``start + k*step_s``), the site and the weather."""
+        self.sid = sid
+        self.start = pd.Timestamp(start)
+        if self.start.tz is None:
+            raise ValueError(f"{sid}: start {start!r} needs a UTC offset or time zone")
+        if step_s <= 0 or n_steps <= 0:
+            raise ValueError(f"{sid}: step_s and n_steps must be > 0")
+        ticks = step_s / time_resolution
+        if abs(ticks - round(ticks)) > 1e-9:
+            raise ValueError(f"{sid}: step_s={step_s} is not a whole number of mosaik time "
+                             f"units of {time_resolution} s")
+        self.step_s = int(step_s)
+        self.step_ticks = int(round(ticks))
+        self.n_steps = int(n_steps)
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.location = LocationConfig.model_validate(location or {})
+        self.weather_cfg = WeatherConfig.model_validate(weather or {})
+        return self.meta
+
+    def create(self, num: int, model: str, config: dict[str, Any], buses: list[int]) -> list:
+        """Create the single fleet entity from the ``pv`` section and one bus per plant."""
+        if model != MODEL:
+            raise ValueError(f"{self.sid}: unknown model {model!r}; this simulator has {MODEL!r}")
+        if num != 1 or self.fleet is not None:
+            raise ValueError(f"{self.sid}: create exactly one {MODEL} entity (it models every "
+                             "plant)")
+        cfg = PVConfig.model_validate(config)
+        plants = cfg.all_plants(self.seed)
+        if len(buses) != len(plants):
+            raise ValueError(f"{self.sid}: buses has {len(buses)} entries for {len(plants)} "
+                             "plants; give one bus per plant in plant order")
+        self.buses = [int(b) for b in buses]
+        self.plant_list = plants
+        times = self.start + pd.to_timedelta(
+            np.arange(self.n_steps) * self.step_s + self.step_s / 2, unit="s")
+        loc = self.location
+        self.weather = self._weather(pd.DatetimeIndex(times))
+        self.fleet = PVFleet(
+            plants, loc.latitude_deg, loc.longitude_deg, loc.altitude_m, self.weather,
+            dc_model=cfg.dc_model, losses_pct=cfg.losses_pct,
+            gamma_pdc_per_c=cfg.gamma_pdc_per_c, cec_module=cfg.cec_module,
+        )
+        return [{"eid": EID, "type": MODEL}]
+
+    def _weather(self, times: pd.DatetimeIndex) -> pd.DataFrame:
+        w, loc = self.weather_cfg, self.location
+        if w.source == "synthetic":
+            return synthetic_weather(times, loc.latitude_deg, loc.longitude_deg, loc.altitude_m,
+                                     w, self.rng)
+        data = weather_from_file(w.file, times, w.file_format())
+        if (abs(data.attrs["latitude_deg"] - loc.latitude_deg) > _SITE_MISMATCH_DEG
+                or abs(data.attrs["longitude_deg"] - loc.longitude_deg) > _SITE_MISMATCH_DEG):
+            warnings.warn(
+                f"{self.sid}: weather file {w.file!r} is for ({data.attrs['latitude_deg']}, "
+                f"{data.attrs['longitude_deg']}), far from the location "
+                f"({loc.latitude_deg}, {loc.longitude_deg}); set location to the file's site",
+                stacklevel=2,
+            )
+        return data
+
+    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+        """Apply the set-points of step ``time // step`` and compute the outputs."""
+        k = time // self.step_ticks
+        if self.fleet is None:
+            raise RuntimeError(f"{self.sid}: step called before create")
+        if k >= self.n_steps:
+            raise ValueError(f"{self.sid}: time {time} (step {k}) is past the horizon of "
+                             f"{self.n_steps} steps")
+        attrs = inputs.get(EID, {})
+        curtail = _combine(attrs.get("curtail_kw"), np.minimum)
+        q_set = _combine(attrs.get("q_kvar_set"), np.add)
+        try:
+            ac, q, curtailed = self.fleet.dispatch(k, curtail, q_set)
+        except ValueError as exc:
+            raise ValueError(f"{self.sid} at t={time} s: {exc}") from exc
+        self._out = {
+            "p_kw": -ac,
+            "q_kvar": q,
+            "p_avail_kw": self.fleet.available_ac_kw[k].copy(),
+            "p_curtailed_kw": curtailed,
+        }
+        return time + self.step_ticks
+
+    def get_data(self, outputs: dict) -> dict:
+        """Return the requested per-plant arrays of the last step."""
+        data: dict[str, dict[str, np.ndarray]] = {}
+        for eid, attrs in outputs.items():
+            if eid != EID:
+                raise ValueError(f"{self.sid}: unknown entity {eid!r}")
+            unknown = [a for a in attrs if a not in self._out]
+            if unknown:
+                raise ValueError(f"{self.sid}: {unknown} are not outputs (or no step ran yet); "
+                                 f"outputs are {OUTPUTS}")
+            values = {a: self._out[a] for a in attrs}
+            require_finite(f"{self.sid}.{eid}", **values)
+            data[eid] = values
+        return data
+
+    def plants(self) -> list[dict[str, Any]]:
+        """The plants in array order: name, kwp [kWp], inverter_kw [kW], bus, orientation."""
+        return [
+            {"name": p.name, "kwp": p.kwp, "inverter_kw": p.inverter_kw, "bus": bus,
+             "tilt_deg": p.tilt_deg, "azimuth_deg": p.azimuth_deg, "mounting": p.mounting}
+            for p, bus in zip(self.plant_list, self.buses)
+        ]
+
+
+def _combine(by_source: dict | None, ufunc: np.ufunc) -> np.ndarray | None:
+    """Combine one attribute's values from several sources with ``ufunc`` (None if none)."""
+    if not by_source:
+        return None
+    values = [np.asarray(v, dtype=float) for v in by_source.values() if v is not None]
+    if not values:
+        return None
+    return ufunc.reduce(np.stack(np.broadcast_arrays(*values)), axis=0)
+
+
+def main() -> None:
+    """Run as a separate process: ``python -m components.pv.simulator HOST:PORT``."""
+    mosaik_api_v3.start_simulation(PVSimulator(), "sdg-twin PV fleet simulator")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""A tiny zone on pandapower's case33bw: fast enough to run many times."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+TINY = {
+    "name": "tiny",
+    "start": "2026-06-03 00:00",
+    "days": 1,
+    "seed": 7,
+    "grid": {"source": "pandapower", "name": "case33bw"},
+    "factories": [{"name": "works", "bus": 5, "preset": "auto_parts"}],
+    "pv": {
+        "plants": [{"name": "roof", "bus": 5, "kwp": 800, "tilt_deg": 10, "azimuth_deg": 180}],
+        "generated": [{"total_kwp": 600, "count": 3, "buses": [12, 20], "name_prefix": "res"}],
+    },
+}
+
+
+@pytest.fixture
+def tiny() -> dict:
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture
+def write_yaml(tmp_path):
+    def write(data, name="scenario.yaml") -> str:
+        path = tmp_path / name
+        path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+        return str(path)
+
+    return write

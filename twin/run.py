@@ -1,0 +1,113 @@
+"""Run a scenario end to end and write its run folder.
+
+A run folder holds ``scenario.yaml`` (resolved, seed included), ``kpis.json``, one Parquet file
+of time series per simulator under ``timeseries/``, and ``run.json`` (versions, wall time, steps,
+time per simulator). It is written under a temporary name and renamed when complete, so a folder
+with the final name is always a whole result.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time as wallclock
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from twin import kpis as kpi_mod
+from twin import world as world_mod
+from twin.scenario import Scenario, ScenarioError, to_yaml
+
+VERSIONED = ["sdg-twin", "mosaik", "mosaik-api-v3", "pandapower", "simbench", "pvlib", "simpy",
+             "numpy", "pandas", "pydantic"]
+
+
+@dataclass
+class RunResult:
+    """What a run produced: its folder, KPIs, time series and timing."""
+
+    out_dir: Path
+    kpis: dict
+    frames: dict[str, pd.DataFrame]
+    info: dict
+
+
+def default_out_dir(scenario: Scenario) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{scenario.name}-seed{scenario.seed}-{stamp}"
+
+
+def run(scenario: Scenario, out: str | Path | None = None, progress: bool = True,
+        force: bool = False) -> RunResult:
+    """Simulate ``scenario`` and write its run folder.
+
+    Parameters
+    ----------
+    out : run folder; default ``runs/<name>-seed<seed>-<time>``.
+    progress : show mosaik's progress bar.
+    force : replace an existing folder ``out``.
+
+    Raises
+    ------
+    ScenarioError
+        ``out`` exists (and ``force`` is not set).
+    twin.world.SimulationError
+        A simulator failed; nothing is left at ``out``.
+    """
+    out_dir = Path(out) if out is not None else default_out_dir(scenario)
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise ScenarioError([f"--out: {out_dir} exists and is not empty "
+                             "(choose another folder or pass --force)"])
+    t0 = wallclock.perf_counter()
+    assembly = world_mod.build(scenario)
+    setup_s = wallclock.perf_counter() - t0
+    sim_s = world_mod.execute(assembly, progress=progress)
+    frames = world_mod.frames(assembly)
+    kpis = kpi_mod.compute(scenario, frames)
+    info = {
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "start": scenario.start_ts.isoformat(),
+        "steps": scenario.n_steps,
+        "step_s": scenario.step_s,
+        "setup_s": round(setup_s, 3),
+        "wall_time_s": round(sim_s, 3),
+        "steps_per_s": round(scenario.n_steps / sim_s, 2) if sim_s > 0 else None,
+        "simulator_s": {k: round(v, 3) for k, v in assembly.timing.seconds.items()},
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "versions": {name: _version(name) for name in VERSIONED},
+    }
+    write_run_folder(out_dir, scenario, kpis, frames, info)
+    return RunResult(out_dir, kpis, frames, info)
+
+
+def write_run_folder(out_dir: Path, scenario: Scenario, kpis: dict,
+                     frames: dict[str, pd.DataFrame], info: dict) -> None:
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        (partial / "timeseries").mkdir(parents=True)
+        (partial / "scenario.yaml").write_text(to_yaml(scenario), encoding="utf-8")
+        for name, df in frames.items():
+            df.to_parquet(partial / "timeseries" / f"{name}.parquet")
+        (partial / "kpis.json").write_text(json.dumps(kpis, indent=2, allow_nan=True) + "\n")
+        (partial / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        partial.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
