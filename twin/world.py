@@ -122,7 +122,7 @@ def _assemble(world: mosaik.World, scenario: Scenario, net: Any) -> Assembly:
 
     grid = start("Grid")
     entities["Grid"] = grid.Grid(config=scenario.grid.model_dump(mode="json"),
-                                 injectors=injectors)
+                                 injectors=injectors, net=net)
     model = _instance(world, entities["Grid"].sid).model
     labels["Grid"] = {"vm_pu": list(model.bus_ids), "line_loading_pct": list(model.line_ids),
                       "trafo_loading_pct": list(model.trafo_ids)}
@@ -131,7 +131,7 @@ def _assemble(world: mosaik.World, scenario: Scenario, net: Any) -> Assembly:
         if name in entities:
             world.connect(entities[name], entities["Grid"], "p_kw", "q_kvar")
 
-    rec_factory = world.start("Recorder", **clock)
+    rec_factory = start("Recorder")
     recorder = rec_factory.Recorder()
     for name, entity in entities.items():
         world.connect(entity, recorder, *RECORDED[name])

@@ -1,0 +1,180 @@
+"""Scenario section ``grid``: which network, which background profiles, which solver.
+
+Example (YAML)::
+
+    grid:
+      source: simbench
+      code: 1-MV-comm--0-sw
+      background_profiles: true
+      background_scale: 1.0
+      max_nonconverged_share: 0.05
+      v_band_pu: [0.95, 1.05]
+
+Exactly one of ``code`` (``source: simbench``), ``name`` (``source: pandapower``) or ``path``
+(``source: json``) is given; the others stay unset.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from components.base import StrictModel
+
+GridSource = Literal["simbench", "pandapower", "json"]
+
+# Which network field each source needs; the other two must stay unset.
+SOURCE_FIELD: dict[str, str] = {"simbench": "code", "pandapower": "name", "json": "path"}
+
+
+@functools.cache
+def simbench_codes() -> tuple[str, ...]:
+    """All grid codes the installed ``simbench`` package can build."""
+    import simbench
+
+    return tuple(simbench.collect_all_simbench_codes())
+
+
+@functools.cache
+def pandapower_network_names() -> tuple[str, ...]:
+    """Names of the ``pandapower.networks`` functions callable without arguments."""
+    import pandapower.networks as pn
+
+    names = []
+    for name, obj in vars(pn).items():
+        # Skip helpers the package imports (create_empty_network, runpp, ...).
+        if (name.startswith("_") or not inspect.isfunction(obj)
+                or not obj.__module__.startswith("pandapower.networks")):
+            continue
+        params = inspect.signature(obj).parameters.values()
+        required = [
+            p for p in params
+            if p.default is inspect.Parameter.empty
+            and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        ]
+        if not required:
+            names.append(name)
+    return tuple(sorted(names))
+
+
+def _suggest(value: str, allowed: tuple[str, ...], examples: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(value, allowed, n=3, cutoff=0.6)
+    shown = close or list(examples)
+    label = "did you mean" if close else "e.g."
+    return f"{label} " + ", ".join(repr(s) for s in shown)
+
+
+def _check_needed(field: str, value: object, info: ValidationInfo) -> bool:
+    """Raise when ``field`` is missing or superfluous for the chosen source.
+
+    Returns True when the field is the one the source needs (so it should be checked further).
+    """
+    source = info.data.get("source")
+    if source is None:  # the source itself was invalid; that error is reported already
+        return False
+    needed = SOURCE_FIELD[source] == field
+    if needed and value is None:
+        raise ValueError(f"required when source is {source!r}")
+    if not needed and value is not None:
+        raise ValueError(
+            f"only used with source {_source_of(field)!r}, but source is {source!r}; "
+            f"remove it or set source: {_source_of(field)}"
+        )
+    return needed
+
+
+def _source_of(field: str) -> str:
+    return next(s for s, f in SOURCE_FIELD.items() if f == field)
+
+
+class GridConfig(StrictModel):
+    """The distribution grid of the demonstration zone."""
+
+    source: GridSource = Field(
+        ...,
+        description="Where the network comes from: a SimBench code, a pandapower.networks "
+        "function, or a pandapower JSON file.",
+    )
+    code: str | None = Field(
+        None, validate_default=True,
+        description="SimBench grid code, e.g. '1-MV-comm--0-sw' (source: simbench).",
+    )
+    name: str | None = Field(
+        None, validate_default=True,
+        description="pandapower.networks function taking no required arguments, e.g. "
+        "'case33bw' or 'create_cigre_network_mv' (source: pandapower).",
+    )
+    path: Path | None = Field(
+        None, validate_default=True,
+        description="Network file written by pandapower.to_json (source: json).",
+    )
+    background_profiles: bool = Field(
+        True,
+        description="Drive the grid's own loads, sgens and storage with the SimBench one-year "
+        "profiles; grids without profiles keep their static values.",
+    )
+    background_scale: float = Field(
+        1.0, ge=0.0,
+        description="Factor on the grid's own (background) loads, P and Q. [-]",
+    )
+    solver: Literal["pandapower"] = Field(
+        "pandapower", description="Power-flow solver."
+    )
+    max_nonconverged_share: float = Field(
+        0.05, ge=0.0, le=1.0,
+        description="Share of the run's steps whose power flow may fail to converge before "
+        "the run fails. [-]",
+    )
+    v_band_pu: tuple[float, float] = Field(
+        (0.9, 1.1),
+        description="Allowed voltage band (low, high) for the KPIs. [pu]",
+    )
+
+    @field_validator("code")
+    @classmethod
+    def _code_known(cls, code: str | None, info: ValidationInfo) -> str | None:
+        if _check_needed("code", code, info):
+            codes = simbench_codes()
+            if code not in codes:
+                examples = ("1-MV-comm--0-sw", "1-MV-semiurb--0-sw", "1-MV-urban--0-sw",
+                            "1-MV-rural--0-sw", "1-LV-urban6--0-sw")
+                raise ValueError(
+                    f"unknown SimBench code {code!r}; {_suggest(code, codes, examples)} "
+                    f"({len(codes)} codes exist: simbench.collect_all_simbench_codes())"
+                )
+        return code
+
+    @field_validator("name")
+    @classmethod
+    def _name_known(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if _check_needed("name", name, info):
+            names = pandapower_network_names()
+            if name not in names:
+                examples = ("case33bw", "create_cigre_network_mv", "mv_oberrhein", "case118")
+                raise ValueError(
+                    f"{name!r} is not a pandapower.networks function callable without "
+                    f"arguments; {_suggest(name, names, examples)}"
+                )
+        return name
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if _check_needed("path", path, info) and not path.is_file():
+            raise ValueError(
+                f"file {str(path)!r} not found; give a JSON file written by pandapower.to_json"
+            )
+        return path
+
+    @field_validator("v_band_pu")
+    @classmethod
+    def _band_ordered(cls, band: tuple[float, float]) -> tuple[float, float]:
+        low, high = band
+        if not 0.0 < low < high:
+            raise ValueError(f"must be (low, high) with 0 < low < high, got ({low}, {high})")
+        return band
