@@ -4,7 +4,7 @@ Every key carries its unit. Energies integrate step-mean powers (``p_kw * step_s
 Grid quantities (voltages, loading, import, losses) count only steps whose power flow converged;
 ``pf_nonconverged_steps`` says how many did not.
 
-The energy balance: PV + background generation + EV discharge + import
+The energy balance: PV + background generation + EV discharge (V2G) + import
 = factories + background loads and storage + EV charging + losses + export.
 ``energy_balance_error`` is the signed residual divided by the total supplied energy.
 """
@@ -99,8 +99,16 @@ def compute(scenario: Scenario, frames: dict[str, pd.DataFrame]) -> dict[str, fl
         "energy_balance_error": balance,
     }
     if ev is not None:
+        # The fleet keeps running totals; the last step holds the run's figures.
+        last = ev.iloc[-1]
         kpis["ev_charge_energy_mwh"] = ev_charge_kw.sum() * mwh
         kpis["ev_discharge_energy_mwh"] = ev_discharge_kw.sum() * mwh
+        kpis["ev_unmet_energy_mwh"] = float(last["ev_unmet_energy_mwh"])
+        kpis["ev_trips_short"] = int(last["ev_trips_short"])
+        kpis["ev_plug_refusals"] = int(last["ev_plug_refusals"])
+        kpis["ev_capacity_fade_pct_mean"] = float(last["ev_capacity_fade_pct_mean"])
+        kpis["ev_driven_energy_mwh"] = float(last["ev_driven_energy_mwh"])
+        kpis["ev_trips"] = int(last["ev_trips"])
     return {k: (round(float(v), 12) if isinstance(v, float) else v) for k, v in kpis.items()}
 
 

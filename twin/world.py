@@ -31,7 +31,10 @@ SIMULATORS = {
 RECORDED = {
     "PV": ["p_kw", "q_kvar", "p_avail_kw", "p_curtailed_kw"],
     "Factory": ["p_kw", "q_kvar", "critical_kw", "deferrable_kw"],
-    "EV": ["p_kw", "q_kvar", "charge_kw", "discharge_kw", "n_plugged", "clamped_count"],
+    "EV": ["p_kw", "q_kvar", "charge_kw", "discharge_kw", "n_plugged", "clamped_count",
+           "unmet_kwh", "ev_charge_energy_mwh", "ev_discharge_energy_mwh", "ev_unmet_energy_mwh",
+           "ev_trips_short", "ev_plug_refusals", "ev_capacity_fade_pct_mean",
+           "ev_driven_energy_mwh", "ev_trips"],
     "Grid": ["vm_pu", "line_loading_pct", "trafo_loading_pct", "losses_kw", "import_kw",
              "q_import_kvar", "background_load_kw", "background_gen_kw",
              "background_storage_kw", "converged"],

@@ -25,7 +25,7 @@ def default_run(tmp_path_factory):
 def test_default_zone_writes_the_run_folder(default_run):
     assert (default_run / "scenario.yaml").is_file()
     assert (default_run / "run.json").is_file()
-    for name in ("pv", "factory", "grid"):
+    for name in ("pv", "factory", "ev", "grid"):
         df = pd.read_parquet(default_run / "timeseries" / f"{name}.parquet")
         assert len(df) == 2 * 96
         assert df.index.tz is not None
@@ -34,7 +34,9 @@ def test_default_zone_writes_the_run_folder(default_run):
                 "losses_mwh", "self_consumption", "self_sufficiency", "peak_import_mw",
                 "v_min_pu", "v_max_pu", "voltage_violation_bus_hours", "max_line_loading_pct",
                 "max_trafo_loading_pct", "pf_nonconverged_steps", "co2_t",
-                "energy_balance_error"):
+                "energy_balance_error", "ev_charge_energy_mwh", "ev_discharge_energy_mwh",
+                "ev_unmet_energy_mwh", "ev_trips_short", "ev_plug_refusals",
+                "ev_capacity_fade_pct_mean"):
         assert key in kpis
     assert abs(kpis["energy_balance_error"]) < 1e-4
     assert kpis["pv_energy_mwh"] > 0 and kpis["losses_mwh"] > 0
@@ -48,7 +50,11 @@ def test_balance_closes_from_the_series(default_run):
     pv = pd.read_parquet(default_run / "timeseries" / "pv.parquet")
     fac = pd.read_parquet(default_run / "timeseries" / "factory.parquet")
     grid = pd.read_parquet(default_run / "timeseries" / "grid.parquet")
-    injected = (pv.filter(like="p_kw[").sum(axis=1) + fac.filter(like="p_kw[").sum(axis=1))
+    ev = pd.read_parquet(default_run / "timeseries" / "ev.parquet")
+    injected = (pv.filter(like="p_kw[").sum(axis=1) + fac.filter(like="p_kw[").sum(axis=1)
+                + ev.filter(like="p_kw[").sum(axis=1))
+    # The fleet's per-site powers are its charging minus its V2G discharging.
+    assert (ev.filter(like="p_kw[").sum(axis=1) - (ev["charge_kw"] - ev["discharge_kw"])).abs().max() < 1e-6
     expected_import = (injected + grid["background_load_kw"] + grid["background_storage_kw"]
                        - grid["background_gen_kw"] + grid["losses_kw"])
     err = (grid["import_kw"] - expected_import).abs()
@@ -76,7 +82,7 @@ def test_scenario_script_api(tiny, write_yaml, tmp_path):
     result = twin.run(scenario, out=tmp_path / "script", progress=False)
     assert result.kpis["pv_energy_mwh"] == pytest.approx(
         -result.frames["pv"].filter(like="p_kw[").to_numpy().sum() * 0.25 / 1000)
-    assert set(result.info["simulator_s"]) == {"PV", "Factory", "Grid", "Recorder"}
+    assert set(result.info["simulator_s"]) == {"PV", "Factory", "EV", "Grid", "Recorder"}
 
 
 def test_existing_out_is_not_overwritten(tiny, write_yaml, tmp_path, capsys):

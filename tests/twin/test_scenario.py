@@ -63,11 +63,22 @@ def test_the_default_zone_is_valid(capsys):
          "not available"),
         (lambda d: d.update(grid={"source": "pandapower", "name": "no_such_net"}), "grid.name",
          ""),
+        (lambda d: d["ev"].update(vehicles={"tiny_car": {"capacity_kwh": -20,
+                                                          "consumption_kwh_per_km": 0.1,
+                                                          "ac_max_kw": 7}}),
+         "ev.vehicles.tiny_car.capacity_kwh", "greater than 0"),
+        (lambda d: d["ev"].update(departure_soc_target=1.2), "ev.departure_soc_target", "1"),
+        (lambda d: d["ev"]["sites"][1].update(bus=4242), "ev.sites.1.bus", ""),
+        (lambda d: d["ev"].update(vehicle_mix={"flying_car": 1.0}), "ev.vehicle_mix",
+         "byd_dolphin"),
+        (lambda d: d["ev"].update(fleet_size=0), "ev.fleet_size", "greater than 0"),
     ],
     ids=["missing-field", "wrong-type", "negative-capacity", "unknown-bus-index",
          "unknown-bus-name", "unknown-simbench-code", "bad-timezone", "zero-days", "unknown-key",
          "unknown-nested-key", "step-too-short", "step-not-dividing-day", "partial-step",
-         "bad-literal", "duplicate-factory", "later-section", "unknown-pandapower-net"],
+         "bad-literal", "duplicate-factory", "later-section", "unknown-pandapower-net",
+         "ev-negative-capacity", "ev-departure-soc-above-1", "ev-site-on-missing-bus",
+         "ev-unknown-vehicle-type", "ev-empty-fleet"],
 )
 def test_bad_scenario_names_the_field(tiny, write_yaml, capsys, mutate, field, allowed):
     mutate(tiny)
