@@ -45,6 +45,7 @@ setup(
         "pandas>=2.1",
         "scipy>=1.11",
         "tqdm>=4.66",
+        "cryptography>=42",
     ],
     extras_require={"test": ["pytest>=8", "hypothesis>=6.100"]},
     entry_points={"console_scripts": ["twin=twin.cli:main"]},

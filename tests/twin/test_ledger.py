@@ -45,7 +45,7 @@ def _random_trades(rng: np.random.Generator, step: int, hour: int):
 
 
 def build(run_dir: Path, key, seed: int = 11) -> list[tuple]:
-    """Write the reference ledger; return what was appended as (block, seller, buyer, kwh, price)."""
+    """Write the reference ledger; return the trades as (block, seller, buyer, kwh, price)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     times = pd.date_range("2026-06-01", periods=N_BLOCKS * STEPS_PER_BLOCK, freq="15min",
@@ -179,8 +179,9 @@ def test_statements_balance_as_double_entry(reference):
 def test_amounts_are_energy_times_price(reference):
     run, _, appended = reference
     db = sqlite3.connect(run / L.LEDGER_FILE)
-    kwh, price, amount = np.array(db.execute(
-        "SELECT kwh, price_cny_per_kwh, amount_cny FROM transactions_cny ORDER BY seq").fetchall()).T
+    rows = db.execute("SELECT kwh, price_cny_per_kwh, amount_cny FROM transactions_cny "
+                      "ORDER BY seq").fetchall()
+    kwh, price, amount = np.array(rows).T
     np.testing.assert_allclose(kwh, [round(a[3], 3) for a in appended])
     np.testing.assert_allclose(amount, kwh * price, atol=0.0005 + 1e-12)
 
@@ -403,7 +404,7 @@ def test_replaced_public_key_needs_the_trusted_key_outside_the_run(run, referenc
 def test_forged_signature_with_the_original_fingerprint_is_detected(run):
     thief = L.generate_key()
     with raw(run) as db:
-        h, digest = db.execute("SELECT height, block_hash FROM blocks WHERE height = 7").fetchone()
+        (digest,) = db.execute("SELECT block_hash FROM blocks WHERE height = 7").fetchone()
         db.execute("UPDATE blocks SET signature = ? WHERE height = 7",
                    (thief.sign(bytes.fromhex(digest)).hex(),))
     assert_broken(run, 7, "signature does not verify")
@@ -506,6 +507,10 @@ def test_reopened_ledger_continues_the_chain(fresh):
     assert result.ok and result.n_blocks == 2 and result.n_transactions == 2
     with pytest.raises(ValueError, match="another key"):
         L.SqliteLedger(folder / L.LEDGER_FILE, L.generate_key())
+    (folder / L.PUBLIC_KEY_FILE).unlink()
+    with pytest.raises(ValueError, match="was signed by key"):
+        L.SqliteLedger(folder / L.LEDGER_FILE, L.generate_key())
+    assert not (folder / L.PUBLIC_KEY_FILE).exists()
 
 
 def test_private_key_round_trip(tmp_path):
