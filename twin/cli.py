@@ -10,7 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from twin.scenario import ScenarioError, load_scenario
+
+class _BadInput(Exception):
+    """Bad command-line input found after parsing (exit 2)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, help="run folder (default: runs/<name>-seed<seed>-<time>)")
     r.add_argument("--days", type=str, help="simulated days (overrides the scenario)")
     r.add_argument("--seed", type=str, help="random seed (overrides the scenario)")
+    r.add_argument("--strategy", type=str,
+                   help="coordinator strategy (overrides coordinator.strategy)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override any scenario field, e.g. --set pv.losses_pct=12 (repeatable)")
     r.add_argument("--force", action="store_true", help="replace an existing --out folder")
@@ -31,15 +35,33 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check scenario files without running them")
     v.add_argument("scenarios", nargs="+", type=Path)
+
+    c = sub.add_parser("compare", help="print the KPIs of several run folders side by side")
+    c.add_argument("runs", nargs="+", type=Path)
+
+    lg = sub.add_parser("ledger", help="settlement ledger of a run (see `twin ledger -h`)",
+                        add_help=False)
+    lg.add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from twin.scenario import ScenarioError
+
     try:
         if args.command == "validate":
             return _validate(args.scenarios)
+        if args.command == "compare":
+            return _compare(args.runs)
+        if args.command == "ledger":
+            from twin.ledger import main as ledger_main
+
+            return ledger_main(args.rest)
         return _run(args)
+    except _BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except ScenarioError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -50,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _validate(paths: list[Path]) -> int:
+    from twin.scenario import ScenarioError, load_scenario
+
     bad = 0
     for path in paths:
         try:
@@ -65,9 +89,12 @@ def _validate(paths: list[Path]) -> int:
 def _run(args: argparse.Namespace) -> int:
     from twin.kpis import table
     from twin.run import run
+    from twin.scenario import load_scenario
     from twin.world import SimulationError
 
     overrides = list(args.overrides)
+    if args.strategy is not None:
+        overrides.append(f"coordinator.strategy={args.strategy}")
     if args.days is not None:
         overrides.append(f"days={args.days}")
     if args.seed is not None:
@@ -83,6 +110,24 @@ def _run(args: argparse.Namespace) -> int:
           f"{info['wall_time_s']:.1f} s ({info['steps_per_s']} steps/s)")
     print(table(result.kpis))
     print(f"\nrun folder: {result.out_dir}")
+    return 0
+
+
+def _compare(runs: list[Path]) -> int:
+    import json
+
+    from twin.kpis import table
+
+    columns: dict[str, dict] = {}
+    for run in runs:
+        path = run / "kpis.json"
+        if not path.is_file():
+            raise _BadInput(f"{run}: not a run folder (no kpis.json)")
+        name = run.name
+        while name in columns:
+            name += "'"
+        columns[name] = json.loads(path.read_text())
+    print(table({}, columns=columns))
     return 0
 
 

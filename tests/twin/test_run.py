@@ -111,3 +111,12 @@ def test_a_failing_simulator_is_named_and_leaves_no_result(tiny, write_yaml, tmp
     assert "inverter model diverged" in err and "Traceback" not in err
     assert not out.exists()
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_compare_prints_runs_side_by_side(default_run, capsys, tmp_path):
+    assert main(["compare", str(default_run), str(default_run)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("pv_energy_mwh"))
+    assert len(row.split()) == 4  # name, two values, unit
+    assert main(["compare", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
