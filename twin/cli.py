@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     lg = sub.add_parser("ledger", help="settlement ledger of a run (see `twin ledger -h`)",
                         add_help=False)
     lg.add_argument("rest", nargs=argparse.REMAINDER)
+
+    h = sub.add_parser("hil", help="hardware-in-the-loop device stubs (see `twin hil -h`)",
+                       add_help=False)
+    h.add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
 
@@ -58,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             from twin.ledger import main as ledger_main
 
             return ledger_main(args.rest)
+        if args.command == "hil":
+            from components.hil.cli import hil_main
+
+            return hil_main(args.rest)
         return _run(args)
     except _BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)

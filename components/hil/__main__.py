@@ -1,0 +1,5 @@
+"""``python -m components.hil stub pv|battery|evse ...`` / ``python -m components.hil csms ...``."""
+
+from components.hil.cli import main
+
+main()
