@@ -39,17 +39,30 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="print the KPIs of several run folders side by side")
     c.add_argument("runs", nargs="+", type=Path)
 
-    lg = sub.add_parser("ledger", help="settlement ledger of a run (see `twin ledger -h`)",
-                        add_help=False)
-    lg.add_argument("rest", nargs=argparse.REMAINDER)
-
-    h = sub.add_parser("hil", help="hardware-in-the-loop device stubs (see `twin hil -h`)",
-                       add_help=False)
-    h.add_argument("rest", nargs=argparse.REMAINDER)
+    # Listed for `twin -h`; main() hands their arguments to their own parsers.
+    sub.add_parser("ledger", help="verify a run's settlement ledger (twin ledger verify RUN_DIR)")
+    sub.add_parser("sweep", help="batch parameter sweep on Dask (twin sweep SWEEP.yaml)")
+    sub.add_parser("report", help="rebuild report.html of run folders (twin report RUN_DIR)")
+    sub.add_parser("hil", help="hardware-in-the-loop device stubs (twin hil stub pv|battery|evse)")
     return p
 
 
+# Commands whose own parsers take the rest of the line (`twin sweep -h` is the sweep's help).
+PASSTHROUGH = {
+    "ledger": ("twin.ledger", "main"),
+    "sweep": ("twin.sweep", "sweep_main"),
+    "report": ("twin.report", "report_main"),
+    "hil": ("components.hil.cli", "hil_main"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in PASSTHROUGH:
+        from importlib import import_module
+
+        module, func = PASSTHROUGH[argv[0]]
+        return getattr(import_module(module), func)(argv[1:])
     args = _parser().parse_args(argv)
     from twin.scenario import ScenarioError
 
@@ -58,14 +71,6 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args.scenarios)
         if args.command == "compare":
             return _compare(args.runs)
-        if args.command == "ledger":
-            from twin.ledger import main as ledger_main
-
-            return ledger_main(args.rest)
-        if args.command == "hil":
-            from components.hil.cli import hil_main
-
-            return hil_main(args.rest)
         return _run(args)
     except _BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,84 @@
+"""Sweep throughput on a local dask cluster with 1 and with 2 worker processes.
+
+The same sweep (the default zone over one day, ``--runs`` values of ``pv.losses_pct``) runs
+into a fresh folder on each cluster. Workers are warmed up first (imports, the network of the
+report), so the figures are steady-state throughput: runs (simulation and report) per minute.
+
+Prints one JSON object. Run: ``.venv/bin/python benchmarks/sweep.py [--runs 8] [--days 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from twin.scenario import DEFAULT_SCENARIO
+from twin.sweep import load_sweep, run_sweep
+
+
+def warm_up(grid: dict) -> None:
+    """Import the simulation and report stack and build the report's network once."""
+    import twin.run  # noqa: F401 - the import is the point
+    from components.grid.config import GridConfig
+    from twin.report import network
+
+    network(GridConfig.model_validate(grid))
+
+
+def measure(sweep_file: Path, out: Path, workers: int) -> dict:
+    from distributed import Client, LocalCluster
+
+    sweep = load_sweep(sweep_file)
+    grid = sweep.runs[0].scenario["grid"]
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        client.run(warm_up, grid)
+        result = run_sweep(sweep, out, client, progress=False)
+    if result.failed:
+        raise SystemExit(f"{result.failed} run(s) failed: "
+                         f"{result.table.loc[result.table['status'] != 'ok', 'error'].tolist()}")
+    runs = len(sweep.runs)
+    return {"workers": workers, "runs": runs, "wall_s": round(result.wall_time_s, 2),
+            "runs_per_min": round(runs / result.wall_time_s * 60, 2),
+            "mean_run_simulation_s": round(float(result.table["wall_time_s"].mean()), 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=8, help="runs per sweep")
+    ap.add_argument("--days", type=float, default=1.0, help="simulated days per run")
+    ap.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO, help="base scenario")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep_file = Path(tmp) / "bench.yaml"
+        losses = [round(8 + 10 * i / max(1, args.runs - 1), 3) for i in range(args.runs)]
+        sweep_file.write_text(yaml.safe_dump({
+            "name": "bench", "base": str(args.scenario.resolve()),
+            "set": {"days": args.days}, "grid": {"pv.losses_pct": losses}}))
+        load_before = os.getloadavg()[0]
+        one = measure(sweep_file, Path(tmp) / "one", 1)
+        two = measure(sweep_file, Path(tmp) / "two", 2)
+    json.dump({
+        "benchmark": "sweep",
+        "scenario": str(args.scenario),
+        "days": args.days,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min_before": round(load_before, 2),
+        "one_worker": one,
+        "two_workers": two,
+        "speedup_2_vs_1": round(one["wall_s"] / two["wall_s"], 3),
+    }, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
