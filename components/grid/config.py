@@ -7,6 +7,7 @@ Example (YAML)::
       code: 1-MV-comm--0-sw
       background_profiles: true
       background_scale: 1.0
+      solver: compiled          # or pandapower (the reference, for networks compiled refuses)
       max_nonconverged_share: 0.05
       v_band_pu: [0.95, 1.05]
 
@@ -20,13 +21,17 @@ import difflib
 import functools
 import inspect
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from components.base import StrictModel
 
 GridSource = Literal["simbench", "pandapower", "json"]
+
+Solver = Literal["compiled", "pandapower"]
+SOLVERS: tuple[str, ...] = get_args(Solver)
+"""Power-flow solvers: the compiled kernel (default) and pandapower's runpp (the reference)."""
 
 # Which network field each source needs; the other two must stay unset.
 SOURCE_FIELD: dict[str, str] = {"simbench": "code", "pandapower": "name", "json": "path"}
@@ -122,8 +127,14 @@ class GridConfig(StrictModel):
         1.0, ge=0.0,
         description="Factor on the grid's own (background) loads, P and Q. [-]",
     )
-    solver: Literal["pandapower"] = Field(
-        "pandapower", description="Power-flow solver."
+    solver: Solver = Field(
+        "compiled",
+        description="Power-flow solver. 'compiled': the network converted once to arrays and "
+        "solved by the compiled kernel (ext.powerflow), some hundred times faster per step; it "
+        "models lines, two-winding transformers, switches, external grids, loads, sgens, storage "
+        "and shunts, and a network with anything else (gen, ward, trafo3w, impedance, ...) is "
+        "refused when it is loaded. 'pandapower': pandapower.runpp, the reference, which "
+        "models every pandapower element.",
     )
     max_nonconverged_share: float = Field(
         0.05, ge=0.0, le=1.0,

@@ -1,21 +1,34 @@
 """The distribution grid: a pandapower network, its background profiles and one power flow a step.
 
-The twin's own devices (PV, EVs, factories) enter the network as one pandapower load per
-injection bus, in load convention (positive = drawn from the grid, see ``components.base``);
-everything else the network already contains (its loads, static generators, storage) is the
-*background*, driven by the SimBench one-year profiles when the network has them.
+The twin's own devices (PV, EVs, factories) inject at buses in load convention (positive = drawn
+from the grid, see ``components.base``); everything else the network already contains (its loads,
+static generators, storage) is the *background*, driven by the SimBench one-year profiles when
+the network has them.
 
-The network is converted once at set-up: element positions, profile rows and the output
-selection become index arrays; a step only writes the injection and profile values into the
-power columns and solves.
+Two solvers give the same results (``solver``):
+
+- ``"compiled"`` (default): the network is converted once to arrays
+  (:class:`ext.powerflow_net.PowerFlowNetwork`); a step sums the background and injection powers
+  per bus and solves them with the compiled kernel, warm-started from the last good voltages.
+  It models lines, two-winding transformers, switches, external grids, loads, static
+  generators, storage and shunts; a network with other elements is refused at set-up.
+- ``"pandapower"`` (reference): the injections enter the network as one pandapower load per
+  injection bus; a step writes the power columns and runs ``pandapower.runpp``. Slower, but it
+  models every element pandapower does.
+
+Either way the network is converted once at set-up: element positions, profile rows and the
+output selection become index arrays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
+import logging
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +40,13 @@ import pandas as pd
 from scipy.sparse.linalg import MatrixRankWarning
 
 from components.base import BusRef
-from components.grid.config import GridConfig, pandapower_network_names, simbench_codes
+from components.grid.config import (
+    SOLVERS,
+    GridConfig,
+    pandapower_network_names,
+    simbench_codes,
+)
+from ext.powerflow_net import PowerFlowNetwork, UnsupportedNetworkError
 
 if TYPE_CHECKING:
     from pandapower import pandapowerNet
@@ -38,9 +57,7 @@ PROFILE_STEP_S = 900
 _ROWS_PER_DAY = 86_400 // PROFILE_STEP_S
 
 INJECTION_LOAD_TYPE = "twin_injection"
-"""``net.load.type`` of the loads the model adds for the twin's injections."""
-
-SOLVERS = ("pandapower",)
+"""``net.load.type`` of the loads the pandapower solver adds for the twin's injections."""
 
 # (element, column) pairs the SimBench profiles drive.
 _PROFILED = (("load", "p_mw"), ("load", "q_mvar"), ("sgen", "p_mw"), ("gen", "p_mw"),
@@ -77,7 +94,9 @@ def load_network(cfg: GridConfig) -> pandapowerNet:
     ------
     ValueError
         Naming the field (``code``, ``name``, ``path``) and what is allowed, when the network
-        cannot be built, or when it has no in-service external grid.
+        cannot be built, or when it has no in-service external grid; naming ``solver`` when
+        ``solver: compiled`` cannot model the network (see :func:`compiled_network`), so that
+        a scenario fails at validation rather than when its world is built.
     """
     loader = _LOADERS.get(cfg.source)
     if loader is None:
@@ -89,6 +108,8 @@ def load_network(cfg: GridConfig) -> pandapowerNet:
     if not has_slack:
         raise ValueError(f"{field}: network {getattr(cfg, field)!s} has no in-service ext_grid "
                          "(slack); add one or choose another network")
+    if cfg.solver == "compiled":
+        compiled_network(net)
     return net
 
 
@@ -287,6 +308,51 @@ def background_profiles(net: pandapowerNet, times: pd.DatetimeIndex) -> dict[str
 
 
 # --------------------------------------------------------------------------------------------
+# The compiled network
+# --------------------------------------------------------------------------------------------
+
+def compiled_network(net: pandapowerNet) -> PowerFlowNetwork:
+    """Convert ``net`` once for the compiled solver (the net itself is not modified).
+
+    Raises
+    ------
+    ValueError
+        Starting with ``solver:``, listing what the compiled solver does not model and asking
+        for ``solver: pandapower``. There is deliberately no silent fallback: pandapower takes
+        some hundred times longer per step (22 ms against 0.05 ms on 1-MV-comm--0-sw), which
+        decides whether a year or a sweep is affordable, so the user chooses it.
+    """
+    try:
+        with _quiet_numba_advice():
+            return PowerFlowNetwork(net)
+    except UnsupportedNetworkError as err:
+        reasons = [r.strip() for r in str(err).split("\n- ")[1:]] or [str(err)]
+        if len(reasons) > 1:
+            reasons = [f"({i}) {r}" for i, r in enumerate(reasons, start=1)]
+        raise ValueError(
+            "solver: 'compiled' cannot solve this network: " + " ".join(reasons)
+            + ". Set grid.solver: pandapower for it (the reference solver, which models every "
+            "pandapower element but takes some hundred times longer per step)"
+        ) from None
+
+
+@contextlib.contextmanager
+def _quiet_numba_advice() -> Iterator[None]:
+    """Mute pandapower's advice to install numba while the network is converted.
+
+    The conversion runs pandapower's option set-up, which logs that advice when numba is
+    missing; the conversion does not use numba, so the advice does not apply.
+    """
+    logger = logging.getLogger("pandapower.auxiliary")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+# --------------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------------
 
@@ -331,14 +397,41 @@ class GridResult:
                                  + self.injection_kw - self.background_gen_kw + self.losses_kw)
 
 
+# Background element columns a step sets: the profiled ones and the static reactive powers.
+_BACKGROUND = (*_PROFILED, ("sgen", "q_mvar"), ("storage", "q_mvar"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Background:
+    """Powers of the network's own elements: per (element, column), in ``net.<element>`` order,
+    one row per step of shape (n_steps, n) where profiled, else the static values, shape (n,).
+    Loads are already scaled by ``background_scale``. [MW], [Mvar]"""
+
+    values: dict[tuple[str, str], np.ndarray]
+
+    def at(self, key: tuple[str, str], k: int) -> np.ndarray:
+        v = self.values[key]
+        return v[k] if v.ndim == 2 else v
+
+
+@dataclass(frozen=True, slots=True)
+class _Selection:
+    """Positions (in the net's tables) of the reported buses, lines and transformers."""
+
+    bus: np.ndarray
+    line: np.ndarray
+    trafo: np.ndarray
+
+
 class GridModel:
     """A network stepped through time with the twin's injections and background profiles.
 
     Parameters
     ----------
     net : pandapowerNet
-        The network; the model takes ownership and modifies it (it adds one load per
-        injection bus and writes power columns every step). Pass a copy to keep the original.
+        The network; the model takes ownership. The ``"pandapower"`` solver modifies it (it
+        adds one load per injection bus and writes power columns every step); the
+        ``"compiled"`` solver converts it once and leaves its tables unchanged.
     times : DatetimeIndex
         Start of each step (tz-aware local time); step ``k`` uses ``times[k]``.
     profiles : bool
@@ -349,19 +442,23 @@ class GridModel:
     injection_buses : array of int
         Bus index of each injection, unique; ``solve_step`` takes powers in this order.
     solver : str
-        Power-flow solver, one of ``SOLVERS``.
+        Power-flow solver, one of ``SOLVERS``: ``"compiled"`` (default) or ``"pandapower"``
+        (the reference). Both give the same results to solver tolerance.
 
     Raises
     ------
     ValueError
-        For unknown, repeated, out-of-service or unsupplied injection buses, and when the
-        network's power flow does not converge at set-up (step 0, no injections).
+        For unknown, repeated, out-of-service or unsupplied injection buses, when the
+        compiled solver cannot model the network (naming ``solver``, see
+        :func:`compiled_network`), and when the network's power flow does not converge at
+        set-up (step 0, no injections).
     """
 
     def __init__(self, net: pandapowerNet, times: pd.DatetimeIndex, profiles: bool = True,
                  background_scale: float = 1.0, injection_buses: np.ndarray | list[int] = (),
-                 solver: str = "pandapower") -> None:
-        if solver not in SOLVERS:
+                 solver: str = "compiled") -> None:
+        flow_class = _FLOWS.get(solver)
+        if flow_class is None:
             raise ValueError(f"solver: {solver!r} is not one of {SOLVERS}")
         if not np.isfinite(background_scale) or background_scale < 0:
             raise ValueError(f"background_scale: must be >= 0, got {background_scale}")
@@ -374,29 +471,17 @@ class GridModel:
         self.injection_buses = self._check_injection_buses(injection_buses)
         n_inj = self.injection_buses.size
 
-        # Background values: profile rows per step (before the injection loads exist, which
-        # have no profile), or the static columns.
-        self._profiles = background_profiles(net, self.times) if profiles else {}
-
-        # The twin's injections: constant-power loads appended after the background loads.
-        self._n_bg_loads = len(net.load)
-        if n_inj:
-            pp.create_loads(net, self.injection_buses, p_mw=0.0, q_mvar=0.0,
-                            name=[f"twin injection bus {b}" for b in self.injection_buses],
-                            type=INJECTION_LOAD_TYPE)
-        for element, column in _PROFILED:
-            net[element][column] = net[element][column].astype(np.float64)
-        self._inplace = _writes_through(net.load, "p_mw")
-
-        self.profile_rows = self._profiles.get("row")
-        self._static = {
-            "load_p_mw": net.load["p_mw"].to_numpy(np.float64)[: self._n_bg_loads].copy(),
-            "load_q_mvar": net.load["q_mvar"].to_numpy(np.float64)[: self._n_bg_loads].copy(),
-        }
-        for key in ("load_p_mw", "load_q_mvar"):
-            if key in self._profiles:
-                self._profiles[key] *= self.background_scale
-            self._static[key] *= self.background_scale
+        # Background values: profile rows per step, or the static columns.
+        prof = background_profiles(net, self.times) if profiles else {}
+        self.profile_rows = prof.get("row")
+        values = {}
+        for element, column in _BACKGROUND:
+            if len(net[element]) == 0:
+                continue
+            key = f"{element}_{column}"
+            v = prof[key] if key in prof else net[element][column].to_numpy(np.float64).copy()
+            values[(element, column)] = v * self.background_scale if element == "load" else v
+        background = _Background(values)
 
         # Output selection: in-service elements on supplied buses, in table order.
         unsupplied = top.unsupplied_buses(net)
@@ -404,36 +489,37 @@ class GridModel:
         self.bus_ids = net.bus.index.to_numpy(np.int64)[bus_ok]
         self.line_ids = net.line.index.to_numpy(np.int64)[net.line["in_service"].astype(bool)]
         self.trafo_ids = net.trafo.index.to_numpy(np.int64)[net.trafo["in_service"].astype(bool)]
-        self._bus_pos = net.bus.index.get_indexer(self.bus_ids)
-        self._line_pos = net.line.index.get_indexer(self.line_ids)
-        self._trafo_pos = net.trafo.index.get_indexer(self.trafo_ids)
-        # Impedance bus-bus switches are branches; ideal ones fuse buses and dissipate nothing.
-        sw = net.switch
-        self._switch_pos = np.flatnonzero(
-            (sw["et"] == "b").to_numpy() & sw["closed"].astype(bool).to_numpy()
-            & (sw["z_ohm"].fillna(0.0).to_numpy() > 0)) if len(sw) else np.empty(0, np.int64)
+        selection = _Selection(net.bus.index.get_indexer(self.bus_ids),
+                               net.line.index.get_indexer(self.line_ids),
+                               net.trafo.index.get_indexer(self.trafo_ids))
 
-        self._numba = importlib.util.find_spec("numba") is not None
         self.nonconverged_steps = 0
         self.nonconverged_at: list[int] = []
-        self.runpp_time_s = 0.0
         self.step_time_s = 0.0
         self.steps_solved = 0
+        self.injection_p_kw = np.zeros(n_inj)
+        self.injection_q_kvar = np.zeros(n_inj)
 
+        self._flow = flow_class(net, background, len(self.times), self.injection_buses,
+                                selection)
         # A converged start: the initial guess of step 0 and the "last good state" fallback.
-        self._write_background(0)
-        self._write_injections(np.zeros(n_inj), np.zeros(n_inj))
-        if not self._solve(warm=False):
+        result = self._flow.solve(0, self.injection_p_kw, self.injection_q_kvar, warm=False)
+        if result is None:
             raise ValueError(
                 "the network's power flow does not converge at set-up (background of step 0, "
                 "no injections); check the network or lower background_scale"
             )
-        self._last = self._collect(converged=True)
+        self._last = result
 
     @property
     def initial_result(self) -> GridResult:
         """The set-up state (step 0 background, no injections), or the last good one after."""
         return self._last
+
+    @property
+    def solver_time_s(self) -> float:
+        """Wall time spent inside the power-flow solver (runpp or the kernel) so far. [s]"""
+        return self._flow.time_s
 
     def solve_step(self, k: int, p_kw_bus: np.ndarray, q_kvar_bus: np.ndarray) -> GridResult:
         """Solve step ``k`` with the given injections.
@@ -463,11 +549,11 @@ class GridModel:
                              f"injection_buses, got {p_kw.shape} and {q_kvar.shape}")
         if not (np.isfinite(p_kw).all() and np.isfinite(q_kvar).all()):
             raise ValueError("p_kw_bus, q_kvar_bus: non-finite injection")
+        self.injection_p_kw = p_kw.copy()
+        self.injection_q_kvar = q_kvar.copy()
 
-        self._write_background(k)
-        self._write_injections(p_kw, q_kvar)
-        if self._solve(warm=True):
-            result = self._collect(converged=True)
+        result = self._flow.solve(int(k), p_kw, q_kvar, warm=True)
+        if result is not None:
             self._last = result
         else:
             self.nonconverged_steps += 1
@@ -477,7 +563,178 @@ class GridModel:
         self.step_time_s += time.perf_counter() - t_start
         return result
 
-    # ---- per-step internals ---------------------------------------------------------------
+    def _check_injection_buses(self, buses: np.ndarray | list[int]) -> np.ndarray:
+        buses = np.asarray(buses, dtype=np.int64).ravel()
+        if np.unique(buses).size != buses.size:
+            raise ValueError("injection_buses: must be unique (aggregate sources per bus first)")
+        for b in buses:
+            resolve_bus(self.net, int(b))
+        unsupplied = set(top.unsupplied_buses(self.net)) & set(buses.tolist())
+        if unsupplied:
+            raise ValueError(f"injection_buses: buses {sorted(unsupplied)} are not connected "
+                             "to an external grid")
+        return buses
+
+
+@contextlib.contextmanager
+def _diverging_iterations_are_quiet() -> Iterator[None]:
+    # A diverging iteration overflows and meets singular Jacobians; the outcome is recorded as
+    # non-convergence, so its numerical warnings are noise.
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", MatrixRankWarning)
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# Solvers: set up once from the net, then ``solve(k, p_kw, q_kvar, warm)`` per step, returning
+# the step's GridResult or None when the power flow did not converge.
+# --------------------------------------------------------------------------------------------
+
+class _CompiledFlow:
+    """The compiled kernel on arrays: no DataFrame is touched after set-up.
+
+    The background powers of the whole run are summed per bus at set-up (one sparse product
+    per element table); a step copies its row, adds the injections at their bus positions and
+    solves, warm-started from the last good voltages.
+    """
+
+    def __init__(self, net: pandapowerNet, background: _Background, n_steps: int,
+                 injection_buses: np.ndarray, select: _Selection) -> None:
+        self.network = compiled_network(net)
+        nw = self.network
+        self._select = select
+        self._inj_pos = nw.bus_positions(injection_buses)
+        # Elements on out-of-service or islanded buses draw nothing (as in pandapower's res_*).
+        dead = np.union1d(nw.islanded_buses, nw.out_of_service_buses)
+        live = ~np.isin(nw.bus_index, dead)
+
+        p_bus: np.ndarray | float = 0.0
+        q_bus: np.ndarray | float = 0.0
+        totals_mw = {}
+        for element in ("load", "sgen", "storage"):
+            df = net[element]
+            if len(df) == 0:
+                totals_mw[element] = 0.0
+                continue
+            p_mw = background.values[(element, "p_mw")]
+            dp, dq = nw.aggregate(element, p_mw, background.values[(element, "q_mvar")])
+            p_bus = p_bus + dp
+            q_bus = q_bus + dq
+            weight = (df["scaling"].to_numpy(np.float64) * df["in_service"].to_numpy(np.float64)
+                      * live[nw.bus_positions(df["bus"])])
+            totals_mw[element] = p_mw @ weight
+        shape = (n_steps, nw.n_bus)
+        self._p_bus = np.broadcast_to(np.ascontiguousarray(p_bus), shape)
+        self._q_bus = np.broadcast_to(np.ascontiguousarray(q_bus), shape)
+        self._load_kw = np.broadcast_to(1e3 * np.asarray(totals_mw["load"]), (n_steps,))
+        self._gen_kw = np.broadcast_to(1e3 * np.asarray(totals_mw["sgen"]), (n_steps,))
+        self._storage_kw = np.broadcast_to(1e3 * np.asarray(totals_mw["storage"]), (n_steps,))
+
+        # Shunt losses (the kernel's p_loss_mw counts branches only): P = p_at_1pu * vm².
+        self._shunt_pos, self._shunt_mw_1pu = _shunt_p_at_1pu(net, nw, live)
+        self._v: np.ndarray | None = None
+        self.time_s = 0.0
+
+    def solve(self, k: int, p_kw: np.ndarray, q_kvar: np.ndarray,
+              warm: bool) -> GridResult | None:
+        p_mw = self._p_bus[k].copy()
+        q_mvar = self._q_bus[k].copy()
+        p_mw[self._inj_pos] += 1e-3 * p_kw
+        q_mvar[self._inj_pos] += 1e-3 * q_kvar
+        t0 = time.perf_counter()
+        try:
+            res = self._run(p_mw, q_mvar, self._v if warm else None)
+            if res is None and warm:
+                res = self._run(p_mw, q_mvar, None)  # from the no-load voltages
+        finally:
+            self.time_s += time.perf_counter() - t0
+        if res is None:
+            return None
+        self._v = res.v_pu
+        vm = res.vm_pu
+        sel = self._select
+        shunt_mw = float(self._shunt_mw_1pu @ np.square(vm[self._shunt_pos]))
+        return GridResult(
+            vm_pu=vm[sel.bus],
+            va_deg=res.va_degree[sel.bus],
+            line_loading_pct=res.line_loading_pct[sel.line],
+            trafo_loading_pct=res.trafo_loading_pct[sel.trafo],
+            losses_kw=1e3 * (res.p_loss_mw + shunt_mw),
+            import_kw=1e3 * float(np.nansum(res.ext_grid_p_mw)),
+            q_import_kvar=1e3 * float(np.nansum(res.ext_grid_q_mvar)),
+            background_load_kw=float(self._load_kw[k]),
+            background_gen_kw=float(self._gen_kw[k]),
+            background_storage_kw=float(self._storage_kw[k]),
+            injection_kw=float(np.sum(p_kw)),
+            converged=True,
+        )
+
+    def _run(self, p_mw: np.ndarray, q_mvar: np.ndarray, v0: np.ndarray | None):
+        with _diverging_iterations_are_quiet():
+            res = self.network.solve(p_mw, q_mvar, v0, flows=False)
+        if res.converged and np.isfinite(res.vm_pu[self._select.bus]).all():
+            return res
+        return None
+
+
+def _shunt_p_at_1pu(net: pandapowerNet, network: PowerFlowNetwork,
+                    live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bus position and active power at 1 pu of each shunt in service on a supplied bus, as
+    pandapower computes ``res_shunt``: ``p_mw * step`` (or the characteristic table's value at
+    ``step``) times ``(vn_kv of the bus / vn_kv of the shunt)²``. [MW]"""
+    s = net.shunt
+    if len(s) == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    pos = network.bus_positions(s["bus"])
+    p_mw = s["p_mw"].to_numpy(np.float64) * s["step"].to_numpy(np.float64)
+    if "step_dependency_table" in s:
+        table = net.get("shunt_characteristic_table")
+        dependent = s["step_dependency_table"].fillna(False).astype(bool).to_numpy()
+        for i in np.flatnonzero(dependent):
+            row = table[(table["id_characteristic"] == s["id_characteristic_table"].iat[i])
+                        & (table["step"] == s["step"].iat[i])]
+            p_mw[i] = float(row["p_mw"].iloc[0]) if len(row) else 0.0
+    bus_kv = net.bus["vn_kv"].to_numpy(np.float64)[net.bus.index.get_indexer(s["bus"])]
+    shunt_kv = s["vn_kv"].to_numpy(np.float64)
+    shunt_kv = np.where(np.isnan(shunt_kv), bus_kv, shunt_kv)
+    # Shunts on islanded buses are left out: their voltage is NaN.
+    keep = s["in_service"].to_numpy(bool) & live[pos]
+    return pos[keep], (p_mw * (bus_kv / shunt_kv) ** 2)[keep]
+
+
+class _PandapowerFlow:
+    """The reference: injections as pandapower loads, ``pandapower.runpp``, ``res_*`` tables."""
+
+    def __init__(self, net: pandapowerNet, background: _Background, n_steps: int,
+                 injection_buses: np.ndarray, select: _Selection) -> None:
+        self.net = net
+        self._background = background
+        self._select = select
+        # The twin's injections: constant-power loads appended after the background loads.
+        self._n_bg_loads = len(net.load)
+        if injection_buses.size:
+            pp.create_loads(net, injection_buses, p_mw=0.0, q_mvar=0.0,
+                            name=[f"twin injection bus {b}" for b in injection_buses],
+                            type=INJECTION_LOAD_TYPE)
+        for element, column in _BACKGROUND:
+            net[element][column] = net[element][column].astype(np.float64)
+        self._inplace = _writes_through(net.load, "p_mw")
+        # Impedance bus-bus switches are branches; ideal ones fuse buses and dissipate nothing.
+        sw = net.switch
+        self._switch_pos = np.flatnonzero(
+            (sw["et"] == "b").to_numpy() & sw["closed"].astype(bool).to_numpy()
+            & (sw["z_ohm"].fillna(0.0).to_numpy() > 0)) if len(sw) else np.empty(0, np.int64)
+        self._numba = importlib.util.find_spec("numba") is not None
+        self.time_s = 0.0
+
+    def solve(self, k: int, p_kw: np.ndarray, q_kvar: np.ndarray,
+              warm: bool) -> GridResult | None:
+        self._write_background(k)
+        n = self._n_bg_loads
+        self._write(self.net.load, "p_mw", slice(n, None), p_kw * 1e-3)
+        self._write(self.net.load, "q_mvar", slice(n, None), q_kvar * 1e-3)
+        return self._collect() if self._solve(warm) else None
 
     def _run_power_flow(self, init: str) -> None:
         """Solve ``self.net`` in place; raises ``pp.LoadflowNotConverged`` on failure."""
@@ -492,39 +749,24 @@ class GridModel:
         for init in (("results", "auto") if warm else ("auto",)):
             t0 = time.perf_counter()
             try:
-                # A diverging iteration overflows and meets singular Jacobians; the outcome is
-                # recorded as non-convergence, so its numerical warnings are noise.
-                with warnings.catch_warnings(), np.errstate(all="ignore"):
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    warnings.simplefilter("ignore", MatrixRankWarning)
+                with _diverging_iterations_are_quiet():
                     self._run_power_flow(init)
                 ok = bool(self.net.converged) and np.isfinite(
-                    self.net.res_bus["vm_pu"].to_numpy()[self._bus_pos]).all()
+                    self.net.res_bus["vm_pu"].to_numpy()[self._select.bus]).all()
             except (pp.LoadflowNotConverged, np.linalg.LinAlgError):
                 ok = False
             finally:
-                self.runpp_time_s += time.perf_counter() - t0
+                self.time_s += time.perf_counter() - t0
             if ok:
                 return True
         return False
 
     def _write_background(self, k: int) -> None:
-        n = self._n_bg_loads
-        prof = self._profiles
-        self._write(self.net.load, "p_mw", slice(0, n),
-                    prof["load_p_mw"][k] if "load_p_mw" in prof else self._static["load_p_mw"])
-        self._write(self.net.load, "q_mvar", slice(0, n),
-                    prof["load_q_mvar"][k] if "load_q_mvar" in prof else
-                    self._static["load_q_mvar"])
-        for element in ("sgen", "gen", "storage"):
-            key = f"{element}_p_mw"
-            if key in prof:
-                self._write(self.net[element], "p_mw", slice(None), prof[key][k])
-
-    def _write_injections(self, p_kw: np.ndarray, q_kvar: np.ndarray) -> None:
-        n = self._n_bg_loads
-        self._write(self.net.load, "p_mw", slice(n, None), p_kw * 1e-3)
-        self._write(self.net.load, "q_mvar", slice(n, None), q_kvar * 1e-3)
+        for (element, column), values in self._background.values.items():
+            rows = slice(0, self._n_bg_loads) if element == "load" else slice(None)
+            if element == "load" or values.ndim == 2:  # static sgen, gen, storage stay as they are
+                self._write(self.net[element], column, rows, self._background.at(
+                    (element, column), k))
 
     def _write(self, df: pd.DataFrame, column: str, rows: slice, values: np.ndarray) -> None:
         if self._inplace:
@@ -534,9 +776,10 @@ class GridModel:
             full[rows] = values
             df[column] = full
 
-    def _collect(self, converged: bool) -> GridResult:
+    def _collect(self) -> GridResult:
         net = self.net
         n = self._n_bg_loads
+        sel = self._select
         load_mw = net.res_load["p_mw"].to_numpy(np.float64)
         losses_mw = sum(_column_sum(net, table, col) for table, col in _LOSS_COLUMNS)
         if self._switch_pos.size:
@@ -546,11 +789,10 @@ class GridModel:
         bg_load_mw = float(np.nansum(load_mw[:n])) + sum(
             _column_sum(net, t, "p_mw") for t in _EXTRA_LOAD_TABLES)
         return GridResult(
-            vm_pu=net.res_bus["vm_pu"].to_numpy(np.float64)[self._bus_pos],
-            va_deg=net.res_bus["va_degree"].to_numpy(np.float64)[self._bus_pos],
-            line_loading_pct=net.res_line["loading_percent"].to_numpy(np.float64)[self._line_pos],
-            trafo_loading_pct=net.res_trafo["loading_percent"].to_numpy(
-                np.float64)[self._trafo_pos],
+            vm_pu=net.res_bus["vm_pu"].to_numpy(np.float64)[sel.bus],
+            va_deg=net.res_bus["va_degree"].to_numpy(np.float64)[sel.bus],
+            line_loading_pct=net.res_line["loading_percent"].to_numpy(np.float64)[sel.line],
+            trafo_loading_pct=net.res_trafo["loading_percent"].to_numpy(np.float64)[sel.trafo],
             losses_kw=1e3 * losses_mw,
             import_kw=1e3 * _column_sum(net, "res_ext_grid", "p_mw"),
             q_import_kvar=1e3 * _column_sum(net, "res_ext_grid", "q_mvar"),
@@ -558,20 +800,12 @@ class GridModel:
             background_gen_kw=1e3 * sum(_column_sum(net, t, "p_mw") for t in _GEN_TABLES),
             background_storage_kw=1e3 * _column_sum(net, "res_storage", "p_mw"),
             injection_kw=1e3 * float(np.nansum(load_mw[n:])),
-            converged=converged,
+            converged=True,
         )
 
-    def _check_injection_buses(self, buses: np.ndarray | list[int]) -> np.ndarray:
-        buses = np.asarray(buses, dtype=np.int64).ravel()
-        if np.unique(buses).size != buses.size:
-            raise ValueError("injection_buses: must be unique (aggregate sources per bus first)")
-        for b in buses:
-            resolve_bus(self.net, int(b))
-        unsupplied = set(top.unsupplied_buses(self.net)) & set(buses.tolist())
-        if unsupplied:
-            raise ValueError(f"injection_buses: buses {sorted(unsupplied)} are not connected "
-                             "to an external grid")
-        return buses
+
+_FLOWS: dict[str, type[_CompiledFlow | _PandapowerFlow]] = {
+    "compiled": _CompiledFlow, "pandapower": _PandapowerFlow}
 
 
 def _column_sum(net: pandapowerNet, table: str, column: str) -> float:
@@ -593,4 +827,3 @@ def _writes_through(df: pd.DataFrame, column: str) -> bool:
     seen = df[column].iat[0]
     values[0] = old
     return bool(seen == old + 1.0)
-

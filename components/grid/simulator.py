@@ -89,11 +89,12 @@ class GridSimulator(mosaik_api_v3.Simulator):
             The ``grid`` section (``GridConfig.model_dump(mode="json")``).
         injectors : dict
             Full id of each source simulator entity (e.g. ``"PV-0.pv"``) -> bus of each
-            element of its ``p_kw`` / ``q_kvar`` arrays (index or name). One pandapower load is
-            added per distinct bus over all sources.
+            element of its ``p_kw`` / ``q_kvar`` arrays (index or name). The model injects per
+            distinct bus over all sources.
         net : pandapowerNet, optional
             The network already loaded from ``config`` (in-process callers that have it save
-            the seconds a SimBench build takes). It is modified: injection loads are added.
+            the seconds a SimBench build takes). With ``solver: pandapower`` it is modified
+            (one injection load per bus is added); the compiled solver leaves it unchanged.
         """
         if num != 1 or self.model is not None:
             raise ValueError(f"{self.sid}: exactly one {model} entity per simulator")

@@ -17,7 +17,7 @@ def _error(**kwargs) -> dict:
 def test_defaults_and_json_round_trip(tmp_path):
     cfg = GridConfig(source="simbench", code="1-MV-comm--0-sw")
     assert cfg.background_profiles and cfg.background_scale == 1.0
-    assert cfg.solver == "pandapower" and cfg.max_nonconverged_share == 0.05
+    assert cfg.solver == "compiled" and cfg.max_nonconverged_share == 0.05
     assert cfg.v_band_pu == (0.9, 1.1)
     assert GridConfig.model_validate(cfg.model_dump(mode="json")) == cfg
 
@@ -87,3 +87,11 @@ def test_voltage_band_must_be_ordered(band):
 def test_out_of_range_values_name_field(field, value):
     err = _error(**{"source": "pandapower", "name": "case33bw", field: value})
     assert err["loc"][0] == field
+
+
+def test_solver_choices_and_message():
+    assert GridConfig(source="pandapower", name="case33bw", solver="pandapower").solver == (
+        "pandapower")
+    err = _error(source="pandapower", name="case33bw", solver="newton")
+    assert err["loc"] == ("solver",)
+    assert "'compiled'" in err["msg"] and "'pandapower'" in err["msg"]

@@ -21,22 +21,10 @@ from components.grid.model import (
     resolve_bus,
 )
 
-COMM = "1-MV-comm--0-sw"
 SIMBENCH_ROWS = 35_136
 # MV buses of the commercial grid that carry commercial (G*) loads: factory candidates.
 FACTORY_BUSES = [9, 12, 28, 45, 62, 86]
-
-
-@pytest.fixture(scope="module")
-def comm_net():
-    """1-MV-comm--0-sw, loaded once (it takes seconds); tests deep-copy it."""
-    return load_network(GridConfig(source="simbench", code=COMM))
-
-
-@pytest.fixture(scope="module")
-def case33():
-    """pandapower's case33bw (read from a file, so loaded once); tests deep-copy it."""
-    return pn.case33bw()
+SOLVERS = ("compiled", "pandapower")
 
 
 def _times(start: str, n: int, step_s: int = 900) -> pd.DatetimeIndex:
@@ -219,17 +207,22 @@ def test_network_without_profiles_keeps_static_values(case33):
 # ---- physics ---------------------------------------------------------------------------------
 
 def _random_day(seed: int, n_buses: int, reverse_mw: float, n: int):
-    """Injections over a day of n steps: loads and PV around noon that reverses the flow."""
+    """Injections over a day of n steps: loads and PV around noon that reverses the flow.
+
+    The PV is spread over the buses (each gets at least half an even share), as a 20 kV bus
+    taking all of 30 MW would rise to 1.4 pu.
+    """
     rng = np.random.default_rng(seed)
     p_kw = rng.uniform(0.0, 800.0, (n, n_buses))
     solar = np.clip(np.sin(2 * np.pi * (np.arange(n) / n - 0.25)), 0.0, None)
-    p_kw -= np.outer(solar, rng.dirichlet(np.ones(n_buses))) * reverse_mw * 1e3
+    share = 0.5 / n_buses + 0.5 * rng.dirichlet(np.ones(n_buses))
+    p_kw -= np.outer(solar, share) * reverse_mw * 1e3
     q_kvar = rng.uniform(-200.0, 300.0, (n, n_buses))
     return p_kw, q_kvar
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), n_buses=st.integers(1, 6),
+@given(seed=st.integers(0, 2**32 - 1), n_buses=st.integers(3, 6),
        reverse_mw=st.floats(18.0, 30.0))
 def test_energy_balance_closes_every_step_of_a_day(comm_net, seed, n_buses, reverse_mw):
     rng = np.random.default_rng(seed)
@@ -247,19 +240,20 @@ def test_energy_balance_closes_every_step_of_a_day(comm_net, seed, n_buses, reve
         rel = _relative_scale(r.balance_residual_kw, r.import_kw, r.background_load_kw,
                               r.background_gen_kw, r.injection_kw, r.losses_kw)
         assert rel < 1e-6, (k, r.balance_residual_kw)
-        assert r.losses_kw > 0 and np.all((r.vm_pu > 0.8) & (r.vm_pu < 1.2))
+        assert r.losses_kw > 0 and np.all((r.vm_pu > 0.8) & (r.vm_pu < 1.3))
         imports.append(r.import_kw)
     # The day has both directions: import at night, export (reverse flow) at noon.
     assert max(imports) > 0 > min(imports)
     assert model.nonconverged_steps == 0
 
 
-def test_results_equal_direct_runpp_with_loads_written_normally(comm_net):
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_results_equal_direct_runpp_with_loads_written_normally(comm_net, solver):
     # 2016 dates: the profile row is the row whose time stamp reads the same date and time.
     times = _times("2016-03-15T00:00+01:00", 96)
     buses = np.array(FACTORY_BUSES)
     model = GridModel(copy.deepcopy(comm_net), times, background_scale=0.8,
-                      injection_buses=buses)
+                      injection_buses=buses, solver=solver)
     rng = np.random.default_rng(7)
     stamp_rows = {t: i for i, t in enumerate(comm_net.profiles["load"]["time"])}
     rel_load = comm_net.profiles["load"]
@@ -300,9 +294,10 @@ def test_results_equal_direct_runpp_with_loads_written_normally(comm_net):
         assert got.background_gen_kw == pytest.approx(1e3 * ref.res_sgen.p_mw.sum())
 
 
-def test_injection_loads_are_added_once(comm_net):
+def test_pandapower_solver_adds_injection_loads_once(comm_net):
     net = copy.deepcopy(comm_net)
-    model = GridModel(net, _times("2026-06-01T00:00+08:00", 2), injection_buses=[12, 9])
+    model = GridModel(net, _times("2026-06-01T00:00+08:00", 2), injection_buses=[12, 9],
+                      solver="pandapower")
     added = net.load[net.load.type == INJECTION_LOAD_TYPE]
     assert added.bus.tolist() == [12, 9] and len(net.load) == len(comm_net.load) + 2
     model.solve_step(0, np.array([100.0, -50.0]), np.array([10.0, 0.0]))
@@ -311,10 +306,33 @@ def test_injection_loads_are_added_once(comm_net):
     assert model.line_ids.size == len(comm_net.line) and model.trafo_ids.size == 2
 
 
-def test_nonconvergence_is_counted_keeps_last_state_and_recovers(comm_net):
+def test_compiled_solver_leaves_the_net_alone_and_reads_no_table_per_step(comm_net):
+    net = copy.deepcopy(comm_net)
+    times = _times("2026-06-01T00:00+08:00", 3)
+    model = GridModel(net, times, injection_buses=[12, 9])
+    assert model.solver == "compiled"
+    assert len(net.load) == len(comm_net.load)
+    pd.testing.assert_frame_equal(net.load, comm_net.load)
+    pd.testing.assert_frame_equal(net.sgen, comm_net.sgen)
+    reference = GridModel(copy.deepcopy(comm_net), times, injection_buses=[12, 9])
+    expected = [reference.solve_step(k, np.array([100.0, -50.0]), np.array([10.0, 0.0]))
+                for k in range(3)]
+    # After set-up the steps need no DataFrame: empty the network and step on.
+    net.clear()
+    for k in range(3):
+        got = model.solve_step(k, np.array([100.0, -50.0]), np.array([10.0, 0.0]))
+        np.testing.assert_array_equal(got.vm_pu, expected[k].vm_pu)
+        assert got.import_kw == expected[k].import_kw
+    np.testing.assert_array_equal(model.injection_p_kw, [100.0, -50.0])
+    assert model.bus_ids.tolist() == comm_net.bus.index.tolist()
+    assert model.line_ids.size == len(comm_net.line) and model.trafo_ids.size == 2
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_nonconvergence_is_counted_keeps_last_state_and_recovers(comm_net, solver):
     times = _times("2026-06-01T00:00+08:00", 4)
     buses = np.array([77, 102])
-    model = GridModel(copy.deepcopy(comm_net), times, injection_buses=buses)
+    model = GridModel(copy.deepcopy(comm_net), times, injection_buses=buses, solver=solver)
     good = model.solve_step(0, np.array([300.0, 200.0]), np.zeros(2))
     # 1 GW drawn at the end of a 20 kV feeder: no power-flow solution exists.
     absurd = model.solve_step(1, np.array([1e6, 0.0]), np.zeros(2))
@@ -324,7 +342,7 @@ def test_nonconvergence_is_counted_keeps_last_state_and_recovers(comm_net):
     assert absurd.import_kw == good.import_kw and absurd.losses_kw == good.losses_kw
 
     after = model.solve_step(2, np.array([300.0, 200.0]), np.zeros(2))
-    fresh = GridModel(copy.deepcopy(comm_net), times, injection_buses=buses)
+    fresh = GridModel(copy.deepcopy(comm_net), times, injection_buses=buses, solver=solver)
     expected = fresh.solve_step(2, np.array([300.0, 200.0]), np.zeros(2))
     assert after.converged and model.nonconverged_steps == 1
     np.testing.assert_allclose(after.vm_pu, expected.vm_pu, atol=1e-9)
@@ -353,7 +371,10 @@ def test_unsupplied_injection_bus_is_rejected(case33):
 
 
 def test_balance_closes_with_every_kind_of_element():
-    """Shunt, impedance, ward, motor, gen, storage and an impedance switch all close the sum."""
+    """Shunt, impedance, ward, motor, gen, storage and an impedance switch all close the sum.
+
+    The compiled solver refuses several of these elements; the reference solver models them.
+    """
     net = pn.create_cigre_network_mv(with_der="all")
     pp.create_shunt(net, bus=5, q_mvar=-0.2, p_mw=0.015)
     pp.create_impedance(net, from_bus=3, to_bus=8, rft_pu=0.02, xft_pu=0.05, sn_mva=10.0)
@@ -364,7 +385,7 @@ def test_balance_closes_with_every_kind_of_element():
     pp.create_switch(net, bus=4, element=extra, et="b", closed=True, z_ohm=0.5)
     pp.create_load(net, extra, p_mw=0.4, q_mvar=0.1)
     times = _times("2026-06-01T12:00+08:00", 3)
-    model = GridModel(net, times, injection_buses=[extra, 11, 14])
+    model = GridModel(net, times, injection_buses=[extra, 11, 14], solver="pandapower")
     for k, p in enumerate(([200.0, -300.0, 50.0], [0.0, 0.0, 0.0], [-900.0, 400.0, 1000.0])):
         r = model.solve_step(k, np.array(p), np.array([20.0, -10.0, 0.0]))
         assert r.converged

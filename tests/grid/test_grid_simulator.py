@@ -23,9 +23,9 @@ def _grid(injectors: dict, n_steps: int = 4, config: dict = CIGRE) -> GridSimula
 
 
 def _injection_p_kw(sim: GridSimulator) -> dict[int, float]:
-    net = sim.model.net
-    added = net.load.iloc[len(net.load) - sim.injection_buses.size:]
-    return {int(b): 1e3 * p for b, p in zip(added.bus, added.p_mw, strict=True)}
+    model = sim.model
+    return {int(b): float(p) for b, p in zip(model.injection_buses, model.injection_p_kw,
+                                             strict=True)}
 
 
 def test_sources_are_summed_per_bus_and_missing_ones_count_as_zero():
@@ -88,6 +88,19 @@ def test_bad_config_and_bus_fail_at_create():
         sim.create(1, "Grid", config={"source": "simbench", "code": "nope"}, injectors={})
     with pytest.raises(ValueError, match="bus 'Bus 99' not found"):
         sim.create(1, "Grid", config=CIGRE, injectors={"PV-0.pv": ["Bus 99"]})
+
+
+def test_network_the_compiled_solver_refuses_fails_at_create_naming_solver():
+    config = GridConfig(source="pandapower", name="case9").model_dump(mode="json")
+    sim = GridSimulator()
+    sim.init("Grid-0")
+    with pytest.raises(ValueError, match=r"^solver: .*net\.gen.*grid\.solver: pandapower"):
+        sim.create(1, "Grid", config=config, injectors={})
+    sim = GridSimulator()
+    sim.init("Grid-0", n_steps=2)
+    sim.create(1, "Grid", config={**config, "solver": "pandapower"}, injectors={"PV-0.pv": [5]})
+    sim.step(0, {"grid": {"p_kw": {"PV-0.pv": np.array([-20_000.0])}}}, 900)
+    assert sim.get_data({"grid": ["converged"]})["grid"]["converged"] == 1
 
 
 def test_too_many_nonconverged_steps_fail_the_run():
@@ -156,7 +169,8 @@ class SinkSim(mosaik_api_v3.Simulator):
         return time + self.step_s
 
 
-def test_grid_in_a_mosaik_world():
+@pytest.mark.parametrize("solver", ["compiled", "pandapower"])
+def test_grid_in_a_mosaik_world(solver):
     n_steps = 4
     p_kw = np.array([[100.0, 50.0], [-800.0, 20.0], [0.0, 0.0], [250.0, -3000.0]])
     SinkSim.records = []
@@ -167,7 +181,8 @@ def test_grid_in_a_mosaik_world():
     }, skip_greetings=True, configure_logging=False)
     source = world.start("Source", step_s=900).Source(p_kw=p_kw)
     grid_sim = world.start("Grid", start=START, step_s=900, n_steps=n_steps, seed=3)
-    grid = grid_sim.Grid(config=CIGRE, injectors={source.full_id: [3, "Bus 11"]})
+    grid = grid_sim.Grid(config={**CIGRE, "solver": solver},
+                         injectors={source.full_id: [3, "Bus 11"]})
     sink = world.start("Sink", step_s=900).Sink()
     world.connect(source, grid, "p_kw", "q_kvar")
     world.connect(grid, sink, *SINK_META["models"]["Sink"]["attrs"])
