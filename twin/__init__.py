@@ -8,21 +8,8 @@ A scenario script needs three names::
     print(result.kpis["self_sufficiency"])
 """
 
-from importlib import import_module
+from twin.run import RunResult, run
+from twin.scenario import Scenario, ScenarioError, load_scenario
+from twin.world import SimulationError
 
-# Imported on first use, so that light commands (`twin ledger verify`) do not load the
-# simulation stack.
-_EXPORTS = {
-    "RunResult": "twin.run", "run": "twin.run",
-    "Scenario": "twin.scenario", "ScenarioError": "twin.scenario",
-    "load_scenario": "twin.scenario",
-    "SimulationError": "twin.world",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'twin' has no attribute {name!r}")
+__all__ = ["RunResult", "Scenario", "ScenarioError", "SimulationError", "load_scenario", "run"]
