@@ -7,6 +7,12 @@ Grid quantities (voltages, loading, import, losses) count only steps whose power
 The energy balance: PV + background generation + EV discharge (V2G) + import
 = factories + background loads and storage + EV charging + losses + export.
 ``energy_balance_error`` is the signed residual divided by the total supplied energy.
+
+With a coordinator: ``pv_to_ev_mwh`` (PV matched to EV charging), ``grid_to_ev_mwh``,
+``v2g_mwh`` (EV discharge sold to the grid), ``pv_feed_in_mwh`` (PV sold to the grid),
+``pv_curtailed_mwh``, ``cost_cny`` (what EV users pay for charging), ``ev_grid_cost_cny`` (its grid
+part), ``ev_user_revenue_cny`` (V2G remuneration), ``pv_revenue_cny`` (the plants' income) and
+``ledger_blocks`` / ``ledger_transactions`` (sealed into the run's ledger).
 """
 
 from __future__ import annotations
@@ -109,6 +115,22 @@ def compute(scenario: Scenario, frames: dict[str, pd.DataFrame]) -> dict[str, fl
         kpis["ev_capacity_fade_pct_mean"] = float(last["ev_capacity_fade_pct_mean"])
         kpis["ev_driven_energy_mwh"] = float(last["ev_driven_energy_mwh"])
         kpis["ev_trips"] = int(last["ev_trips"])
+    coord = frames.get("coordinator")
+    if coord is not None:
+        kpis["pv_to_ev_mwh"] = _col(coord, "pv_to_ev_kw", n).sum() * mwh
+        kpis["grid_to_ev_mwh"] = _col(coord, "grid_to_ev_kw", n).sum() * mwh
+        kpis["v2g_mwh"] = _col(coord, "v2g_kw", n).sum() * mwh
+        kpis["pv_feed_in_mwh"] = _col(coord, "pv_export_kw", n).sum() * mwh
+        kpis["pv_curtailed_mwh"] = _cols(pv, "p_curtailed_kw").sum() * mwh if pv is not None \
+            else 0.0
+        kpis["cost_cny"] = _col(coord, "cost_cny", n).sum()
+        kpis["ev_grid_cost_cny"] = _col(coord, "grid_cost_cny", n).sum()
+        kpis["ev_user_revenue_cny"] = _col(coord, "ev_user_revenue_cny", n).sum()
+        kpis["pv_revenue_cny"] = _col(coord, "pv_revenue_cny", n).sum()
+    ledger = frames.get("ledger")
+    if ledger is not None and len(ledger):
+        kpis["ledger_blocks"] = int(ledger["n_blocks"].iloc[-1])
+        kpis["ledger_transactions"] = int(ledger["n_transactions"].iloc[-1])
     return {k: (round(float(v), 12) if isinstance(v, float) else v) for k, v in kpis.items()}
 
 

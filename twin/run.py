@@ -1,8 +1,9 @@
 """Run a scenario end to end and write its run folder.
 
 A run folder holds ``scenario.yaml`` (resolved, seed included), ``kpis.json``, one Parquet file
-of time series per simulator under ``timeseries/``, and ``run.json`` (versions, wall time, steps,
-time per simulator). It is written under a temporary name and renamed when complete, so a folder
+of time series per simulator under ``timeseries/``, ``run.json`` (versions, wall time, steps,
+time per simulator) and, with a coordinator, ``ledger.sqlite`` and ``ledger.pub`` (the settlement
+ledger, written during the run into a temporary folder and moved here). It is written under a temporary name and renamed when complete, so a folder
 with the final name is always a whole result.
 """
 
@@ -21,6 +22,7 @@ import pandas as pd
 
 from twin import kpis as kpi_mod
 from twin import world as world_mod
+from twin.ledger import LEDGER_FILE, PUBLIC_KEY_FILE
 from twin.scenario import Scenario, ScenarioError, to_yaml
 
 VERSIONED = ["sdg-twin", "mosaik", "mosaik-api-v3", "pandapower", "simbench", "pvlib", "simpy",
@@ -65,10 +67,20 @@ def run(scenario: Scenario, out: str | Path | None = None, progress: bool = True
                              "(choose another folder or pass --force)"])
     t0 = wallclock.perf_counter()
     assembly = world_mod.build(scenario)
-    setup_s = wallclock.perf_counter() - t0
-    sim_s = world_mod.execute(assembly, progress=progress)
-    frames = world_mod.frames(assembly)
-    kpis = kpi_mod.compute(scenario, frames)
+    try:
+        setup_s = wallclock.perf_counter() - t0
+        sim_s = world_mod.execute(assembly, progress=progress)
+        frames = world_mod.frames(assembly)
+        kpis = kpi_mod.compute(scenario, frames)
+        result = _finish(assembly, out_dir, setup_s, sim_s, frames, kpis)
+    finally:
+        assembly.discard_ledger()
+    return result
+
+
+def _finish(assembly: world_mod.Assembly, out_dir: Path, setup_s: float, sim_s: float,
+            frames: dict[str, pd.DataFrame], kpis: dict) -> RunResult:
+    scenario = assembly.scenario
     info = {
         "scenario": scenario.name,
         "seed": scenario.seed,
@@ -83,12 +95,13 @@ def run(scenario: Scenario, out: str | Path | None = None, progress: bool = True
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in VERSIONED},
     }
-    write_run_folder(out_dir, scenario, kpis, frames, info)
+    write_run_folder(out_dir, scenario, kpis, frames, info, ledger_dir=assembly.ledger_dir)
     return RunResult(out_dir, kpis, frames, info)
 
 
 def write_run_folder(out_dir: Path, scenario: Scenario, kpis: dict,
-                     frames: dict[str, pd.DataFrame], info: dict) -> None:
+                     frames: dict[str, pd.DataFrame], info: dict,
+                     ledger_dir: Path | None = None) -> None:
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
@@ -98,6 +111,9 @@ def write_run_folder(out_dir: Path, scenario: Scenario, kpis: dict,
             df.to_parquet(partial / "timeseries" / f"{name}.parquet")
         (partial / "kpis.json").write_text(json.dumps(kpis, indent=2, allow_nan=True) + "\n")
         (partial / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+        if ledger_dir is not None:
+            for name in (LEDGER_FILE, PUBLIC_KEY_FILE):
+                shutil.move(str(ledger_dir / name), str(partial / name))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         partial.rename(out_dir)

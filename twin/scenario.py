@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 from components.base import StrictModel
+from components.coordinator.config import CoordinatorConfig
 from components.ev.config import EVConfig
 from components.factory.config import FactoryConfig
 from components.grid.config import GridConfig
@@ -68,9 +69,9 @@ class Scenario(StrictModel):
     factories: list[FactoryConfig] = []
     ev: EVConfig | None = None
     kpi: KPIConfig = KPIConfig()
+    coordinator: CoordinatorConfig | None = None
     # Sections of later releases: accepted as names now so that files written for them fail
     # with a clear message instead of "unknown field".
-    coordinator: dict[str, Any] | None = None
     hil: dict[str, Any] | None = None
     events: list[dict[str, Any]] | None = None
 
@@ -91,7 +92,7 @@ class Scenario(StrictModel):
             raise ValueError("must divide a day (86400 s) evenly, e.g. 300, 900, 1800 or 3600")
         return step_s
 
-    @field_validator("coordinator", "hil", "events")
+    @field_validator("hil", "events")
     @classmethod
     def _not_yet(cls, value: Any, info) -> Any:
         if value:
@@ -200,9 +201,26 @@ def _anchor_paths(data: dict[str, Any], folder: Path) -> None:
 
 def validate(data: dict[str, Any]) -> Scenario:
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(describe_errors(exc, Scenario)) from None
+    problems = coordinator_problems(scenario)
+    if problems:
+        raise ScenarioError(problems)
+    return scenario
+
+
+def coordinator_problems(scenario: Scenario) -> list[str]:
+    """What a coordinated zone needs beyond each section's own rules: an EV fleet whose
+    charging sites all have chargers (the coordinator settles energy per site)."""
+    if scenario.coordinator is None:
+        return []
+    if scenario.ev is None:
+        return [("coordinator: needs an 'ev' section (the coordinator dispatches the EV "
+                 "fleet); add one or remove the coordinator")]
+    return [f"ev.sites.{i}.chargers: site {site.name!r} has no charger; every charging site of "
+            "a coordinated zone needs at least one charging point (add chargers or remove the "
+            "site)" for i, site in enumerate(scenario.ev.sites) if site.n_chargers == 0]
 
 
 def describe_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:

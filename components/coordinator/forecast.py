@@ -1,0 +1,128 @@
+"""Short-term forecasts the coordinator makes from what it has observed.
+
+PV: the shape of the day is the sine of the sun's elevation (NOAA's low-accuracy solar
+position: declination and equation of time from the fractional year, error below a degree),
+scaled by the ratio of observed PV to that shape. The recent ratio (last two hours of daylight)
+holds for the next hours and gives way to the mean ratio of the last day with an e-folding time
+of three hours; before any daylight has been seen the ratio is ``DEFAULT_PV_RATIO``.
+
+Zone import without EVs: the same step of the day before, shifted by today's deviation at the
+current step, which fades with an e-folding time of two hours; on the first day the current
+value is held.
+
+Reference for the solar position: NOAA Global Monitoring Laboratory, "General Solar Position
+Calculations" (gml.noaa.gov/grad/solcalc/solareqns.PDF).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_PV_RATIO = 0.4
+"""PV output per kWp and per unit of sin(elevation) assumed before any daylight is seen [-]:
+Chongqing's mean clear-sky index (~0.45) times a performance ratio of ~0.85."""
+RECENT_H = 2.0
+PV_FADE_H = 3.0
+BASE_FADE_H = 2.0
+MIN_SIN_ELEVATION = 0.1
+"""Below this sine of the elevation (~6 degrees) observations are too noisy to scale by."""
+
+
+def sin_elevation(times: pd.DatetimeIndex, latitude_deg: float, longitude_deg: float
+                  ) -> np.ndarray:
+    """Sine of the sun's elevation at each time (negative at night) [-]."""
+    utc = pd.DatetimeIndex(times).tz_convert("UTC")
+    doy = utc.dayofyear.to_numpy(float)
+    hour = (utc.hour + utc.minute / 60.0 + utc.second / 3600.0).to_numpy(float)
+    gamma = 2 * np.pi / 365.0 * (doy - 1 + (hour - 12) / 24.0)
+    eqtime = 229.18 * (0.000075 + 0.001868 * np.cos(gamma) - 0.032077 * np.sin(gamma)
+                       - 0.014615 * np.cos(2 * gamma) - 0.040849 * np.sin(2 * gamma))
+    decl = (0.006918 - 0.399912 * np.cos(gamma) + 0.070257 * np.sin(gamma)
+            - 0.006758 * np.cos(2 * gamma) + 0.000907 * np.sin(2 * gamma)
+            - 0.002697 * np.cos(3 * gamma) + 0.00148 * np.sin(3 * gamma))
+    true_solar_min = hour * 60.0 + eqtime + 4.0 * longitude_deg
+    hour_angle = np.deg2rad(true_solar_min / 4.0 - 180.0)
+    lat = np.deg2rad(latitude_deg)
+    return np.sin(lat) * np.sin(decl) + np.cos(lat) * np.cos(decl) * np.cos(hour_angle)
+
+
+class Forecaster:
+    """Observes PV and the zone's import without EVs step by step and forecasts both.
+
+    Parameters
+    ----------
+    start : Timestamp
+        Start of step 0 (tz-aware).
+    step_s : float
+        Step length [s].
+    n_steps : int
+        Steps of the run; forecasts reach ``horizon`` steps beyond.
+    horizon : int
+        Longest forecast [steps].
+    kwp : float
+        Installed PV of the zone [kWp].
+    latitude_deg, longitude_deg : float
+        Location of the zone [deg].
+    """
+
+    def __init__(self, start: pd.Timestamp, step_s: float, n_steps: int, horizon: int,
+                 kwp: float, latitude_deg: float, longitude_deg: float) -> None:
+        self.step_s = float(step_s)
+        self.per_day = round(86_400 / step_s)
+        total = n_steps + horizon
+        mid = pd.Timestamp(start) + pd.to_timedelta(
+            (np.arange(total) + 0.5) * step_s, unit="s")
+        self.shape = np.maximum(sin_elevation(pd.DatetimeIndex(mid), latitude_deg,
+                                              longitude_deg), 0.0) * kwp
+        self.pv = np.full(total, np.nan)
+        self.base = np.full(total, np.nan)
+
+    def observe_pv(self, k: int, pv_kw: float) -> None:
+        """PV generation of step ``k`` [kW]."""
+        self.pv[k] = pv_kw
+
+    def observe_base(self, k: int, base_kw: float) -> None:
+        """Zone import without EVs of step ``k`` (known once its power flow is done) [kW]."""
+        self.base[k] = base_kw
+
+    def base_rises_kw(self, k: int) -> np.ndarray:
+        """Positive one-step changes of the observed base import before step ``k`` [kW]."""
+        diff = np.diff(self.base[:k])
+        return diff[np.isfinite(diff) & (diff > 0)]
+
+    def _ratio(self, k: int, back_steps: int) -> float | None:
+        lo = max(0, k - back_steps + 1)
+        shape = self.shape[lo:k + 1]
+        pv = self.pv[lo:k + 1]
+        ok = (shape > MIN_SIN_ELEVATION * self.shape.max()) & np.isfinite(pv)
+        if not ok.any() or shape[ok].sum() <= 0:
+            return None
+        return float(pv[ok].sum() / shape[ok].sum())
+
+    def pv_kw(self, k: int, h: int) -> np.ndarray:
+        """PV generation of steps ``k .. k+h-1``; the first is the observed one if known [kW]."""
+        recent = self._ratio(k, int(RECENT_H * 3600 / self.step_s))
+        day = self._ratio(k, self.per_day)
+        day = DEFAULT_PV_RATIO if day is None else day
+        recent = day if recent is None else recent
+        lead_h = np.arange(h) * self.step_s / 3600.0
+        w = np.exp(-lead_h / PV_FADE_H)
+        out = (w * recent + (1 - w) * day) * self.shape[k:k + h]
+        if h and np.isfinite(self.pv[k]):
+            out[0] = self.pv[k]
+        return out
+
+    def base_kw(self, k: int, h: int, now_kw: float) -> np.ndarray:
+        """Zone import without EVs of steps ``k .. k+h-1`` given its estimate now [kW]."""
+        steps = np.arange(k, k + h)
+        yesterday = steps - self.per_day
+        prior = np.where(yesterday >= 0, self.base[np.maximum(yesterday, 0)], np.nan)
+        if not np.isfinite(now_kw):
+            return np.where(np.isfinite(prior), prior, 0.0)
+        ref = prior[0] if h else np.nan
+        if not np.isfinite(ref):
+            return np.where(np.isfinite(prior), prior, now_kw)
+        lead_h = (steps - k) * self.step_s / 3600.0
+        shifted = prior + (now_kw - ref) * np.exp(-lead_h / BASE_FADE_H)
+        return np.where(np.isfinite(shifted), shifted, now_kw)

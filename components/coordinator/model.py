@@ -1,0 +1,294 @@
+"""The SDG coordinator of a zone, stepped at a fixed resolution (no mosaik here).
+
+Each step :meth:`Coordinator.step` turns what the coordinator observes into a
+:class:`~components.coordinator.core.Snapshot`, lets the configured strategy decide, settles the
+step (:mod:`.matching`) and keeps the little state it needs: the injections of the previous
+step (to predict the zone import and, for ``grid_aware``, the grid state), the highest import
+so far, the charge and discharge power each EV was last seen to take, the battery energy the
+coordinator has added to or taken from each EV since it plugged in (V2G gives back what it
+takes before the EV leaves), and the history behind the forecasts (:mod:`.forecast`).
+
+Timing: step ``k`` covers ``[t_k, t_k + step_s)``. The inputs of :meth:`Coordinator.step` for
+step ``k`` are the EVs plugged at ``t_k``, PV and factory power of step ``k`` and the grid state
+after step ``k - 1``; the EV set-points returned apply to step ``k``, the PV and factory
+set-points to step ``k + 1``. The settlement is the one of step ``k``: the EV powers are the
+set-points (within the EVs' own bounds, so the fleet applies them as given; NaN = maximum).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from components.coordinator.config import CoordinatorConfig
+from components.coordinator.core import (
+    GridState,
+    Lookahead,
+    PluggedEVs,
+    Prices,
+    Setpoints,
+    Snapshot,
+    ZoneLayout,
+    site_sum,
+)
+from components.coordinator.forecast import Forecaster
+from components.coordinator.matching import Settlement, Transaction, match_step
+from components.coordinator.strategies import STRATEGIES
+
+TOTALS = ("pv_to_ev_kw", "grid_to_ev_kw", "v2g_kw", "pv_export_kw", "pv_curtailed_kw",
+          "cost_cny", "ev_user_revenue_cny", "grid_cost_cny", "pv_revenue_cny")
+"""Per-step totals the coordinator reports (powers are means over the step)."""
+
+
+@dataclass
+class StepResult:
+    """What one step produces: set-points, the step's settlement totals and its trades."""
+
+    p_set_kw: np.ndarray
+    curtail_kw: np.ndarray
+    q_kvar_set: np.ndarray
+    shed_kw: np.ndarray
+    totals: dict[str, float]
+    transactions: list[Transaction]
+    peak_threshold_kw: float
+    settlement: Settlement | None = None
+    setpoints: Setpoints | None = None
+    info: dict[str, float] = field(default_factory=dict)
+
+
+class Coordinator:
+    """Strategy, settlement and state of the SDG coordinator.
+
+    Parameters
+    ----------
+    cfg : CoordinatorConfig
+        The ``coordinator`` section.
+    zone : ZoneLayout
+        Sites, plants, factories, fleet parameters and (optional) grid sensitivities.
+    start : str or Timestamp
+        Start of step 0, tz-aware.
+    step_s : int
+        Step length [s].
+    n_steps : int
+        Steps of the run.
+    """
+
+    def __init__(self, cfg: CoordinatorConfig, zone: ZoneLayout, start: str | pd.Timestamp,
+                 step_s: int, n_steps: int) -> None:
+        self.cfg = cfg
+        self.zone = zone
+        self.step_s = int(step_s)
+        self.dt_h = self.step_s / 3600.0
+        self.n_steps = int(n_steps)
+        self.start = pd.Timestamp(start)
+        if self.start.tzinfo is None:
+            raise ValueError(f"start {start!r} needs a UTC offset or time zone")
+        self.strategy = STRATEGIES[cfg.strategy](cfg, zone, self.step_s)
+        self.horizon = max(1, round(cfg.optimal.horizon_h * 3600 / self.step_s))
+        times = self.start + pd.to_timedelta(
+            np.arange(self.n_steps + self.horizon) * self.step_s, unit="s")
+        tariff = cfg.tariffs
+        self.price_grid = tariff.price_cny_per_kwh(times)
+        self.price_pv = tariff.pv_to_ev_price_cny_per_kwh(times)
+        self.price_feed_in = tariff.pv_feed_in_price_cny_per_kwh(times)
+        self.price_v2g = tariff.v2g_price_cny_per_kwh(times)
+        self.period = tariff.period_code(times)
+        self.forecaster = Forecaster(self.start, self.step_s, self.n_steps, self.horizon,
+                                     float(zone.plant_kwp.sum()), zone.latitude_deg,
+                                     zone.longitude_deg)
+        self.rate_kw = np.zeros(zone.n_ev)
+        self.dis_rate_kw = np.zeros(zone.n_ev)
+        self.delta_e_kwh = np.zeros(zone.n_ev)  # battery energy change since plug-in
+        self.site_of = np.full(zone.n_ev, -1, dtype=np.int64)  # site at the previous step
+        grid = zone.grid
+        n_ctrl = 0 if grid is None else grid.ctrl_buses.size
+        self._site_col = None if grid is None else grid.columns(zone.site_bus)
+        self._plant_col = None if grid is None else grid.columns(zone.plant_bus)
+        self._factory_col = None if grid is None else grid.columns(zone.factory_bus)
+        self.prev_ctrl_p = np.zeros(n_ctrl)
+        self.prev_ctrl_q = np.zeros(n_ctrl)
+        self.prev_twin_kw = 0.0  # PV and factory injections of step k-1 (load convention)
+        self.prev_ev_kw = 0.0
+        self.peak_import_kw = -np.inf
+        self.k = 0
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def plugged(self, k: int, view: dict[str, Any] | None) -> PluggedEVs:
+        """The EV fleet's ``plugged_*`` arrays as :class:`PluggedEVs` of step ``k``."""
+        if view is None:
+            return PluggedEVs.empty()
+        ids = np.asarray(view["plugged_ids"], dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.zone.n_ev):
+            raise ValueError(f"plugged_ids: EV index outside [0, {self.zone.n_ev})")
+        site = np.asarray(view["plugged_site"], dtype=np.int64)
+        if site.size and (site.min() < 0 or site.max() >= self.zone.n_sites):
+            raise ValueError(f"plugged_site: site index outside [0, {self.zone.n_sites})")
+        p_max = np.maximum(np.asarray(view["plugged_p_max_kw"], dtype=float), 0.0)
+        p_min = np.minimum(np.asarray(view["plugged_p_min_kw"], dtype=float), 0.0)
+        self.rate_kw[ids] = np.maximum(self.rate_kw[ids], p_max)
+        self.dis_rate_kw[ids] = np.maximum(self.dis_rate_kw[ids], -p_min)
+        v2g = np.asarray(view["plugged_v2g"], dtype=bool)
+        # a new stay starts when an EV was not plugged at the previous step, or elsewhere
+        new = self.site_of[ids] != site
+        self.delta_e_kwh[ids[new]] = 0.0
+        self.site_of[:] = -1
+        self.site_of[ids] = site
+        point = self.zone.site_point_kw[site]
+        t_dep = np.asarray(view["plugged_departure_s"], dtype=float) - k * self.step_s
+        soc = np.asarray(view["plugged_soc"], dtype=float)
+        need = np.maximum(np.asarray(view["plugged_need_kwh"], dtype=float), 0.0)
+        cap = self.zone.ev_capacity_kwh
+        room = need if cap is None else np.maximum((self.zone.soc_max - soc) * cap[ids], need)
+        return PluggedEVs(
+            ids=ids, site=site, soc=soc, need_kwh=need,
+            t_dep_s=np.maximum(t_dep, self.step_s),
+            p_max_kw=p_max, p_min_kw=p_min, v2g=v2g,
+            p_rate_kw=np.where(self.rate_kw[ids] > 0, self.rate_kw[ids], point),
+            p_dis_rate_kw=np.where(v2g, np.where(self.dis_rate_kw[ids] > 0,
+                                                 self.dis_rate_kw[ids], point), 0.0),
+            restore_kwh=np.maximum(-self.delta_e_kwh[ids], 0.0),
+            room_kwh=room,
+        )
+
+    def prices(self, k: int) -> Prices:
+        return Prices(grid=float(self.price_grid[k]), pv_local=float(self.price_pv[k]),
+                      feed_in=float(self.price_feed_in[k]), v2g=float(self.price_v2g[k]),
+                      period=int(self.period[k]))
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def step(self, k: int, ev_view: dict[str, Any] | None = None,
+             pv: dict[str, np.ndarray] | None = None,
+             factories: dict[str, np.ndarray] | None = None,
+             grid: dict[str, Any] | None = None) -> StepResult:
+        """Decide and settle step ``k``.
+
+        Parameters
+        ----------
+        ev_view : dict, optional
+            ``plugged_*`` arrays of the EVs plugged at ``t_k``; None: no EV is known (all
+            uncontrolled, nothing settled for EVs).
+        pv : dict, optional
+            ``p_avail_kw``, ``p_kw`` (load convention, generation negative) and ``q_kvar`` per
+            plant for step ``k``.
+        factories : dict, optional
+            ``p_kw``, ``q_kvar``, ``deferrable_kw`` per factory for step ``k``.
+        grid : dict, optional
+            ``vm_pu``, ``line_loading_pct``, ``trafo_loading_pct``, ``import_kw`` after step
+            ``k - 1`` (at ``k = 0``: the grid's state before any injection).
+        """
+        if k != self.k:
+            raise ValueError(f"Coordinator.step: expected step {self.k}, got {k}")
+        if not 0 <= k < self.n_steps:
+            raise ValueError(f"step {k} outside the run's {self.n_steps} steps")
+        zone = self.zone
+        ev = self.plugged(k, ev_view)
+        pv_avail = _vector(pv, "p_avail_kw", zone.n_plants)
+        pv_kw = np.maximum(-_vector(pv, "p_kw", zone.n_plants), 0.0)
+        pv_q = _vector(pv, "q_kvar", zone.n_plants)
+        fac_p = _vector(factories, "p_kw", zone.n_factories)
+        fac_q = _vector(factories, "q_kvar", zone.n_factories)
+        fac_def = _vector(factories, "deferrable_kw", zone.n_factories)
+        twin_kw = float(fac_p.sum() - pv_kw.sum())
+
+        state = None
+        base = np.nan
+        if grid is not None:
+            state = GridState(
+                vm_pu=np.asarray(grid["vm_pu"], dtype=float),
+                line_loading_pct=np.asarray(grid["line_loading_pct"], dtype=float),
+                trafo_loading_pct=np.asarray(grid["trafo_loading_pct"], dtype=float),
+                import_kw=float(grid["import_kw"]))
+            if k > 0:
+                self.peak_import_kw = max(self.peak_import_kw, state.import_kw)
+                self.forecaster.observe_base(k - 1, state.import_kw - self.prev_ev_kw)
+            base = state.import_kw - self.prev_ev_kw - self.prev_twin_kw + twin_kw
+        self.forecaster.observe_pv(k, float(pv_kw.sum()))
+
+        ctrl_p = ctrl_q = None
+        if zone.grid is not None:
+            ctrl_p = np.zeros(zone.grid.ctrl_buses.size)
+            ctrl_q = np.zeros_like(ctrl_p)
+            np.add.at(ctrl_p, self._plant_col, -pv_kw)
+            np.add.at(ctrl_q, self._plant_col, pv_q)
+            np.add.at(ctrl_p, self._factory_col, fac_p)
+            np.add.at(ctrl_q, self._factory_col, fac_q)
+
+        h = self.horizon
+        look = Lookahead(
+            grid_price=self.price_grid[k:k + h], pv_price=self.price_pv[k:k + h],
+            v2g_price=self.price_v2g[k:k + h], period=self.period[k:k + h],
+            pv_kw=lambda n: self.forecaster.pv_kw(k, n),
+            base_import_kw=lambda n: self.forecaster.base_kw(k, n, base),
+        )
+        snap = Snapshot(
+            k=k, step_s=self.step_s, zone=zone, ev=ev, pv_avail_kw=pv_avail, pv_kw=pv_kw,
+            pv_q_kvar=pv_q, factory_p_kw=fac_p, factory_deferrable_kw=fac_def, grid=state,
+            base_import_kw=base, ctrl_p_kw=ctrl_p, ctrl_q_kvar=ctrl_q,
+            prev_ctrl_p_kw=self.prev_ctrl_p if state is not None else None,
+            prev_ctrl_q_kvar=self.prev_ctrl_q if state is not None else None,
+            peak_import_kw=self.peak_import_kw,
+            base_rises_kw=self.forecaster.base_rises_kw(k), prices=self.prices(k),
+            lookahead=look)
+        sp = self.strategy.decide(snap)
+        p = np.asarray(sp.p_kw, dtype=float)
+        if p.shape != (ev.n,):
+            raise RuntimeError(f"strategy {self.cfg.strategy!r} returned {p.shape} powers for "
+                               f"{ev.n} plugged EVs")
+        # what the fleet will do: NaN = its maximum, everything within its bounds
+        p_done = np.clip(np.where(np.isnan(p), ev.p_max_kw, p), ev.p_min_kw, ev.p_max_kw)
+        charge_site = site_sum(ev.site, np.maximum(p_done, 0.0), zone.n_sites)
+        discharge_site = site_sum(ev.site, np.maximum(-p_done, 0.0), zone.n_sites)
+        settle = match_step(pv_kw, zone.plant_bus, charge_site, discharge_site, zone.site_bus,
+                            self.dt_h, snap.prices, zone.plant_names, zone.site_names)
+
+        # state for the next step
+        self.delta_e_kwh[ev.ids] += (zone.eta_ch * np.maximum(p_done, 0.0)
+                                     - np.maximum(-p_done, 0.0) / zone.eta_dis) * self.dt_h
+        ev_kw = float(p_done.sum())
+        self.prev_ev_kw = ev_kw
+        self.prev_twin_kw = twin_kw
+        if ctrl_p is not None:
+            self.prev_ctrl_p = ctrl_p.copy()
+            np.add.at(self.prev_ctrl_p, self._site_col, charge_site - discharge_site)
+            self.prev_ctrl_q = ctrl_q.copy()
+        self.k = k + 1
+
+        p_set = np.full(zone.n_ev, np.nan)
+        p_set[ev.ids] = p
+        totals = {
+            "pv_to_ev_kw": settle.pv_to_ev_kw,
+            "grid_to_ev_kw": settle.grid_to_ev_kw,
+            "v2g_kw": settle.v2g_kw,
+            "pv_export_kw": float(settle.pv_export_kw.sum()),
+            "pv_curtailed_kw": float(np.maximum(pv_avail - pv_kw, 0.0).sum()),
+            "cost_cny": settle.cost_cny,
+            "ev_user_revenue_cny": settle.ev_user_revenue_cny,
+            "grid_cost_cny": settle.grid_cost_cny,
+            "pv_revenue_cny": settle.pv_revenue_cny,
+        }
+        return StepResult(
+            p_set_kw=p_set,
+            curtail_kw=(zone.plant_inverter_kw.copy() if sp.curtail_kw is None
+                        else np.asarray(sp.curtail_kw, dtype=float)),
+            q_kvar_set=(np.zeros(zone.n_plants) if sp.q_kvar is None
+                        else np.asarray(sp.q_kvar, dtype=float)),
+            shed_kw=(np.zeros(zone.n_factories) if sp.shed_kw is None
+                     else np.asarray(sp.shed_kw, dtype=float)),
+            totals=totals, transactions=settle.transactions,
+            peak_threshold_kw=float(sp.peak_threshold_kw), settlement=settle, setpoints=sp,
+            info=dict(sp.info))
+
+
+def _vector(source: dict[str, np.ndarray] | None, attr: str, n: int) -> np.ndarray:
+    """``source[attr]`` as a float array of length ``n``; zeros when absent."""
+    if source is None or source.get(attr) is None:
+        return np.zeros(n)
+    arr = np.asarray(source[attr], dtype=float)
+    if arr.shape != (n,):
+        raise ValueError(f"{attr}: expected {n} values, got shape {arr.shape}")
+    return arr

@@ -1,0 +1,234 @@
+"""mosaik adapter of the SDG coordinator: one entity for the whole zone, array attributes.
+
+Inputs (each from one source; attributes renamed on connection, e.g.
+``world.connect(pv, coord, ("p_kw", "pv_p_kw"))``):
+
+    plugged_ids, plugged_site, plugged_soc, plugged_need_kwh, plugged_departure_s,
+    plugged_p_max_kw, plugged_p_min_kw, plugged_v2g
+                     from the EV fleet, **time-shifted**: the fleet's values after step k-1
+                     describe the EVs plugged at t_k. initial_data: the fleet's view before
+                     its first step (None: no EV is known at step 0, all charge uncontrolled).
+    pv_avail_kw, pv_p_kw, pv_q_kvar
+                     from the PV fleet, same step: available, delivered (load convention,
+                     generation negative) and reactive power per plant [kW], [kvar]
+    factory_p_kw, factory_q_kvar, factory_deferrable_kw
+                     from the factories, same step [kW], [kvar]
+    grid_vm_pu, grid_line_loading_pct, grid_trafo_loading_pct, grid_import_kw
+                     from the grid, **time-shifted**: the power flow of step k-1. initial_data:
+                     the grid's state before the first step (its set-up power flow).
+
+Outputs:
+
+    p_set_kw       mean power per EV for step k, over *all* EVs (NaN = uncontrolled: the EV
+                   charges at its maximum; EVs not plugged are NaN) [kW]; connect to the fleet
+                   on the same step.
+    curtail_kw, q_kvar_set
+                   per plant, for step k+1: connect to the PV fleet **time-shifted**,
+                   initial_data ``curtail_kw`` = the inverter ratings (no limit), ``q_kvar_set``
+                   = zeros [kW], [kvar]
+    shed_kw        per factory, for step k+1 (time-shifted, initial zeros) [kW]
+    pv_to_ev_kw, grid_to_ev_kw, v2g_kw, pv_export_kw, pv_curtailed_kw
+                   settled totals of step k (means over the step) [kW]
+    cost_cny, ev_user_revenue_cny, grid_cost_cny, pv_revenue_cny
+                   money of step k: EV users' charging bill, their V2G remuneration, the grid
+                   part of the bill, the PV plants' income [CNY]
+    peak_threshold_kw
+                   import threshold of the V2G strategies (0 for the others, and before the
+                   first grid state) [kW]
+    n_controlled   EVs given a finite set-point this step
+    transactions   the trades of step k: list of (seller, buyer, kWh, CNY/kWh, kind)
+
+Why this wiring: the coordinator needs the PV and factory power of the step it decides (so it
+runs after them and its PV/factory set-points wait one step) and the EVs plugged at its start
+(the fleet's view after the previous step); the grid state can only be the previous step's.
+The EVs then run on the set-points of the same step and the grid solves it. So the cycles
+coordinator -> PV -> coordinator, coordinator -> EV -> coordinator and coordinator -> EV ->
+grid -> coordinator are each broken by exactly one time-shifted connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mosaik_api_v3
+import numpy as np
+
+from components.base import require_finite
+from components.coordinator.config import CoordinatorConfig
+from components.coordinator.core import ZoneLayout
+from components.coordinator.model import TOTALS, Coordinator, StepResult
+
+MODEL = "Coordinator"
+EID = "coord"
+EV_INPUTS = ["plugged_ids", "plugged_site", "plugged_soc", "plugged_need_kwh",
+             "plugged_departure_s", "plugged_p_max_kw", "plugged_p_min_kw", "plugged_v2g"]
+PV_INPUTS = {"pv_avail_kw": "p_avail_kw", "pv_p_kw": "p_kw", "pv_q_kvar": "q_kvar"}
+FACTORY_INPUTS = {"factory_p_kw": "p_kw", "factory_q_kvar": "q_kvar",
+                  "factory_deferrable_kw": "deferrable_kw"}
+GRID_INPUTS = {"grid_vm_pu": "vm_pu", "grid_line_loading_pct": "line_loading_pct",
+               "grid_trafo_loading_pct": "trafo_loading_pct", "grid_import_kw": "import_kw"}
+SETPOINT_OUTPUTS = ["p_set_kw", "curtail_kw", "q_kvar_set", "shed_kw"]
+TOTAL_OUTPUTS = [*(t for t in TOTALS), "peak_threshold_kw", "n_controlled"]
+OUTPUTS = [*SETPOINT_OUTPUTS, *TOTAL_OUTPUTS, "transactions"]
+INPUTS = [*EV_INPUTS, *PV_INPUTS, *FACTORY_INPUTS, *GRID_INPUTS]
+
+META = {
+    "api_version": "3.0",
+    "type": "time-based",
+    "models": {
+        MODEL: {
+            "public": True,
+            "params": ["config", "n_ev", "sites", "plants", "factories", "ev", "location",
+                       "grid"],
+            "attrs": INPUTS + OUTPUTS,
+        },
+    },
+}
+
+
+class CoordinatorSimulator(mosaik_api_v3.Simulator):
+    """mosaik simulator wrapping :class:`~components.coordinator.model.Coordinator`."""
+
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.sid = MODEL
+        self.coord: Coordinator | None = None
+        self._result: StepResult | None = None
+
+    def init(self, sid: str, time_resolution: float = 1.0,
+             start: str = "2026-06-01T00:00:00+08:00", step_s: int = 900, n_steps: int = 96,
+             seed: int = 0) -> dict:
+        """Set the clock: step ``k`` starts at ``start + k * step_s`` (mosaik time ``k * step``).
+
+        The coordinator is deterministic; ``seed`` is accepted for a uniform interface.
+        """
+        self.sid = sid
+        if step_s <= 0 or n_steps <= 0:
+            raise ValueError(f"{sid}: step_s and n_steps must be > 0, got {step_s}, {n_steps}")
+        ticks = step_s / time_resolution
+        if abs(ticks - round(ticks)) > 1e-9:
+            raise ValueError(f"{sid}: step_s={step_s} is not a whole number of mosaik time "
+                             f"units of {time_resolution} s")
+        self.start = start
+        self.step_s = int(step_s)
+        self.step_ticks = round(ticks)
+        self.n_steps = int(n_steps)
+        self.rng = np.random.default_rng(int(seed))
+        return self.meta
+
+    def create(self, num: int, model: str, config: dict[str, Any], n_ev: int,
+               sites: list[dict], plants: list[dict] | None = None,
+               factories: list[dict] | None = None, ev: dict | None = None,
+               location: dict | None = None, grid: dict | None = None) -> list[dict]:
+        """Create the single coordinator entity.
+
+        Parameters
+        ----------
+        config : dict
+            The ``coordinator`` section (``CoordinatorConfig.model_dump(mode="json")``).
+        n_ev : int
+            Fleet size: the length of ``p_set_kw``.
+        sites, plants, factories, ev, location, grid
+            See :meth:`components.coordinator.core.ZoneLayout.from_params`.
+        """
+        if model != MODEL:
+            raise ValueError(f"{self.sid}: unknown model {model!r}; this simulator has {MODEL!r}")
+        if num != 1 or self.coord is not None:
+            raise ValueError(f"{self.sid}: create exactly one {MODEL} entity (it coordinates "
+                             "the whole zone)")
+        cfg = CoordinatorConfig.model_validate(config)
+        zone = ZoneLayout.from_params(n_ev, sites, plants or [], factories or [], ev, location,
+                                      grid)
+        self.coord = Coordinator(cfg, zone, self.start, self.step_s, self.n_steps)
+        return [{"eid": EID, "type": MODEL}]
+
+    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+        """Decide and settle step ``time // step``."""
+        if self.coord is None:
+            raise RuntimeError(f"{self.sid}: step called before create")
+        if time % self.step_ticks:
+            raise ValueError(f"{self.sid}: time {time} is not on the step grid of "
+                             f"{self.step_ticks}")
+        k = time // self.step_ticks
+        values = {attr: self._one(attr, by_source, time)
+                  for attr, by_source in inputs.get(EID, {}).items()}
+        ev_view = None
+        if all(values.get(a) is not None for a in EV_INPUTS):
+            ev_view = {a: values[a] for a in EV_INPUTS}
+        elif any(values.get(a) is not None for a in EV_INPUTS):
+            missing = [a for a in EV_INPUTS if values.get(a) is None]
+            raise ValueError(f"{self.sid}.{EID} at t={time}: EV inputs incomplete, missing "
+                             f"{missing}; connect all of {EV_INPUTS}")
+        try:
+            self._result = self.coord.step(
+                k, ev_view, _group(values, PV_INPUTS), _group(values, FACTORY_INPUTS),
+                _group(values, GRID_INPUTS, require_all=True))
+        except (ValueError, RuntimeError) as exc:
+            raise RuntimeError(f"{self.sid}.{EID} at t={time} (step {k}): {exc}") from exc
+        return time + self.step_ticks
+
+    def _one(self, attr: str, by_source: dict, time: int) -> Any:
+        sources = {s: v for s, v in by_source.items() if v is not None}
+        if len(sources) > 1:
+            raise ValueError(f"{self.sid}.{EID} at t={time}: {attr} comes from "
+                             f"{sorted(sources)}; connect one source only")
+        return next(iter(sources.values())) if sources else None
+
+    def get_data(self, outputs: dict) -> dict:
+        """Arrays by reference; numbers are checked to be finite (``p_set_kw``: not infinite)."""
+        if self.coord is None:
+            raise RuntimeError(f"{self.sid}: get_data called before create")
+        res = self._result
+        data: dict[str, dict[str, Any]] = {}
+        for eid, attrs in outputs.items():
+            if eid != EID:
+                raise ValueError(f"{self.sid}: unknown entity {eid!r}")
+            unknown = [a for a in attrs if a not in OUTPUTS]
+            if unknown:
+                raise ValueError(f"{self.sid}: {unknown} are not outputs; outputs: {OUTPUTS}")
+            if res is None:
+                raise RuntimeError(f"{self.sid}: get_data before the first step")
+            values: dict[str, Any] = {}
+            for attr in attrs:
+                if attr == "p_set_kw":
+                    values[attr] = res.p_set_kw
+                elif attr == "curtail_kw":
+                    values[attr] = res.curtail_kw
+                elif attr == "q_kvar_set":
+                    values[attr] = res.q_kvar_set
+                elif attr == "shed_kw":
+                    values[attr] = res.shed_kw
+                elif attr == "peak_threshold_kw":
+                    t = res.peak_threshold_kw
+                    values[attr] = t if np.isfinite(t) else 0.0
+                elif attr == "n_controlled":
+                    values[attr] = int(np.isfinite(res.p_set_kw).sum())
+                elif attr == "transactions":
+                    values[attr] = res.transactions
+                else:
+                    values[attr] = res.totals[attr]
+            if "p_set_kw" in values and np.isinf(res.p_set_kw).any():
+                raise ValueError(f"{self.sid}.{eid}: attribute 'p_set_kw' has infinite values")
+            numeric = {a: v for a, v in values.items()
+                       if a not in ("p_set_kw", "transactions")}
+            require_finite(f"{self.sid}.{eid}", **numeric)
+            data[eid] = values
+        return data
+
+
+def _group(values: dict[str, Any], names: dict[str, str], require_all: bool = False
+           ) -> dict[str, Any] | None:
+    """The inputs of one source under the source's own attribute names (None if none)."""
+    got = {src: values[mine] for mine, src in names.items() if values.get(mine) is not None}
+    if not got or (require_all and len(got) < len(names)):
+        return None
+    return got
+
+
+def main() -> None:
+    """Run as a separate process: ``python -m components.coordinator.simulator HOST:PORT``."""
+    mosaik_api_v3.start_simulation(CoordinatorSimulator(), "SDG coordinator simulator")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,546 @@
+"""Dispatch strategies of the SDG coordinator and their registry.
+
+Each strategy turns a :class:`~components.coordinator.core.Snapshot` into
+:class:`~components.coordinator.core.Setpoints`. The fast ones share one step's power among the
+plugged EVs with :func:`ext.dispatch_api.allocate` (least laxity first, water-filling), so every
+EV still reaches its target by departure where that is feasible: it always gets its *mandatory*
+power, the least it must take now to finish in time at full power later. An EV's target
+(``departure_target``) is by default full, as it would leave uncontrolled: the strategies choose
+when it charges, not how much, so no user is worse off; alternatively its user's need (plus
+``need_margin``, and at least the energy V2G took from it during the stay), or full only when
+leaving in the morning.
+
+``uncontrolled``
+    The fleet's own behaviour: every EV charges at its maximum until full.
+``pv_following``
+    Local PV first (same bus, then the zone pool), up to each EV's target and then, with
+    ``charge_pv_to_full``, beyond it up to full; grid energy only in the off-peak periods,
+    toward the targets of the EVs leaving in the morning (less the share of the PV forecast
+    before they leave), spread evenly over the window; mandatory power at any time.
+``v2g_peak_shaving``
+    ``pv_following``, but the zone's import is held below a threshold: charging beyond the
+    mandatory power is cut when it would push the import above it, and V2G EVs with slack (most
+    laxity first, keeping ``v2g_reserve_h``) discharge to shave what the base load puts above
+    it; where the import has room below it, EVs charge toward their targets spread evenly over
+    their stay, so that little is left for the mandatory power at the end of it. The threshold is ``peak_threshold_kw`` or, adaptively, the highest of: the highest
+    import already incurred in the run (shaving below a peak on record cannot lower the run's
+    peak, only cost energy), the level the plugged V2G energy can hold the forecast import to
+    over ``v2g_horizon_h`` (energy is kept for the top of the coming peak) and the level under
+    which the planned charging fits. The import is held a margin below it (a quantile of the
+    base load's one-step rises) because the base load of a step is only known from the
+    previous one. Factory peaks are part of the zone import; with ``factory_shedding`` the
+    factories shed deferrable load (from the next step) when V2G cannot hold the threshold.
+``grid_aware``
+    ``v2g_peak_shaving``, then corrected to keep the predicted bus voltages within
+    ``v_band_pu`` and line and transformer loading below ``loading_max_pct``. Prediction: the
+    last power flow's state plus linear sensitivities (:mod:`.sensitivity`) times the change of
+    the injections since that power flow. The smallest change of the sites' EV power that
+    meets the limits is found by a small linear programme; the PV inverters' reactive power
+    and, as the last resort, curtailment are set the same way for the next step.
+``optimal``
+    The rolling-horizon linear programme of :mod:`.optimal` (a reference, slow).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import linprog
+
+from components.coordinator.config import CoordinatorConfig
+from components.coordinator.core import (
+    FillWindow,
+    Setpoints,
+    Snapshot,
+    Strategy,
+    ZoneLayout,
+    allocate_evs,
+    discharge_floor_kw,
+    offpeak_steps,
+    planned_need_kwh,
+    planned_t_dep_s,
+    pv_by_site,
+    retarget,
+    site_sum,
+    spread_budget_kw,
+)
+from components.coordinator.optimal import OptimalStrategy
+from components.coordinator.tariffs import PERIODS
+from ext.dispatch_api import allocate
+
+_EPS_KW = 1e-6
+_DAY_S = 86_400.0
+
+
+class Uncontrolled(Strategy):
+    """No control: NaN set-points, every EV charges at its maximum until full."""
+
+    def decide(self, snap: Snapshot) -> Setpoints:
+        return Setpoints(p_kw=np.full(snap.ev.n, np.nan))
+
+
+class PVFollowing(Strategy):
+    """Local PV first, grid energy in off-peak periods, mandatory power always."""
+
+    def __init__(self, cfg: CoordinatorConfig, zone: ZoneLayout, step_s: float) -> None:
+        super().__init__(cfg, zone, step_s)
+        self.offpeak = np.array([p in cfg.offpeak_periods for p in PERIODS])
+        self.fill_window = FillWindow(self.offpeak, cfg.offpeak_fill_margin_h * 3600 / step_s)
+        self._targets: tuple[Snapshot, np.ndarray, np.ndarray] | None = None
+
+    def decide(self, snap: Snapshot) -> Setpoints:
+        return Setpoints(p_kw=self.charge(snap))
+
+    def targets(self, snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
+        """Battery energy to plan for per EV [kWh], and which EVs the off-peak grid fills.
+
+        The planned need (:func:`.core.planned_need_kwh`), or the room to full, as
+        ``departure_target`` says; the EVs leaving within the current or next off-peak window
+        (or up to ``offpeak_fill_margin_h`` after it) are filled from the grid in the window,
+        the others wait for PV (and their mandatory power).
+        """
+        if self._targets is not None and self._targets[0] is snap:
+            return self._targets[1], self._targets[2]
+        ev, cfg = snap.ev, self.cfg
+        need = planned_need_kwh(ev, cfg)
+        morning = np.zeros(ev.n, dtype=bool)
+        window = self.fill_window.steps(snap.k, snap.lookahead.period)
+        if window is not None and cfg.departure_target != "need":
+            dep = planned_t_dep_s(ev, cfg, self.step_s) / self.step_s
+            morning = (dep >= window[0]) & (dep <= window[1])
+        full = np.ones(ev.n, dtype=bool) if cfg.departure_target == "full" else morning
+        target = np.where(full, np.maximum(ev.room_kwh, need), need)
+        self._targets = (snap, target, morning)
+        return target, morning
+
+    def charge(self, snap: Snapshot) -> np.ndarray:
+        """Charging powers (no discharge) of the plugged EVs for step ``k`` [kW].
+
+        1. mandatory power (what each EV must take now to reach its target, :meth:`targets`,
+           by departure at full power later) and PV up to the targets: a site's own bus
+           first, then the zone pool, then the PV other sites' EVs do not need;
+        2. PV left over, up to full (``charge_pv_to_full``), in the same order;
+        3. in an off-peak period, grid energy toward the targets of the EVs leaving in the
+           morning, less the share of the PV forecast before they leave, spread evenly over
+           the window and done ``offpeak_fill_lead_h`` early.
+        """
+        ev, zone, cfg = snap.ev, self.zone, self.cfg
+        if ev.n == 0:
+            return np.zeros(0)
+        target, morning = self.targets(snap)
+        weight = site_sum(ev.site, ev.p_max_kw, zone.n_sites)
+        site_pv, pool = pv_by_site(snap.pv_kw, zone.plant_bus, zone.site_bus, weight)
+        p, info = allocate_evs(ev, cfg, zone, self.step_s, site_pv, pool, need_kwh=target)
+        site_left = np.maximum(site_pv - info.pv_used_kw, 0.0)
+        pool_left = max(pool - info.grid_kw, 0.0)
+        # PV a site's EVs do not need goes to the targets of EVs elsewhere
+        rest = np.maximum(target - zone.eta_ch * p * snap.dt_h, 0.0)
+        extra, site_left, pool_left = self.share_pv(snap, p, rest, site_left, pool_left)
+        p = p + extra
+        if cfg.charge_pv_to_full:
+            extra, _, _ = self.share_pv(snap, p, np.full(ev.n, np.inf), site_left, pool_left)
+            p = p + extra
+        n_off = offpeak_steps(snap.lookahead.period, self.offpeak)
+        if n_off and morning.any():
+            p = p + self.fill(snap, p, np.where(morning, target, 0.0), n_off * self.step_s)
+        return p
+
+    def share_pv(self, snap: Snapshot, p: np.ndarray, want_kwh: np.ndarray,
+                 site_pv_kw: np.ndarray, pool_kw: float
+                 ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Extra charging from PV left over, toward ``want_kwh`` this step [kW].
+
+        Each site's PV goes to its own EVs first, then the pool to all; PV left at a site's
+        bus then joins the pool. Within each, EVs get the same share of what they can take
+        (battery side ``want_kwh``, at most their maximum power less ``p``). Returns the extra
+        powers and the PV left per site and in the pool [kW].
+        """
+        ev, zone = snap.ev, self.zone
+        want = np.minimum(np.maximum(ev.p_max_kw - p, 0.0),
+                          np.maximum(want_kwh, 0.0) / (zone.eta_ch * snap.dt_h))
+        extra = np.zeros(ev.n)
+        if site_pv_kw.sum() + pool_kw <= _EPS_KW or want.sum() <= _EPS_KW:
+            return extra, site_pv_kw, pool_kw
+        for local in (True, False):
+            if not local:  # the sites' leftovers, pooled
+                pool_kw += float(site_pv_kw.sum())
+                site_pv_kw = np.zeros(zone.n_sites)
+            room = want - extra
+            if pool_kw + site_pv_kw.sum() <= _EPS_KW or room.sum() <= _EPS_KW:
+                break
+            cap_left = np.maximum(zone.site_charge_kw
+                                  - site_sum(ev.site, p + extra, zone.n_sites), 0.0)
+            # one step of room as the "need", departures far away: no mandatory power, and
+            # water-filling gives every EV the same share of its room
+            x, info = allocate(room * zone.eta_ch * snap.dt_h, np.full(ev.n, _DAY_S), room,
+                               np.zeros(ev.n), ev.site, cap_left, site_pv_kw, pool_kw,
+                               self.step_s, zone.eta_ch, zone.eta_dis)
+            extra += x
+            site_pv_kw = np.maximum(site_pv_kw - info.pv_used_kw, 0.0)
+            pool_kw = max(pool_kw - info.grid_kw, 0.0)
+        return extra, site_pv_kw, pool_kw
+
+    def fill(self, snap: Snapshot, p: np.ndarray, target_kwh: np.ndarray, window_s: float
+             ) -> np.ndarray:
+        """Off-peak grid charging toward ``target_kwh`` (0: not filled), spread evenly [kW].
+
+        The PV forecast before each EV leaves is expected to cover a share of what is left
+        (in proportion to it); should it not come, the EV's mandatory power closes the gap.
+        """
+        ev, zone, cfg = snap.ev, self.zone, self.cfg
+        t_dep = planned_t_dep_s(ev, cfg, self.step_s)
+        left = np.maximum(target_kwh - zone.eta_ch * p * snap.dt_h, 0.0)
+        room = np.where(left > 0, np.maximum(ev.p_max_kw - p, 0.0), 0.0)
+        if left.sum() <= 1e-9 or room.sum() <= _EPS_KW:
+            return np.zeros(ev.n)
+        n = int(np.ceil(t_dep[left > 0].max() / self.step_s))
+        pv_fc = np.maximum(np.asarray(snap.lookahead.pv_kw(n + 1), dtype=float), 0.0)
+        pv_kwh = np.concatenate([[0.0], np.cumsum(pv_fc[1:] * snap.dt_h)])
+        before = pv_kwh[np.clip((t_dep / self.step_s).astype(np.int64) - 1, 0,
+                                pv_kwh.size - 1)]
+        left = np.maximum(left - zone.eta_ch * before * left / left.sum(), 0.0)
+        if left.sum() <= 1e-9:
+            return np.zeros(ev.n)
+        # done ahead of the window's end (or departure): mandatory power within the window only
+        end = np.minimum(t_dep, window_s)
+        t_fill = np.maximum(end - 3600.0 * cfg.offpeak_fill_lead_h, self.step_s)
+        budget = spread_budget_kw(left, t_fill, window_s, zone.eta_ch)
+        cap_left = np.maximum(zone.site_charge_kw - site_sum(ev.site, p, zone.n_sites), 0.0)
+        extra, _ = allocate(left, t_fill, room, np.zeros(ev.n), ev.site, cap_left,
+                            np.zeros(zone.n_sites), budget, self.step_s, zone.eta_ch,
+                            zone.eta_dis)
+        return extra
+
+
+class V2GPeakShaving(PVFollowing):
+    """``pv_following`` under a zone import threshold, with V2G discharge above it."""
+
+    def decide(self, snap: Snapshot) -> Setpoints:
+        p = self.charge(snap)
+        base = snap.base_import_kw
+        if not np.isfinite(base) or snap.ev.n == 0:
+            return Setpoints(p_kw=p)
+        margin = self.margin(snap)
+        threshold = self.threshold(snap, margin)
+        sp = Setpoints(p_kw=p, peak_threshold_kw=threshold)
+        target = threshold - margin - base  # net EV power the threshold allows
+        if p.sum() > target + _EPS_KW:
+            sp.p_kw = self.hold(snap, p, target)
+        elif target > p.sum() + _EPS_KW:
+            sp.p_kw = p + self.precharge(snap, p, target - p.sum())
+        excess = base + sp.p_kw.sum() - threshold
+        if self.cfg.factory_shedding and excess > _EPS_KW:
+            sp.shed_kw = shed_request(snap.factory_deferrable_kw, excess)
+        return sp
+
+    def threshold(self, snap: Snapshot, margin: float = 0.0) -> float:
+        """Import threshold of step ``k`` [kW].
+
+        ``peak_threshold_kw`` if set; otherwise the highest of: the highest import so far (at
+        the first step the base import: add nothing to it), the level the plugged EVs' V2G
+        energy could hold the forecast import to over the next ``v2g_horizon_h`` (so that
+        energy is kept for the top of the coming peak), and the level under which their
+        planned charging fits in that window (plus the margin the import is held below it).
+        """
+        if self.cfg.peak_threshold_kw is not None:
+            return float(self.cfg.peak_threshold_kw)
+        record = snap.peak_import_kw if np.isfinite(snap.peak_import_kw) \
+            else snap.base_import_kw
+        forecast = self.base_forecast(snap)
+        if forecast is None:
+            return float(record)
+        return float(max(record, self.discharge_level(snap, forecast),
+                         self.charge_level(snap, forecast) + margin))
+
+    def base_forecast(self, snap: Snapshot) -> np.ndarray | None:
+        """Forecast import without EVs over ``v2g_horizon_h`` (None if none) [kW]."""
+        n = round(self.cfg.v2g_horizon_h * 3600.0 / self.step_s)
+        if n <= 0:
+            return None
+        forecast = np.asarray(snap.lookahead.base_import_kw(n), dtype=float)
+        if forecast.size == 0 or not np.isfinite(forecast).all():
+            return None
+        return forecast
+
+    def _window_h(self, snap: Snapshot, reserve_h: float, n: int) -> np.ndarray:
+        """Hours each EV stays plugged within the window, less ``reserve_h`` [h]."""
+        t_h = planned_t_dep_s(snap.ev, self.cfg, self.step_s) / 3600.0 - reserve_h
+        return np.clip(t_h, 0.0, n * snap.dt_h)
+
+    def discharge_level(self, snap: Snapshot, forecast: np.ndarray) -> float:
+        """Lowest level the plugged EVs' V2G energy can hold ``forecast`` to [kW].
+
+        Water level ``L`` with ``sum_t max(forecast_t - L, 0) dt = E``, ``E`` the energy the
+        V2G EVs plugged now can deliver in the window: above the users' minimum SoC, at their
+        discharge rate, until their departure less the reserve.
+        """
+        ev, zone = snap.ev, self.zone
+        energy = ev.p_dis_rate_kw * self._window_h(snap, self.cfg.v2g_reserve_h, forecast.size)
+        if zone.ev_capacity_kwh is not None and ev.n:
+            above = (ev.soc - zone.min_soc_v2g) * zone.ev_capacity_kwh[ev.ids] * zone.eta_dis
+            energy = np.minimum(energy, np.maximum(above, 0.0))
+        return water_level(forecast, float(energy.sum()), snap.dt_h)
+
+    def charge_level(self, snap: Snapshot, forecast: np.ndarray) -> float:
+        """Lowest import level under which the plugged EVs' planned charging fits [kW].
+
+        Water level from below: ``sum_t max(L - forecast_t, 0) dt = E``, ``E`` the grid
+        energy the EVs plan to charge within the window (their need, or up to full for those
+        the off-peak fill would fill), each at most its charge rate over its stay.
+        """
+        ev = snap.ev
+        hours = self._window_h(snap, 0.0, forecast.size)
+        target = self.targets(snap)[0]
+        energy = np.minimum(target / self.zone.eta_ch, np.maximum(ev.p_rate_kw, ev.p_max_kw)
+                            * hours)
+        return -water_level(-forecast, float(energy.sum()), snap.dt_h)
+
+    def margin(self, snap: Snapshot) -> float:
+        """How far below the threshold the predicted import is held [kW].
+
+        A quantile (``peak_margin_quantile``) of the base import's one-step rises seen so far
+        (none before eight have been seen): the base import of a step is known only from the
+        previous one, so the margin pre-empts its jumps.
+        """
+        q = self.cfg.peak_margin_quantile
+        rises = snap.base_rises_kw
+        if q <= 0 or rises.size < 8:
+            return 0.0
+        return float(np.quantile(rises, q))
+
+    def precharge(self, snap: Snapshot, p: np.ndarray, headroom_kw: float) -> np.ndarray:
+        """Charging toward the targets spread evenly over each EV's stay, in the headroom
+        below the threshold [kW].
+
+        Energy an EV would otherwise take as mandatory power just before it leaves (perhaps
+        into the next peak) is taken now, where the import has room, least laxity first.
+        """
+        ev, zone, cfg = snap.ev, self.zone, self.cfg
+        rest = np.maximum(self.targets(snap)[0] - zone.eta_ch * p * snap.dt_h, 0.0)
+        room = np.maximum(ev.p_max_kw - p, 0.0)
+        if rest.sum() <= 1e-9 or room.sum() <= _EPS_KW:
+            return np.zeros(ev.n)
+        t_dep = planned_t_dep_s(ev, cfg, self.step_s)
+        budget = min(spread_budget_kw(rest, t_dep, float(t_dep.max()), zone.eta_ch),
+                     headroom_kw)
+        cap_left = np.maximum(zone.site_charge_kw - site_sum(ev.site, p, zone.n_sites), 0.0)
+        extra, _ = allocate(rest, t_dep, room, np.zeros(ev.n), ev.site, cap_left,
+                            np.zeros(zone.n_sites), budget, self.step_s, zone.eta_ch,
+                            zone.eta_dis, p_rate_kw=np.maximum(ev.p_rate_kw, room))
+        return extra
+
+    def hold(self, snap: Snapshot, p: np.ndarray, target_kw: float) -> np.ndarray:
+        """EV powers summing to ``target_kw`` where possible [kW].
+
+        Charging beyond the mandatory power is cut, in proportion, down to the target; below
+        the mandatory power, V2G EVs with slack discharge the difference.
+        """
+        ev, zone, cfg = snap.ev, self.zone, self.cfg
+        p_mand, _ = allocate_evs(ev, cfg, zone, self.step_s, np.zeros(zone.n_sites), 0.0,
+                                 need_kwh=self.targets(snap)[0])
+        p_mand = np.minimum(p_mand, p)
+        mandatory = float(p_mand.sum())
+        if target_kw >= mandatory:
+            extra = p - p_mand
+            f = (target_kw - mandatory) / extra.sum() if extra.sum() > _EPS_KW else 0.0
+            return p_mand + extra * min(f, 1.0)
+        return p_mand + self.discharge(snap, p_mand, mandatory - target_kw)
+
+    def discharge(self, snap: Snapshot, p_now: np.ndarray, want_kw: float) -> np.ndarray:
+        """V2G discharge (negative powers) of up to ``want_kw`` by EVs with slack [kW].
+
+        EVs that do not charge now, may discharge and can still meet their planned need (which
+        includes returning the energy V2G takes) ``v2g_reserve_h`` before departing at the
+        charge power they were last seen to take; the most laxity discharges first.
+        """
+        ev, zone, cfg = snap.ev, self.zone, self.cfg
+        t_dep = planned_t_dep_s(ev, cfg, self.step_s) - 3600.0 * cfg.v2g_reserve_h
+        cand = np.flatnonzero((p_now <= _EPS_KW) & (ev.p_min_kw < -_EPS_KW)
+                              & (t_dep > self.step_s))
+        out = np.zeros(ev.n)
+        if cand.size == 0 or want_kw <= 0:
+            return out
+        d, _ = allocate(planned_need_kwh(ev, cfg)[cand], t_dep[cand], np.zeros(cand.size),
+                        ev.p_min_kw[cand], ev.site[cand], zone.site_charge_kw,
+                        np.zeros(zone.n_sites), -want_kw, self.step_s, zone.eta_ch,
+                        zone.eta_dis, p_rate_kw=np.maximum(ev.p_rate_kw[cand], _EPS_KW))
+        out[cand] = np.minimum(d, 0.0)
+        return out
+
+def water_level(profile_kw: np.ndarray, energy_kwh: float, dt_h: float) -> float:
+    """Level ``L`` with ``sum(max(profile - L, 0)) * dt_h = energy_kwh`` [kW].
+
+    The lowest cap that ``energy_kwh`` taken off the top of ``profile_kw`` achieves; the
+    profile's minimum less what is left spread over all steps when the energy covers more.
+    """
+    top = np.sort(np.asarray(profile_kw, dtype=float))[::-1]
+    if top.size == 0:
+        return -np.inf
+    # area above the i-th highest value, for levels at each value
+    area = (np.cumsum(top) - top * np.arange(1, top.size + 1)) * dt_h
+    i = int(np.searchsorted(area, energy_kwh, side="right"))  # levels below top[i-1] too dear
+    if i >= top.size:
+        return float(top[-1] - (energy_kwh - area[-1]) / (top.size * dt_h))
+    # between top[i-1] and top[i]: i steps above the level
+    return float(top[i - 1] - (energy_kwh - area[i - 1]) / (i * dt_h))
+
+
+def shed_request(deferrable_kw: np.ndarray, excess_kw: float) -> np.ndarray:
+    """Share ``excess_kw`` of shedding among factories by their deferrable load [kW]."""
+    total = float(deferrable_kw.sum())
+    if total <= 0:
+        return np.zeros_like(deferrable_kw)
+    return deferrable_kw * min(1.0, excess_kw / total)
+
+
+class GridAware(V2GPeakShaving):
+    """``v2g_peak_shaving`` corrected to keep voltages and loading within limits."""
+
+    #: objective weights: EV power moved [1/kW], reactive power [1/kvar], curtailment [1/kW],
+    #: violation of a limit [1/pu] and [1/%] (large: limits first)
+    W_EV, W_Q, W_CURTAIL, W_V, W_LOAD = 1.0, 0.01, 5.0, 1e7, 1e4
+
+    def __init__(self, cfg: CoordinatorConfig, zone: ZoneLayout, step_s: float) -> None:
+        super().__init__(cfg, zone, step_s)
+        grid = zone.grid
+        if grid is None:
+            raise ValueError("strategy 'grid_aware' needs the grid's sensitivities (parameter "
+                             "'grid' of the coordinator)")
+        self.band = cfg.v_band_pu or grid.v_band_pu
+        self.site_col = grid.columns(zone.site_bus)
+        self.plant_col = grid.columns(zone.plant_bus)
+        lo, hi = self.band
+        self.v_lo, self.v_hi = lo + cfg.v_margin_pu, hi - cfg.v_margin_pu
+        self.l_max = cfg.loading_max_pct - cfg.loading_margin_pct
+        self.n_corrections = 0
+
+    def decide(self, snap: Snapshot) -> Setpoints:
+        sp = super().decide(snap)
+        if snap.grid is None or snap.ctrl_p_kw is None or snap.prev_ctrl_p_kw is None:
+            return sp
+        v, line, trafo = self.predict(snap, sp.p_kw)
+        if self.violated(v, line, trafo) and snap.ev.n:
+            sp.p_kw = self.correct_evs(snap, sp.p_kw, v, line, trafo)
+            self.n_corrections += 1
+        if self.zone.n_plants:
+            # the plants' set-points act from the next step: sized so that the uncorrected
+            # plan would be within limits, they spare the EVs the correction next time
+            sp.q_kvar, sp.curtail_kw = self.pv_setpoints(snap, v, line, trafo)
+        return sp
+
+    def predict(self, snap: Snapshot, p_ev: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Voltages [pu] and loadings [%] of step ``k`` with EV powers ``p_ev``, linearised."""
+        grid, zone = self.zone.grid, self.zone
+        dp = snap.ctrl_p_kw - snap.prev_ctrl_p_kw
+        ev_site = site_sum(snap.ev.site, np.nan_to_num(p_ev, nan=0.0), zone.n_sites)
+        np.add.at(dp, self.site_col, ev_site)
+        dq = snap.ctrl_q_kvar - snap.prev_ctrl_q_kvar
+        state = snap.grid
+        return (state.vm_pu + grid.dv_dp @ dp + grid.dv_dq @ dq,
+                state.line_loading_pct + grid.dline_dp @ dp + grid.dline_dq @ dq,
+                state.trafo_loading_pct + grid.dtrafo_dp @ dp + grid.dtrafo_dq @ dq)
+
+    def violated(self, v: np.ndarray, line: np.ndarray, trafo: np.ndarray) -> bool:
+        ok = np.isfinite(v)
+        return bool((v[ok] < self.v_lo).any() or (v[ok] > self.v_hi).any()
+                    or (line > self.l_max).any() or (trafo > self.l_max).any())
+
+    def _limit_rows(self, v: np.ndarray, line: np.ndarray, trafo: np.ndarray,
+                    s_v: np.ndarray, s_line: np.ndarray, s_trafo: np.ndarray):
+        """Constraint rows ``A x - slack <= b`` for the limits near binding."""
+        ok = np.isfinite(v)
+        near = 0.02  # pu / share of the limit: rows farther from their limit cannot bind
+        rows, rhs, w = [], [], []
+        hi = ok & (v > self.v_hi - near)
+        lo = ok & (v < self.v_lo + near)
+        rows += [s_v[hi], -s_v[lo]]
+        rhs += [self.v_hi - v[hi], v[lo] - self.v_lo]
+        w += [np.full(hi.sum() + lo.sum(), self.W_V)]
+        for load, s in ((line, s_line), (trafo, s_trafo)):
+            sel = load > self.l_max * (1 - near * 5)
+            rows.append(s[sel])
+            rhs.append(self.l_max - load[sel])
+            w.append(np.full(sel.sum(), self.W_LOAD))
+        return np.vstack(rows), np.concatenate(rhs), np.concatenate(w)
+
+    def _solve(self, cost: np.ndarray, bounds: np.ndarray, a: np.ndarray, b: np.ndarray,
+               w_slack: np.ndarray) -> np.ndarray | None:
+        """min cost·x + w·s  s.t.  A x - s <= b,  bounds, s >= 0; x or None."""
+        n, m = cost.size, b.size
+        if m == 0:
+            return np.zeros(n)
+        a_ub = sp.hstack([sp.csr_matrix(a), -sp.identity(m, format="csr")], format="csr")
+        c = np.concatenate([cost, w_slack])
+        bnd = np.vstack([bounds, np.column_stack([np.zeros(m), np.full(m, np.inf)])])
+        res = linprog(c, A_ub=a_ub, b_ub=b, bounds=bnd, method="highs")
+        return res.x[:n] if res.status == 0 else None
+
+    def correct_evs(self, snap: Snapshot, p: np.ndarray, v: np.ndarray, line: np.ndarray,
+                    trafo: np.ndarray) -> np.ndarray:
+        """Smallest change of the sites' EV power that meets the limits [kW per EV]."""
+        ev, zone, grid = snap.ev, self.zone, self.zone.grid
+        p_mand, _ = allocate_evs(ev, self.cfg, zone, self.step_s, np.zeros(zone.n_sites), 0.0)
+        floor = discharge_floor_kw(ev, self.cfg, self.step_s, zone.eta_ch, zone.eta_dis)
+        lo = np.where(p_mand > _EPS_KW, p_mand, np.minimum(floor, p))
+        hi = ev.p_max_kw
+        now = site_sum(ev.site, p, zone.n_sites)
+        down = site_sum(ev.site, lo, zone.n_sites) - now
+        up = site_sum(ev.site, hi, zone.n_sites) - now
+        # x = (raise, lower) of each site's power; both >= 0
+        cols = self.site_col
+        s_v = grid.dv_dp[:, cols]
+        s_l = grid.dline_dp[:, cols]
+        s_t = grid.dtrafo_dp[:, cols]
+        a, b, w = self._limit_rows(v, line, trafo, s_v, s_l, s_t)
+        a2 = np.hstack([a, -a])
+        bounds = np.column_stack([np.zeros(2 * zone.n_sites),
+                                  np.concatenate([np.maximum(up, 0), np.maximum(-down, 0)])])
+        x = self._solve(np.full(2 * zone.n_sites, self.W_EV), bounds, a2, b, w)
+        if x is None:
+            return p
+        delta = x[: zone.n_sites] - x[zone.n_sites:]
+        return retarget(p, lo, hi, ev.site, now + delta)
+
+    def pv_setpoints(self, snap: Snapshot, v: np.ndarray, line: np.ndarray, trafo: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Reactive power and curtailment of the plants for step ``k + 1``."""
+        zone, grid, cfg = self.zone, self.zone.grid, self.cfg
+        q_now = snap.pv_q_kvar
+        q_max = np.sqrt(np.maximum(zone.plant_inverter_kw ** 2 - snap.pv_avail_kw ** 2, 0.0))
+        q_max = q_max if cfg.q_control else np.zeros(zone.n_plants)
+        c_max = snap.pv_kw if cfg.curtailment else np.zeros(zone.n_plants)
+        if not (q_now != 0).any() and not self.violated(v, line, trafo):
+            return np.zeros(zone.n_plants), None
+        # the state of step k+1 is taken as that of step k with the plants' q and curtailment
+        # changed: x = (q_absorb, q_inject, curtail) per plant, q = q_absorb - q_inject
+        cols = self.plant_col
+        s_vq, s_vp = grid.dv_dq[:, cols], grid.dv_dp[:, cols]
+        base_v = v - s_vq @ q_now
+        base_line = line - grid.dline_dq[:, cols] @ q_now
+        base_trafo = trafo - grid.dtrafo_dq[:, cols] @ q_now
+        a_q, b, w = self._limit_rows(base_v, base_line, base_trafo, s_vq, grid.dline_dq[:, cols],
+                                     grid.dtrafo_dq[:, cols])
+        a_p, _, _ = self._limit_rows(base_v, base_line, base_trafo, s_vp, grid.dline_dp[:, cols],
+                                     grid.dtrafo_dp[:, cols])
+        a = np.hstack([a_q, -a_q, a_p])
+        n = zone.n_plants
+        cost = np.concatenate([np.full(2 * n, self.W_Q), np.full(n, self.W_CURTAIL)])
+        bounds = np.column_stack([np.zeros(3 * n), np.concatenate([q_max, q_max, c_max])])
+        x = self._solve(cost, bounds, a, b, w)
+        if x is None:
+            return np.zeros(n), None
+        q = x[:n] - x[n:2 * n]
+        curtail = x[2 * n:]
+        limit = np.where(curtail > 1e-3, np.maximum(snap.pv_kw - curtail, 0.0),
+                         zone.plant_inverter_kw)
+        return q, (limit if (curtail > 1e-3).any() else None)
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    "uncontrolled": Uncontrolled,
+    "pv_following": PVFollowing,
+    "v2g_peak_shaving": V2GPeakShaving,
+    "grid_aware": GridAware,
+    "optimal": OptimalStrategy,
+}
+"""Registry: ``coordinator.strategy`` -> strategy class."""
