@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="override any scenario field, e.g. --set pv.losses_pct=12 (repeatable)")
     r.add_argument("--force", action="store_true", help="replace an existing --out folder")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--no-report", action="store_true", help="do not write report.html")
 
     v = sub.add_parser("validate", help="check scenario files without running them")
     v.add_argument("scenarios", nargs="+", type=Path)
@@ -114,7 +115,8 @@ def _run(args: argparse.Namespace) -> int:
         overrides.append(f"seed={args.seed}")
     scenario = load_scenario(args.scenario, overrides)
     try:
-        result = run(scenario, out=args.out, progress=not args.quiet, force=args.force)
+        result = run(scenario, out=args.out, progress=not args.quiet, force=args.force,
+                     report=not args.no_report)
     except SimulationError as exc:
         print(f"error: run failed: {exc}", file=sys.stderr)
         return 1

@@ -45,7 +45,7 @@ def default_out_dir(scenario: Scenario) -> Path:
 
 
 def run(scenario: Scenario, out: str | Path | None = None, progress: bool = True,
-        force: bool = False) -> RunResult:
+        force: bool = False, report: bool = False) -> RunResult:
     """Simulate ``scenario`` and write its run folder.
 
     Parameters
@@ -53,6 +53,7 @@ def run(scenario: Scenario, out: str | Path | None = None, progress: bool = True
     out : run folder; default ``runs/<name>-seed<seed>-<time>``.
     progress : show mosaik's progress bar.
     force : replace an existing folder ``out``.
+    report : also write ``report.html`` (a few seconds; ``twin report`` can do it later).
 
     Raises
     ------
@@ -75,6 +76,10 @@ def run(scenario: Scenario, out: str | Path | None = None, progress: bool = True
         result = _finish(assembly, out_dir, setup_s, sim_s, frames, kpis)
     finally:
         assembly.discard_ledger()
+    if report:
+        from twin.report import write_report
+
+        write_report(out_dir, net=assembly.net)
     return result
 
 

@@ -25,6 +25,8 @@ def default_run(tmp_path_factory):
 def test_default_zone_writes_the_run_folder(default_run):
     assert (default_run / "scenario.yaml").is_file()
     assert (default_run / "run.json").is_file()
+    assert (default_run / "report.html").stat().st_size > 100_000
+    assert (default_run / "ledger.sqlite").is_file()
     for name in ("pv", "factory", "ev", "grid"):
         df = pd.read_parquet(default_run / "timeseries" / f"{name}.parquet")
         assert len(df) == 2 * 96
