@@ -15,8 +15,6 @@ a negative power is delivered to it (V2G discharge). Powers are means over the s
 
 from __future__ import annotations
 
-import importlib
-import os
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
@@ -24,31 +22,16 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ext import select_kernel
+
 __all__ = ["DispatchInfo", "allocate", "kernel_module"]
 
 Backend = Literal["auto", "compiled", "numpy"]
 
 
 def kernel_module(backend: Backend = "auto") -> ModuleType:
-    """Return the kernel module: compiled ``ext.dispatch`` or the twin ``ext.dispatch_np``.
-
-    ``"auto"`` takes the compiled module unless it is missing or ``SDG_TWIN_PURE_PYTHON=1``.
-    """
-    if backend not in ("auto", "compiled", "numpy"):
-        raise ValueError(f"backend: must be 'auto', 'compiled' or 'numpy', got {backend!r}")
-    if backend == "numpy" or (
-        backend == "auto" and os.environ.get("SDG_TWIN_PURE_PYTHON", "") == "1"
-    ):
-        return importlib.import_module("ext.dispatch_np")
-    try:
-        return importlib.import_module("ext.dispatch")
-    except ImportError:
-        if backend == "compiled":
-            raise ImportError(
-                "backend='compiled' asks for ext.dispatch, which is not built; build it with "
-                "`python setup.py build_ext --inplace` or use backend='auto'"
-            ) from None
-        return importlib.import_module("ext.dispatch_np")
+    """The compiled ``ext.dispatch`` or its twin (see :func:`ext.select_kernel`)."""
+    return select_kernel("dispatch", backend)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,6 @@ LU); a step that neither method solves is reported with ``converged=False`` and 
 from __future__ import annotations
 
 import copy
-import importlib
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -35,6 +34,8 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spl
+
+from ext import select_kernel
 
 __all__ = [
     "BatchPowerFlowResult",
@@ -61,25 +62,8 @@ class UnsupportedNetworkError(ValueError):
 
 
 def kernel_module(backend: Literal["auto", "compiled", "numpy"] = "auto") -> ModuleType:
-    """Return the kernel module: compiled ``ext.powerflow`` or the twin ``ext.powerflow_np``.
-
-    ``"auto"`` takes the compiled module unless it is missing or ``SDG_TWIN_PURE_PYTHON=1``.
-    """
-    if backend not in ("auto", "compiled", "numpy"):
-        raise ValueError(f"backend: must be 'auto', 'compiled' or 'numpy', got {backend!r}")
-    if backend == "numpy" or (
-        backend == "auto" and os.environ.get("SDG_TWIN_PURE_PYTHON", "") == "1"
-    ):
-        return importlib.import_module("ext.powerflow_np")
-    try:
-        return importlib.import_module("ext.powerflow")
-    except ImportError:
-        if backend == "compiled":
-            raise ImportError(
-                "backend='compiled' asks for ext.powerflow, which is not built; build it with "
-                "`python setup.py build_ext --inplace` or use backend='auto'"
-            ) from None
-        return importlib.import_module("ext.powerflow_np")
+    """The compiled ``ext.powerflow`` or its twin (see :func:`ext.select_kernel`)."""
+    return select_kernel("powerflow", backend)
 
 
 # --------------------------------------------------------------------------------------------
