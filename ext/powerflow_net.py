@@ -26,7 +26,6 @@ LU); a step that neither method solves is reported with ``converged=False`` and 
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal

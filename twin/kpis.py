@@ -17,6 +17,8 @@ part), ``ev_user_revenue_cny`` (V2G remuneration), ``pv_revenue_cny`` (the plant
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -157,7 +159,7 @@ def _fmt(v: float | int | None) -> str:
         return "-"
     if isinstance(v, int):
         return str(v)
-    if v != v:
+    if math.isnan(v):
         return "nan"
     if v != 0 and abs(v) < 1e-3:
         return f"{v:.3e}"

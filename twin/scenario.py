@@ -231,7 +231,7 @@ def describe_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
         if err["type"] == "extra_forbidden":
             parent = _model_at(root, err["loc"][:-1])
             allowed = ", ".join(parent.model_fields) if parent else ""
-            msg = f"unknown field" + (f" (allowed: {allowed})" if allowed else "")
+            msg = "unknown field" + (f" (allowed: {allowed})" if allowed else "")
         elif err["type"] == "missing":
             msg = "required field is missing"
         else:
