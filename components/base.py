@@ -11,8 +11,11 @@ that interval, so its energy is ``p_kw * step_s / 3600`` kWh.
 
 from __future__ import annotations
 
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 class StrictModel(BaseModel):
@@ -23,6 +26,19 @@ class StrictModel(BaseModel):
 
 BusRef = int | str
 """A grid bus named by its pandapower index or by its ``name`` column."""
+
+
+def _known_timezone(tz: str) -> str:
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {tz!r} (use an IANA name such as "
+                         "'Asia/Shanghai' or 'UTC')") from None
+    return tz
+
+
+TimeZoneName = Annotated[str, AfterValidator(_known_timezone)]
+"""An IANA time zone name, checked against the system's zone database."""
 
 
 def require_finite(sender: str, **arrays: np.ndarray) -> None:

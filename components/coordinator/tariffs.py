@@ -57,13 +57,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from components.base import StrictModel
+from components.base import StrictModel, TimeZoneName
 
 PERIODS: tuple[str, ...] = ("valley", "flat", "peak", "critical")
 """Period names; :func:`period_code` returns indices into this tuple."""
@@ -82,7 +81,7 @@ _PRICE_FIELDS = (
 class TariffConfig(StrictModel):
     """Time-of-use grid tariff and the prices of local trades; defaults are Chongqing's."""
 
-    timezone: str = Field("Asia/Shanghai", description="IANA time zone the schedule is given in")
+    timezone: TimeZoneName = Field("Asia/Shanghai", description="IANA time zone the schedule is given in")
     flat_cny_per_kwh: float = Field(
         0.762307, description="grid purchase price in the flat period [CNY/kWh]"
     )
@@ -118,16 +117,6 @@ class TariffConfig(StrictModel):
     v2g_follows_tou: bool = Field(
         True, description="scale the V2G remuneration by the time-of-use ratio of the moment"
     )
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, tz: str) -> str:
-        try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {tz!r} (use an IANA name such as "
-                             "'Asia/Shanghai')") from None
-        return tz
 
     @field_validator(*_PRICE_FIELDS)
     @classmethod
