@@ -54,3 +54,14 @@ def require_finite(sender: str, **arrays: np.ndarray) -> None:
                 f"{sender}: attribute {name!r} has {bad.size} non-finite value(s), "
                 f"first at index {int(bad[0])}"
             )
+
+
+def step_index(sender: str, time: int, step_ticks: int, n_steps: int) -> int:
+    """The step ``k`` that mosaik time ``time`` starts; ``ValueError`` off the grid or horizon."""
+    if time % step_ticks:
+        raise ValueError(f"{sender}: time {time} is not on the step grid of {step_ticks}")
+    k = time // step_ticks
+    if k >= n_steps:
+        raise ValueError(f"{sender}: time {time} (step {k}) is past the horizon of "
+                         f"{n_steps} steps")
+    return k

@@ -53,7 +53,7 @@ from typing import Any
 import mosaik_api_v3
 import numpy as np
 
-from components.base import require_finite
+from components.base import require_finite, step_index
 from components.coordinator.config import CoordinatorConfig
 from components.coordinator.core import ZoneLayout
 from components.coordinator.model import TOTALS, Coordinator, StepResult
@@ -146,10 +146,7 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         """Decide and settle step ``time // step``."""
         if self.coord is None:
             raise RuntimeError(f"{self.sid}: step called before create")
-        if time % self.step_ticks:
-            raise ValueError(f"{self.sid}: time {time} is not on the step grid of "
-                             f"{self.step_ticks}")
-        k = time // self.step_ticks
+        k = step_index(self.sid, time, self.step_ticks, self.n_steps)
         values = {attr: self._one(attr, by_source, time)
                   for attr, by_source in inputs.get(EID, {}).items()}
         ev_view = None

@@ -34,7 +34,7 @@ from typing import Any
 import mosaik_api_v3
 import numpy as np
 
-from components.base import require_finite
+from components.base import require_finite, step_index
 from components.ev.config import EVConfig
 from components.ev.model import EVFleet
 
@@ -129,13 +129,7 @@ class EVSimulator(mosaik_api_v3.Simulator):
         """Run step ``time // step`` with the setpoints received (if any)."""
         if self.fleet is None:
             raise RuntimeError(f"{self.sid}: step called before create")
-        if time % self.step_ticks:
-            raise ValueError(f"{self.sid}: time {time} is not on the step grid of "
-                             f"{self.step_ticks}")
-        k = time // self.step_ticks
-        if k >= self.n_steps:
-            raise ValueError(f"{self.sid}: time {time} (step {k}) is past the horizon of "
-                             f"{self.n_steps} steps")
+        k = step_index(self.sid, time, self.step_ticks, self.n_steps)
         # a time-shifted connection delivers its initial_data (None = no setpoints) first
         sources = {src: v for src, v in inputs.get(EID, {}).get("p_set_kw", {}).items()
                    if v is not None}

@@ -13,7 +13,7 @@ import mosaik_api_v3
 import numpy as np
 import pandas as pd
 
-from components.base import require_finite
+from components.base import require_finite, step_index
 from components.grid.config import GridConfig
 from components.grid.model import GridModel, GridResult, load_network, resolve_bus
 
@@ -125,9 +125,7 @@ class GridSimulator(mosaik_api_v3.Simulator):
         ``RuntimeError`` once more steps failed to converge than ``max_nonconverged_share``
         of the run allows.
         """
-        k = time // self.step_ticks
-        if k >= self.n_steps:
-            raise ValueError(f"{self.sid}.{EID}: t={time} is past the run's {self.n_steps} steps")
+        k = step_index(f"{self.sid}.{EID}", time, self.step_ticks, self.n_steps)
         values = inputs.get(EID, {})
         p_kw = self._per_bus("p_kw", values.get("p_kw", {}), time)
         q_kvar = self._per_bus("q_kvar", values.get("q_kvar", {}), time)

@@ -25,7 +25,7 @@ import mosaik_api_v3
 import numpy as np
 import pandas as pd
 
-from components.base import require_finite
+from components.base import require_finite, step_index
 from components.pv.config import LocationConfig, PVConfig, WeatherConfig
 from components.pv.model import PVFleet
 from components.pv.weather import synthetic_weather, weather_from_file
@@ -136,12 +136,9 @@ class PVSimulator(mosaik_api_v3.Simulator):
 
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
         """Apply the set-points of step ``time // step`` and compute the outputs."""
-        k = time // self.step_ticks
         if self.fleet is None:
             raise RuntimeError(f"{self.sid}: step called before create")
-        if k >= self.n_steps:
-            raise ValueError(f"{self.sid}: time {time} (step {k}) is past the horizon of "
-                             f"{self.n_steps} steps")
+        k = step_index(self.sid, time, self.step_ticks, self.n_steps)
         attrs = inputs.get(EID, {})
         curtail = _combine(attrs.get("curtail_kw"), np.minimum)
         q_set = _combine(attrs.get("q_kvar_set"), np.add)
