@@ -6,7 +6,8 @@ process (the machine may be shared: wall time then exceeds CPU time), time per s
 EV-year, the ratio of the two run times (cost growth with fleet size) and the fleet totals.
 Target: 10,000 EVs over a year in at most 60 s on a 2-core machine.
 
-Usage: ``python benchmarks/ev_fleet.py [--days N] [--sizes 1000 10000]``
+Usage: ``python benchmarks/ev_fleet.py [--days N] [--sizes 1000 10000] [--backend auto|compiled|numpy]``
+(``--backend``: the per-step kernel, ``ext.evstep`` or its NumPy twin).
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ STEP_S = 900
 TARGET_S = 60.0
 
 
-def run(n_ev: int, days: int, seed: int = 0) -> dict:
+def run(n_ev: int, days: int, seed: int = 0, backend: str = "auto") -> dict:
     """Build and step one uncontrolled fleet; return timings and totals."""
     cfg = example_config(n_ev)
     n_steps = days * 86_400 // STEP_S
     t0, c0 = time.perf_counter(), time.process_time()
     fleet = EVFleet(cfg, [s.bus for s in cfg.sites], "2026-01-01T00:00:00+08:00", STEP_S,
-                    n_steps, np.random.default_rng(seed))
+                    n_steps, np.random.default_rng(seed), backend=backend)
     t1 = time.perf_counter()
     peak_kw = 0.0
     for k in range(n_steps):
@@ -45,6 +46,7 @@ def run(n_ev: int, days: int, seed: int = 0) -> dict:
     kpis = fleet.kpis()
     return {
         "n_ev": n_ev,
+        "kernel": fleet._kernel.__name__,
         "days": days,
         "n_steps": n_steps,
         "setup_s": round(t1 - t0, 3),
@@ -63,8 +65,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--backend", choices=["auto", "compiled", "numpy"], default="auto")
     args = parser.parse_args()
-    runs = [run(n, args.days) for n in args.sizes]
+    runs = [run(n, args.days, backend=args.backend) for n in args.sizes]
     out = {
         "benchmark": "ev_fleet_uncontrolled",
         "step_s": STEP_S,

@@ -27,9 +27,9 @@ def warm_up(grid: dict) -> None:
     """Import the simulation and report stack and build the report's network once."""
     import twin.run  # noqa: F401 - the import is the point
     from components.grid.config import GridConfig
-    from twin.report import network
+    from twin.scenario import grid_network
 
-    network(GridConfig.model_validate(grid))
+    grid_network(GridConfig.model_validate(grid))
 
 
 def measure(sweep_file: Path, out: Path, workers: int) -> dict:
@@ -51,32 +51,36 @@ def measure(sweep_file: Path, out: Path, workers: int) -> dict:
             "mean_run_simulation_s": round(float(result.table["wall_time_s"].mean()), 2)}
 
 
+def throughput(runs: int = 8, days: float = 1.0, scenario: Path = DEFAULT_SCENARIO) -> dict:
+    """Run the same sweep on 1 and on 2 local workers; return both figures and the ratio."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep_file = Path(tmp) / "bench.yaml"
+        losses = [round(8 + 10 * i / max(1, runs - 1), 3) for i in range(runs)]
+        sweep_file.write_text(yaml.safe_dump({
+            "name": "bench", "base": str(Path(scenario).resolve()),
+            "set": {"days": days}, "grid": {"pv.losses_pct": losses}}))
+        load_before = os.getloadavg()[0]
+        one = measure(sweep_file, Path(tmp) / "one", 1)
+        two = measure(sweep_file, Path(tmp) / "two", 2)
+    return {
+        "scenario": str(scenario),
+        "days": days,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min_before": round(load_before, 2),
+        "one_worker": one,
+        "two_workers": two,
+        "speedup_2_vs_1": round(one["wall_s"] / two["wall_s"], 3),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=8, help="runs per sweep")
     ap.add_argument("--days", type=float, default=1.0, help="simulated days per run")
     ap.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO, help="base scenario")
     args = ap.parse_args()
-
-    with tempfile.TemporaryDirectory() as tmp:
-        sweep_file = Path(tmp) / "bench.yaml"
-        losses = [round(8 + 10 * i / max(1, args.runs - 1), 3) for i in range(args.runs)]
-        sweep_file.write_text(yaml.safe_dump({
-            "name": "bench", "base": str(args.scenario.resolve()),
-            "set": {"days": args.days}, "grid": {"pv.losses_pct": losses}}))
-        load_before = os.getloadavg()[0]
-        one = measure(sweep_file, Path(tmp) / "one", 1)
-        two = measure(sweep_file, Path(tmp) / "two", 2)
-    json.dump({
-        "benchmark": "sweep",
-        "scenario": str(args.scenario),
-        "days": args.days,
-        "cpu_count": os.cpu_count(),
-        "load_average_1min_before": round(load_before, 2),
-        "one_worker": one,
-        "two_workers": two,
-        "speedup_2_vs_1": round(one["wall_s"] / two["wall_s"], 3),
-    }, sys.stdout, indent=2)
+    json.dump({"benchmark": "sweep", **throughput(args.runs, args.days, args.scenario)},
+              sys.stdout, indent=2)
     print()
 
 

@@ -11,7 +11,8 @@ that interval, so its energy is ``p_kw * step_s / 3600`` kWh.
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -48,12 +49,48 @@ def require_finite(sender: str, **arrays: np.ndarray) -> None:
     """
     for name, values in arrays.items():
         a = np.asarray(values, dtype=float)
-        if not np.isfinite(a).all():
+        # the sum is NaN or infinite when any value is: one pass with no temporary array, on
+        # every output of every step; only a non-finite sum (or an overflow) checks each value
+        if not math.isfinite(np.add.reduce(a, axis=None)) and not np.isfinite(a).all():
             bad = np.flatnonzero(~np.isfinite(a.ravel()))
             raise ValueError(
                 f"{sender}: attribute {name!r} has {bad.size} non-finite value(s), "
                 f"first at index {int(bad[0])}"
             )
+
+
+def last_outputs(sender: str, eid: str, last: dict[str, Any], outputs: dict[str, list[str]],
+                 unchecked: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """``get_data`` of a one-entity simulator that keeps its last step's outputs in ``last``.
+
+    Checks the entity and attribute names (``ValueError`` listing what exists) and, with
+    :func:`require_finite`, every value but those named in ``unchecked``.
+    """
+    data: dict[str, dict[str, Any]] = {}
+    for name, attrs in outputs.items():
+        if name != eid:
+            raise ValueError(f"{sender}: unknown entity {name!r}")
+        missing = [a for a in attrs if a not in last]
+        if missing:
+            raise ValueError(f"{sender}: {missing} are not outputs (or no step ran yet); "
+                             f"outputs: {sorted(last)}")
+        values = {a: last[a] for a in attrs}
+        require_finite(f"{sender}.{eid}", **{a: v for a, v in values.items()
+                                              if a not in unchecked})
+        data[eid] = values
+    return data
+
+
+def step_ticks(sender: str, step_s: float, n_steps: int, time_resolution: float = 1.0) -> int:
+    """Mosaik time units per step; ``ValueError`` unless ``step_s`` and ``n_steps`` are > 0 and
+    ``step_s`` is a whole number of mosaik time units (the clock check of every adapter)."""
+    if step_s <= 0 or n_steps <= 0:
+        raise ValueError(f"{sender}: step_s and n_steps must be > 0, got {step_s}, {n_steps}")
+    ticks = step_s / time_resolution
+    if abs(ticks - round(ticks)) > 1e-9:
+        raise ValueError(f"{sender}: step_s={step_s} is not a whole number of mosaik time units "
+                         f"of {time_resolution} s")
+    return round(ticks)
 
 
 def step_index(sender: str, time: int, step_ticks: int, n_steps: int) -> int:

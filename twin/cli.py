@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("ledger", help="verify a run's settlement ledger (twin ledger verify RUN_DIR)")
     sub.add_parser("sweep", help="batch parameter sweep on Dask (twin sweep SWEEP.yaml)")
     sub.add_parser("report", help="rebuild report.html of run folders (twin report RUN_DIR)")
-    sub.add_parser("hil", help="hardware-in-the-loop device stubs (twin hil stub pv|battery|evse)")
+    sub.add_parser("hil", help="hardware-in-the-loop: run a bench in real time (twin hil "
+                   "SCENARIO) or a device stub (twin hil stub pv|battery|evse)")
     return p
 
 
@@ -53,7 +54,7 @@ PASSTHROUGH = {
     "ledger": ("twin.ledger", "main"),
     "sweep": ("twin.sweep", "sweep_main"),
     "report": ("twin.report", "report_main"),
-    "hil": ("components.hil.cli", "hil_main"),
+    "hil": ("twin.run", "hil_main"),
 }
 
 

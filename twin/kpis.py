@@ -13,6 +13,16 @@ With a coordinator: ``pv_to_ev_mwh`` (PV matched to EV charging), ``grid_to_ev_m
 ``pv_curtailed_mwh``, ``cost_cny`` (what EV users pay for charging), ``ev_grid_cost_cny`` (its grid
 part), ``ev_user_revenue_cny`` (V2G remuneration), ``pv_revenue_cny`` (the plants' income) and
 ``ledger_blocks`` / ``ledger_transactions`` (sealed into the run's ledger).
+
+Outages and islanding: ``islanded_hours``, ``island_lost_steps`` (islanded steps the
+grid-forming unit could not hold), ``critical_load_served_fraction`` (the factories'
+``critical_kw`` served at energised buses over what they asked, during islanded steps; the grid's
+background loads are not critical; 1 when no critical load was asked while islanded),
+``shed_energy_mwh`` (background load the grid shed on request plus the factories' shed load) and
+``energy_not_supplied_mwh`` (load at de-energised buses, plus load shed during islanded steps).
+
+With a non-ideal ``comm`` channel: ``messages_sent``, ``messages_lost`` and ``messages_late``
+(set-point messages to EV chargers and PV plants; late = arrived after the step they were for).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from components.hil import results as hil_results
 from twin.scenario import Scenario
 
 
@@ -39,6 +50,14 @@ def _col(df: pd.DataFrame | None, attr: str, n: int) -> np.ndarray:
     return df[attr].to_numpy(dtype=float)
 
 
+def _bus_label(labels: list[str], pos: int | None) -> int:
+    """pandapower index of the bus in column ``pos`` (-1 when there is none)."""
+    try:
+        return int(float(labels[pos])) if pos is not None else -1
+    except (ValueError, IndexError):
+        return -1
+
+
 def compute(scenario: Scenario, frames: dict[str, pd.DataFrame]) -> dict[str, float | int]:
     grid = frames["grid"]
     n = len(grid)
@@ -54,6 +73,10 @@ def compute(scenario: Scenario, frames: dict[str, pd.DataFrame]) -> dict[str, fl
     ev = frames.get("ev")
     ev_charge_kw = _col(ev, "charge_kw", n)
     ev_discharge_kw = _col(ev, "discharge_kw", n)
+    # devices in the loop (components/hil): their PV, batteries and metered charging sites
+    hil = hil_results.power_terms(frames, n)
+    pv_kw = pv_kw + hil["pv_gen_kw"]
+    pv_avail_kw = pv_avail_kw + hil["pv_avail_kw"]
 
     import_kw = _col(grid, "import_kw", n)
     losses_kw = _col(grid, "losses_kw", n)
@@ -64,14 +87,39 @@ def compute(scenario: Scenario, frames: dict[str, pd.DataFrame]) -> dict[str, fl
     imp = np.where(ok, np.maximum(import_kw, 0.0), 0.0)
     exp = np.where(ok, np.maximum(-import_kw, 0.0), 0.0)
     load_kw = factory_kw + bg_load_kw + bg_storage_kw + ev_charge_kw
+    load_kw = load_kw + hil["load_kw"]
+    # Island mode: the grid-forming battery supplies (or absorbs) like the upstream grid; the
+    # devices' powers at de-energised buses were asked but not delivered.
+    gfm_kw = _col(grid, "gfm_supply_kw", n)
+    unserved = _cols(grid, "injection_unserved_kw")
+    unserved_load_kw = np.maximum(unserved, 0.0).sum(axis=1) if unserved.size else np.zeros(n)
+    untaken_gen_kw = np.maximum(-unserved, 0.0).sum(axis=1) if unserved.size else np.zeros(n)
 
-    supplied = (pv_kw + bg_gen_kw + ev_discharge_kw + imp)[ok].sum()
-    used = (load_kw + losses_kw + exp)[ok].sum()
+    supplied = (pv_kw + bg_gen_kw + ev_discharge_kw + imp + np.maximum(gfm_kw, 0.0)
+                - untaken_gen_kw)[ok].sum()
+    used = (load_kw + losses_kw + exp + np.maximum(-gfm_kw, 0.0) - unserved_load_kw)[ok].sum()
     balance = (supplied - used) / supplied if supplied > 0 else 0.0
+
+    islanded = _col(grid, "islanded", n) > 0.5
+    # load shed on request: the grid's own loads and the factories'
+    shed_kw = _col(grid, "background_load_shed_kw", n) + _cols(
+        frames.get("factory"), "shed_applied_kw").sum(axis=1) if "factory" in frames \
+        else _col(grid, "background_load_shed_kw", n)
 
     vm = _cols(grid, "vm_pu")[ok]
     lo, hi = scenario.grid.v_band_pu
-    energized = np.isfinite(vm)
+    live = _cols(grid, "energised")[ok]
+    energized = (live > 0.5) if live.shape == vm.shape and live.size else np.isfinite(vm)
+    # EN 50160 style: share of energised bus-steps with the step-mean voltage within ±10 %.
+    vq_ok = _cols(grid, "v_quality_ok")[ok]
+    if vq_ok.shape != vm.shape or not vq_ok.size:
+        vq_ok = energized & (np.abs(vm - 1.0) <= 0.1)
+    vq_ok = (vq_ok > 0.5) & energized
+    bus_steps = energized.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_bus = np.where(bus_steps > 0, vq_ok.sum(axis=0) / np.maximum(bus_steps, 1), np.nan)
+    bus_labels = [c[len("vm_pu["):-1] for c in grid.columns if c.startswith("vm_pu[")]
+    worst = int(np.nanargmin(per_bus)) if np.isfinite(per_bus).any() else None
     outside = energized & ((vm < lo) | (vm > hi))
     line = _cols(grid, "line_loading_pct")[ok]
     trafo = _cols(grid, "trafo_loading_pct")[ok]
@@ -105,6 +153,21 @@ def compute(scenario: Scenario, frames: dict[str, pd.DataFrame]) -> dict[str, fl
         "pf_nonconverged_steps": int((~ok).sum()),
         "co2_t": import_mwh * scenario.kpi.co2_t_per_mwh,
         "energy_balance_error": balance,
+        "voltage_quality_compliance": float(vq_ok.sum() / energized.sum()) if energized.any()
+        else float("nan"),
+        "voltage_quality_worst_bus": _bus_label(bus_labels, worst),
+        "voltage_quality_worst_bus_compliance": float(per_bus[worst]) if worst is not None
+        else float("nan"),
+        "islanded_hours": float(_col(grid, "islanded", n).sum()) * h,
+        "island_lost_steps": int(((_col(grid, "islanded", n) > 0.5)
+                                  & (_col(grid, "island_held", n) < 0.5)).sum()),
+        "energy_not_supplied_mwh": float((_col(grid, "background_load_unserved_kw", n)
+                                          + unserved_load_kw + np.where(islanded, shed_kw, 0.0)
+                                          )[ok].sum()) * mwh,
+        "shed_energy_mwh": float(shed_kw[ok].sum()) * mwh,
+        "critical_load_served_fraction": _critical_served(scenario, frames, grid,
+                                                          islanded & ok),
+        "customers_interrupted": int(_col(grid, "customers_interrupted", n)[ok].sum()),
     }
     if ev is not None:
         # The fleet keeps running totals; the last step holds the run's figures.
@@ -125,18 +188,49 @@ def compute(scenario: Scenario, frames: dict[str, pd.DataFrame]) -> dict[str, fl
         kpis["pv_feed_in_mwh"] = _col(coord, "pv_export_kw", n).sum() * mwh
         kpis["pv_curtailed_mwh"] = _cols(pv, "p_curtailed_kw").sum() * mwh if pv is not None \
             else 0.0
+        kpis["pv_curtailed_mwh"] += hil["pv_curtailed_kw"].sum() * mwh
         kpis["cost_cny"] = _col(coord, "cost_cny", n).sum()
         kpis["ev_grid_cost_cny"] = _col(coord, "grid_cost_cny", n).sum()
         kpis["ev_user_revenue_cny"] = _col(coord, "ev_user_revenue_cny", n).sum()
         kpis["pv_revenue_cny"] = _col(coord, "pv_revenue_cny", n).sum()
+    comm = frames.get("comm")
+    if comm is not None:
+        # set-point messages over a non-ideal channel (an ideal one is not simulated)
+        for key in ("messages_sent", "messages_lost", "messages_late"):
+            kpis[key] = int(_col(comm, key, n).sum())
     ledger = frames.get("ledger")
     if ledger is not None and len(ledger):
         kpis["ledger_blocks"] = int(ledger["n_blocks"].iloc[-1])
         kpis["ledger_transactions"] = int(ledger["n_transactions"].iloc[-1])
+    kpis.update(hil_results.kpis(frames, n, mwh))
     return {k: (round(float(v), 12) if isinstance(v, float) else v) for k, v in kpis.items()}
 
 
-UNITS = {"_mwh": "MWh", "_mw": "MW", "_pu": "p.u.", "_pct": "%", "_t": "t", "_hours": "bus·h",
+def _critical_served(scenario: Scenario, frames: dict[str, pd.DataFrame], grid: pd.DataFrame,
+                     steps: np.ndarray) -> float:
+    """Critical factory energy served at energised buses / asked, over ``steps`` (1 when none
+    was asked: nothing was lost)."""
+    factory = frames.get("factory")
+    critical = _cols(factory, "critical_kw")
+    if factory is None or not steps.any() or critical.shape[1] != len(scenario.factories):
+        return 1.0
+    asked = critical[steps]
+    if asked.sum() <= 0:
+        return 1.0
+    refs = [f.bus for f in scenario.factories]
+    if any(isinstance(b, str) for b in refs):  # bus names: the network resolves them
+        from components.grid.model import resolve_bus
+        from twin.scenario import grid_network
+
+        net = grid_network(scenario.grid)
+        refs = [resolve_bus(net, b) for b in refs]
+    live = np.column_stack([_col(grid, f"energised[{int(b)}]", len(grid)) for b in refs])
+    served = asked * (live[steps] > 0.5)
+    return float(served.sum() / asked.sum())
+
+
+UNITS = {"islanded_hours": "h", "_mwh": "MWh", "_mw": "MW", "_pu": "p.u.", "_pct": "%", "_t": "t",
+         "_hours": "bus·h",
          "_steps": "steps", "_cny": "CNY"}
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from twin.kpis import UNITS
-from twin.scenario import Scenario, ScenarioError, read_yaml, validate
+from twin.scenario import Scenario, ScenarioError, grid_network, read_yaml, validate
 
 REPORT_FILE = "report.html"
 SWEEP_REPORT_FILE = "sweep.html"
@@ -541,24 +541,6 @@ def fig_sweep(table: pd.DataFrame, parameters: list[str], kpis: list[str]):
 
 # -- pages -----------------------------------------------------------------------------------
 
-_NETWORKS: dict[str, Any] = {}
-
-
-def network(grid: Any) -> Any:
-    """A fresh copy of the network of a ``grid`` section; each distinct section is built once
-    per process (a sweep worker reports many runs on the same grid)."""
-    import copy
-
-    from components.grid.model import load_network
-
-    key = json.dumps(grid.model_dump(mode="json"), sort_keys=True)
-    if key not in _NETWORKS:
-        if len(_NETWORKS) >= 4:
-            _NETWORKS.pop(next(iter(_NETWORKS)))
-        _NETWORKS[key] = load_network(grid)
-    return copy.deepcopy(_NETWORKS[key])
-
-
 def run_report_html(run: RunData, net: Any = None) -> str:
     """The report of one run as a self-contained HTML page.
 
@@ -567,7 +549,7 @@ def run_report_html(run: RunData, net: Any = None) -> str:
     """
     import copy
 
-    net = network(run.scenario.grid) if net is None else copy.deepcopy(net)
+    net = grid_network(run.scenario.grid) if net is None else copy.deepcopy(net)
     sections: list[tuple[str, list]] = [
         ("Key performance indicators", [kpi_table_html({"value": run.kpis})]),
         ("Energy flows", [fig_energy_flows(run)]),

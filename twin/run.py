@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from components.hil import results as hil_results
 from twin import kpis as kpi_mod
 from twin import world as world_mod
 from twin.ledger import LEDGER_FILE, PUBLIC_KEY_FILE
@@ -114,6 +115,9 @@ def write_run_folder(out_dir: Path, scenario: Scenario, kpis: dict,
         (partial / "scenario.yaml").write_text(to_yaml(scenario), encoding="utf-8")
         for name, df in frames.items():
             df.to_parquet(partial / "timeseries" / f"{name}.parquet")
+        hil_steps = hil_results.step_table(frames)  # lag and stale devices per step
+        if hil_steps is not None:
+            hil_steps.to_parquet(partial / "hil.parquet")
         (partial / "kpis.json").write_text(json.dumps(kpis, indent=2, allow_nan=True) + "\n")
         (partial / "run.json").write_text(json.dumps(info, indent=2) + "\n")
         if ledger_dir is not None:
@@ -132,3 +136,71 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+def hil_main(argv: list[str]) -> int:
+    """``twin hil``: run a scenario with devices in the loop in real time, or a device stub.
+
+    ::
+
+        twin hil SCENARIO [--rt-factor F] [--rt-strict] [--out DIR] [--force] [--quiet]
+                 [--set PATH=VALUE ...]
+        twin hil stub pv|battery|evse ... | twin hil csms ...   (components.hil.cli)
+
+    Exit codes as ``twin run``: 0 success, 2 bad input, 1 a failure during the run.
+    """
+    import argparse
+    import sys
+
+    from components.hil.cli import hil_main as stub_main
+
+    if not argv or argv[0] in ("stub", "csms"):
+        return stub_main(argv)
+    p = argparse.ArgumentParser(
+        prog="twin hil", description="Run a scenario whose 'hil' section puts devices in the "
+        "loop, in real time (mosaik rt_factor). Device stubs: twin hil stub pv|battery|evse, "
+        "twin hil csms.")
+    p.add_argument("scenario", type=Path, help="scenario YAML with a 'hil' section")
+    p.add_argument("--rt-factor", type=float, help="wall seconds per simulated second "
+                   "(overrides hil.rt_factor; 1 = real time)")
+    p.add_argument("--rt-strict", action="store_true",
+                   help="fail when the run falls behind real time")
+    p.add_argument("--out", type=Path, help="run folder (default: runs/<name>-seed<seed>-<time>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override any scenario field (repeatable)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return 0 if exc.code == 0 else 2
+    from twin.scenario import load_scenario
+    from twin.world import SimulationError
+
+    overrides = list(args.overrides)
+    if args.rt_factor is not None:
+        overrides.append(f"hil.rt_factor={args.rt_factor}")
+    if args.rt_strict:
+        overrides.append("hil.rt_strict=true")
+    try:
+        if args.rt_factor is not None and not args.rt_factor > 0:
+            raise ScenarioError([f"--rt-factor must be > 0, got {args.rt_factor}"])
+        scenario = load_scenario(args.scenario, overrides)
+        if scenario.hil is None:
+            raise ScenarioError([(f"{args.scenario}: has no 'hil' section (use twin run for "
+                                  "a fully simulated zone)")])
+        result = run(scenario, out=args.out, progress=not args.quiet, force=args.force)
+    except ScenarioError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except SimulationError as exc:
+        print(f"error: run failed: {exc}", file=sys.stderr)
+        return 1
+    k = result.kpis
+    print(f"{scenario.name}: {scenario.n_steps} steps of {scenario.step_s} s in "
+          f"{result.info['wall_time_s']:.1f} s wall (rt factor {scenario.hil.rt_factor}); "
+          f"max lag {k.get('hil_max_lag_s', 0.0):.3f} s, stale steps "
+          f"{k.get('hil_stale_steps', 0)}, slowest exchange {k.get('hil_rtt_max_ms', 0.0):.1f} ms")
+    print(f"run folder: {result.out_dir}")
+    return 0

@@ -19,10 +19,13 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 from components.base import StrictModel, TimeZoneName
+from components.comm.config import CommConfig
 from components.coordinator.config import CoordinatorConfig
 from components.ev.config import EVConfig
 from components.factory.config import FactoryConfig
 from components.grid.config import GridConfig
+from components.grid.events import Event, schedule_problems
+from components.hil.config import HILConfig, hil_problems
 from components.pv.config import LocationConfig, PVConfig, WeatherConfig
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "sdg_zone.yaml"
@@ -69,10 +72,9 @@ class Scenario(StrictModel):
     ev: EVConfig | None = None
     kpi: KPIConfig = KPIConfig()
     coordinator: CoordinatorConfig | None = None
-    # Sections of later releases: accepted as names now so that files written for them fail
-    # with a clear message instead of "unknown field".
-    hil: dict[str, Any] | None = None
-    events: list[dict[str, Any]] | None = None
+    comm: CommConfig | None = None
+    hil: HILConfig | None = None
+    events: list[Event] | None = None
 
     @field_validator("step_s")
     @classmethod
@@ -81,13 +83,19 @@ class Scenario(StrictModel):
             raise ValueError("must divide a day (86400 s) evenly, e.g. 300, 900, 1800 or 3600")
         return step_s
 
-    @field_validator("hil", "events")
+    @field_validator("events")
     @classmethod
-    def _not_yet(cls, value: Any, info) -> Any:
-        if value:
-            raise ValueError(f"the {info.field_name!r} section is not available in this version "
-                             "of sdg-twin; remove it")
-        return value
+    def _events_in_horizon(cls, events: list | None, info: ValidationInfo) -> list | None:
+        d = info.data
+        if not events or not all(k in d for k in ("start", "timezone", "step_s", "days")):
+            return events
+        ts = pd.Timestamp(d["start"])
+        ts = ts.tz_localize(d["timezone"]) if ts.tzinfo is None else ts.tz_convert(d["timezone"])
+        n_steps = round(d["days"] * 86400 / d["step_s"])
+        problems = schedule_problems(events, ts, n_steps, d["step_s"])
+        if problems:
+            raise ValueError("; ".join(problems))
+        return events
 
     @field_validator("factories")
     @classmethod
@@ -194,6 +202,9 @@ def validate(data: dict[str, Any]) -> Scenario:
     except ValidationError as exc:
         raise ScenarioError(describe_errors(exc, Scenario)) from None
     problems = coordinator_problems(scenario)
+    if scenario.hil is not None:
+        problems += hil_problems(scenario.hil, scenario.pv.plants,
+                                 scenario.ev.sites if scenario.ev is not None else None)
     if problems:
         raise ScenarioError(problems)
     return scenario
@@ -223,10 +234,21 @@ def describe_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
             msg = "unknown field" + (f" (allowed: {allowed})" if allowed else "")
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] in {"union_tag_not_found", "union_tag_invalid"}:
+            tag = err["ctx"]["discriminator"].strip("'")
+            expected = err["ctx"].get("expected_tags")
+            got = "is missing" if err["type"] == "union_tag_not_found" else (
+                f"{err['ctx'].get('tag')!r} is not allowed")
+            lines.append(f"{loc}.{tag}: {got}" + (f" (one of {expected})" if expected else ""))
+            continue
         else:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] in {"literal_error", "enum"}:
                 msg += f" (got {err.get('input')!r})"
+            parts = msg.split("; ")
+            if all(p.startswith(f"{loc}.") for p in parts):  # already named, one per item
+                lines.extend(parts)
+                continue
         lines.append(f"{loc}: {msg}")
     return lines
 
@@ -351,16 +373,49 @@ def bus_references(scenario: Scenario) -> list[tuple[str, Any]]:
     if scenario.ev is not None:
         for i, site in enumerate(scenario.ev.sites):
             refs.append((f"ev.sites.{i}.bus", site.bus))
+    if scenario.hil is not None:
+        refs.extend((f"hil.batteries.{i}.bus", b.bus)
+                    for i, b in enumerate(scenario.hil.batteries))
+    if scenario.grid.grid_forming is not None:
+        refs.append(("grid.grid_forming.bus", scenario.grid.grid_forming.bus))
+    refs.extend((f"grid.shunts.{i}.bus", s.bus) for i, s in enumerate(scenario.grid.shunts))
     return refs
 
 
+_NETWORKS: dict[str, Any] = {}
+
+
+def grid_network(grid: GridConfig) -> Any:
+    """A fresh copy of the network of a ``grid`` section.
+
+    Each distinct section is built once per process: a SimBench network takes seconds to build
+    and a deep copy milliseconds, and a sweep worker validates, runs and reports many runs on
+    the same grid. A JSON file's modification time is part of the key.
+    """
+    import copy
+
+    from components.grid.model import load_network
+
+    key = grid.model_dump_json()
+    if grid.source == "json" and grid.path is not None and Path(grid.path).is_file():
+        key += f"@{Path(grid.path).stat().st_mtime_ns}"
+    if key not in _NETWORKS:
+        if len(_NETWORKS) >= 4:
+            _NETWORKS.pop(next(iter(_NETWORKS)))
+        _NETWORKS[key] = load_network(grid)
+    return copy.deepcopy(_NETWORKS[key])
+
+
 def check_buses(scenario: Scenario, net: Any = None) -> Any:
-    """Load the grid (unless given) and check every bus reference; return the net."""
-    from components.grid.model import load_network, resolve_bus
+    """Load the grid (unless given) and check every bus reference, the faulted elements of
+    ``events``, the tie switches and the grid-forming unit's bus; return the net."""
+    from components.grid.events import resolve_fault_elements
+    from components.grid.model import resolve_bus
+    from components.grid.topology import resolve_tie_switches
 
     if net is None:
         try:
-            net = load_network(scenario.grid)
+            net = grid_network(scenario.grid)
         except ValueError as exc:
             raise ScenarioError([_prefixed("grid", exc)]) from None
     problems = []
@@ -369,6 +424,14 @@ def check_buses(scenario: Scenario, net: Any = None) -> Any:
             resolve_bus(net, ref)
         except ValueError as exc:
             problems.append(f"{where}: {exc}")
+    problems += resolve_fault_elements(net, scenario.events or [])[1]
+    problems += resolve_tie_switches(net, scenario.grid.tie_switches)[1]
+    gfm = scenario.grid.grid_forming
+    if gfm is not None and not any(p.startswith("grid.grid_forming.bus") for p in problems):
+        bus = resolve_bus(net, gfm.bus)
+        if bus in set(net.ext_grid["bus"].astype(int)):
+            problems.append(f"grid.grid_forming.bus: bus {bus} holds the external grid; put "
+                            "the grid-forming unit inside the zone")
     if problems:
         raise ScenarioError(problems)
     return net

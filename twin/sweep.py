@@ -53,7 +53,13 @@ import pandas as pd
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from components.base import StrictModel
-from twin.scenario import ScenarioError, describe_errors, load_scenario, read_yaml
+from twin.scenario import (
+    ScenarioError,
+    check_buses,
+    describe_errors,
+    load_scenario,
+    read_yaml,
+)
 
 RUNS_FOLDER = "runs"
 TABLE_FILE = "sweep.parquet"
@@ -261,14 +267,13 @@ def load_sweep(path: str | Path) -> Sweep:
 
     runs: list[RunSpec] = []
     problems: list[str] = []
-    nets: dict[str, Any] = {}
     seen: dict[str, int] = {}
     for combo, seed in itertools.product(combos, seeds):
         index = len(runs)
         where = _describe(combo, seed)
         try:
             scenario = load_scenario(base, {**spec.set, **combo, "seed": seed}, check_grid=False)
-            _check_buses_cached(scenario, nets)
+            check_buses(scenario)  # each distinct grid is built once per process
         except ScenarioError as exc:
             problems.extend(f"{path}: run with {where}: {p}" for p in exc.problems)
             continue
@@ -361,21 +366,6 @@ def _default_scenario() -> Path:
     from twin.scenario import DEFAULT_SCENARIO
 
     return DEFAULT_SCENARIO
-
-
-def _check_buses_cached(scenario: Any, nets: dict[str, Any]) -> None:
-    """Check bus references, loading each distinct grid once (SimBench nets take seconds)."""
-    from components.grid.model import load_network
-    from twin.scenario import check_buses
-
-    key = json.dumps(scenario.grid.model_dump(mode="json"), sort_keys=True)
-    if key not in nets:
-        try:
-            nets[key] = load_network(scenario.grid)
-        except ValueError as exc:
-            msg = str(exc)
-            raise ScenarioError([msg if msg.startswith("grid") else f"grid: {msg}"]) from None
-    check_buses(scenario, nets[key])
 
 
 def _describe(params: dict[str, Any], seed: int) -> str:

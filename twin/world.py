@@ -2,13 +2,16 @@
 
 Few simulators, one entity each, vector attributes (DESIGN.md): PV fleet, factories, EV fleet and
 grid exchange arrays aligned to their own device order; the grid is told at creation which buses
-each source's arrays belong to. A Recorder keeps every step for the run folder.
+each source's arrays belong to. Right after each step the world reads the outputs worth keeping
+straight from the in-process simulator into a :class:`~twin.recorder.Recorder` (a sink simulator
+would cost mosaik a process and a dependency per source on every step).
 
 With a ``coordinator`` section, the SDG coordinator joins: it reads the EVs plugged at the start
 of each step (the fleet's view after the previous step, time-shifted), PV and factory power of
 the step, and the grid state of the previous step (time-shifted); it sets the EVs' power for the
 same step and PV curtailment, reactive power and factory shedding for the next one
-(time-shifted). Its trades go to a LedgerWriter, which seals a block per simulated hour into
+(time-shifted). Its trades of each step go, read the same way, to a
+:class:`~twin.ledger_writer.LedgerWriter`, which seals a block per simulated hour into
 ``ledger.sqlite`` in a temporary folder (``Assembly.ledger_dir``) that ``twin.run`` moves into the
 run folder.
 """
@@ -19,6 +22,7 @@ import copy
 import shutil
 import tempfile
 import time as wallclock
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +32,8 @@ import mosaik
 import numpy as np
 import pandas as pd
 
-from components.grid.model import load_network, resolve_bus
+from components.grid.model import resolve_bus
+from twin.ledger_writer import LedgerWriter
 from twin.recorder import Recorder
 from twin.scenario import Scenario, check_buses
 
@@ -38,14 +43,16 @@ SIMULATORS = {
     "EV": "components.ev.simulator:EVSimulator",
     "Grid": "components.grid.simulator:GridSimulator",
     "Coordinator": "components.coordinator.simulator:CoordinatorSimulator",
-    "Ledger": "twin.ledger_writer:LedgerWriter",
-    "Recorder": "twin.recorder:Recorder",
+    "Comm": "components.comm.simulator:CommSimulator",
+    "HIL": "components.hil.simulator:HILSimulator",
+    "HILSites": "components.hil.simulator:HILSimulator",
 }
 
-# What the Recorder keeps of each simulator (everything a KPI or a plot needs).
+# What the Recorder keeps of each simulator (everything a KPI or a plot needs); "Ledger" is the
+# LedgerWriter's running count.
 RECORDED = {
     "PV": ["p_kw", "q_kvar", "p_avail_kw", "p_curtailed_kw"],
-    "Factory": ["p_kw", "q_kvar", "critical_kw", "deferrable_kw"],
+    "Factory": ["p_kw", "q_kvar", "critical_kw", "deferrable_kw", "shed_applied_kw"],
     "EV": ["p_kw", "q_kvar", "charge_kw", "discharge_kw", "n_plugged", "clamped_count",
            "unmet_kwh", "ev_charge_energy_mwh", "ev_discharge_energy_mwh", "ev_unmet_energy_mwh",
            "ev_trips_short", "ev_plug_refusals", "ev_capacity_fade_pct_mean",
@@ -55,15 +62,43 @@ RECORDED = {
              "background_storage_kw", "converged"],
     "Coordinator": ["pv_to_ev_kw", "grid_to_ev_kw", "v2g_kw", "pv_export_kw", "pv_curtailed_kw",
                     "cost_cny", "ev_user_revenue_cny", "grid_cost_cny", "pv_revenue_cny",
-                    "peak_threshold_kw", "n_controlled", "shed_kw"],
+                    "peak_threshold_kw", "n_controlled", "shed_kw", "island_mode"],
     "Ledger": ["n_blocks", "n_transactions"],
+    "Comm": ["messages_sent", "messages_lost", "messages_late"],
+    "HIL": ["p_kw", "q_kvar", "setpoint_kw", "stale", "rtt_ms", "lag_s", "n_stale",
+            "rtt_max_ms", "battery_soc_pct", "pv_gen_kw", "pv_avail_total_kw",
+            "pv_curtailed_total_kw", "battery_p_kw"],
+    "HILSites": ["p_kw", "q_kvar", "setpoint_kw", "stale", "rtt_ms", "lag_s", "n_stale",
+                 "rtt_max_ms", "metered_kw", "sim_kw", "evse_metered_kw", "evse_sim_kw"],
 }
+
+# What the Recorder keeps of the grid only where buses can go dark or an island can form (with
+# events or a grid-forming unit): otherwise every bus is energised, no load goes unserved, and
+# the per-bus flags would only double the grid's share of the run folder.
+RECORDED_OUTAGES = ["energised", "v_quality_ok", "islanded", "island_held", "gfm_supply_kw",
+                    "gfm_soc", "gfm_headroom_kw", "background_load_unserved_kw",
+                    "background_gen_unserved_kw", "injection_unserved_kw", "customers_off",
+                    "customers_interrupted", "background_load_shed_kw"]
+
+
+def recorded(scenario: Scenario, name: str) -> list[str]:
+    """The attributes the Recorder keeps of simulator ``name`` in this scenario."""
+    if name == "Grid" and (scenario.events or scenario.grid.grid_forming is not None):
+        return [*RECORDED["Grid"], *RECORDED_OUTAGES]
+    return RECORDED[name]
+
 
 # What the coordinator reads of each source: (source attribute, coordinator attribute)
 _COORD_PV = [("p_avail_kw", "pv_avail_kw"), ("p_kw", "pv_p_kw"), ("q_kvar", "pv_q_kvar")]
 _COORD_FACTORY = [("p_kw", "factory_p_kw"), ("q_kvar", "factory_q_kvar"),
-                  ("deferrable_kw", "factory_deferrable_kw")]
+                  ("deferrable_kw", "factory_deferrable_kw"),
+                  ("critical_kw", "factory_critical_kw")]
+# the grid state of the previous step; the island telemetry only with a grid-forming unit
 _COORD_GRID = ["vm_pu", "line_loading_pct", "trafo_loading_pct", "import_kw"]
+_COORD_ISLAND = ["islanded", "island_held", "islanded_next", "gfm_demand_kw", "gfm_headroom_kw",
+                 "gfm_absorb_headroom_kw", "gfm_e_kwh", "gfm_supply_kw", "background_class_kw",
+                 "background_load_shed_kw", "background_storage_kw", "background_gen_kw",
+                 "background_gen_unserved_kw", "losses_kw"]
 
 
 class SimulationError(Exception):
@@ -90,16 +125,20 @@ class Assembly:
     entities: dict[str, Any]
     labels: dict[str, dict[str, list]]
     timing: Timing
-    recorder_sid: str
+    recorder: Recorder
     ledger_dir: Path | None = None
     """Temporary folder holding ``ledger.sqlite`` and ``ledger.pub`` (None without a
     coordinator); :func:`twin.run.run` moves them into the run folder."""
+    ledger: LedgerWriter | None = None
 
-    def recorder(self) -> Recorder:
-        return _instance(self.world, self.recorder_sid)
+    def close_ledger(self) -> None:
+        """Close the ledger's database (unsealed trades of a failed run are left out)."""
+        if self.ledger is not None:
+            self.ledger.close()
 
     def discard_ledger(self) -> None:
         """Remove the temporary ledger folder (after a failed run, or once moved)."""
+        self.close_ledger()
         if self.ledger_dir is not None:
             shutil.rmtree(self.ledger_dir, ignore_errors=True)
 
@@ -107,45 +146,52 @@ class Assembly:
 def build(scenario: Scenario, net: Any = None) -> Assembly:
     """Start the simulators, create one entity each and connect them."""
     if net is None:
-        net = check_buses(scenario, load_network(scenario.grid))
+        net = check_buses(scenario)  # a fresh copy of the process's cached network
     world = mosaik.World({k: {"python": v} for k, v in SIMULATORS.items()},
                          skip_greetings=True, configure_logging=False)
     ledger_dir = None
     if scenario.coordinator is not None:
         ledger_dir = Path(tempfile.mkdtemp(prefix="sdg-twin-ledger-"))
+    assembly = Assembly(world, scenario, net, {}, {}, Timing(), Recorder(scenario.n_steps),
+                        ledger_dir)
     try:
-        return _assemble(world, scenario, net, ledger_dir)
+        _assemble(assembly)
+        return assembly
     except Exception as exc:
         _shutdown(world)
-        if ledger_dir is not None:
-            shutil.rmtree(ledger_dir, ignore_errors=True)
+        assembly.discard_ledger()
         raise SimulationError(f"while building the world: {type(exc).__name__}: {exc}") from exc
 
 
-def _assemble(world: mosaik.World, scenario: Scenario, net: Any,
-              ledger_dir: Path | None) -> Assembly:
+def _assemble(assembly: Assembly) -> None:
+    world, scenario, net = assembly.world, assembly.scenario, assembly.net
+    entities, labels = assembly.entities, assembly.labels
     clock = scenario.clock()
-    timing = Timing()
-    entities: dict[str, Any] = {}
-    labels: dict[str, dict[str, list]] = {}
     injectors: dict[str, list[int]] = {}
 
     def start(name: str, **params: Any):
         factory = world.start(name, **clock, **params)
-        sid = factory._sid
-        _instrument(world, sid, name, scenario, timing)
+        _instrument(assembly, factory._sid, name)
         return factory
 
     plants = scenario.pv.all_plants(scenario.seed)
+    # devices in the loop: replaced plants leave the fleet (components/hil/wiring.py)
+    hil = None
+    if scenario.hil is not None:
+        from components.hil.wiring import HILWiring
+
+        hil = HILWiring(scenario, net, plants, resolve_bus)
+    fleet_plants = plants if hil is None else hil.fleet_plants
     # the coordinator's sensitivities need the network before the grid adds its loads to it
     base_net = copy.deepcopy(net) if _needs_sensitivities(scenario) else None
-    if plants:
-        buses = [resolve_bus(net, p.bus) for p in plants]
+    if fleet_plants:
+        buses = [resolve_bus(net, p.bus) for p in fleet_plants]
         pv = start("PV", location=scenario.location.model_dump(mode="json"),
                    weather=scenario.weather.model_dump(mode="json"))
-        entities["PV"] = pv.PVFleet(config=scenario.pv.model_dump(mode="json"), buses=buses)
+        pv_cfg = scenario.pv if hil is None else hil.pv_config
+        entities["PV"] = pv.PVFleet(config=pv_cfg.model_dump(mode="json"), buses=buses)
         injectors[entities["PV"].full_id] = buses
-        labels["PV"] = {"": [p.name for p in plants]}
+        labels["PV"] = {"": [p.name for p in fleet_plants]}
 
     if scenario.factories:
         buses = [resolve_bus(net, f.bus) for f in scenario.factories]
@@ -164,26 +210,35 @@ def _assemble(world: mosaik.World, scenario: Scenario, net: Any,
         injectors[entities["EV"].full_id] = site_buses
         labels["EV"] = {"": [s.name for s in scenario.ev.sites]}
 
+    if hil is not None:
+        hil.add_entities(start, entities, labels, injectors)
+
     grid = start("Grid")
     entities["Grid"] = grid.Grid(config=scenario.grid.model_dump(mode="json"),
-                                 injectors=injectors, net=net)
+                                 injectors=injectors, net=net,
+                                 events=[e.model_dump(mode="json") for e in scenario.events or []])
     model = _instance(world, entities["Grid"].sid).model
     labels["Grid"] = {"vm_pu": list(model.bus_ids), "line_loading_pct": list(model.line_ids),
-                      "trafo_loading_pct": list(model.trafo_ids)}
+                      "trafo_loading_pct": list(model.trafo_ids),
+                      "energised": list(model.bus_ids), "v_quality_ok": list(model.bus_ids),
+                      "injection_unserved_kw": list(model.injection_buses)}
+    if "PV" in entities and scenario.pv.voltage_controlled():
+        # volt-var / volt-watt inverters act on the previous step's bus voltages
+        _instance(world, entities["PV"].sid).use_grid_buses(list(model.bus_ids))
+        world.connect(entities["Grid"], entities["PV"], "vm_pu", time_shifted=True,
+                      initial_data={"vm_pu": [1.0] * len(model.bus_ids)})
 
     for name in ("PV", "Factory", "EV"):
         if name in entities:
             world.connect(entities[name], entities["Grid"], "p_kw", "q_kvar")
+    if hil is not None:
+        hil.connect(world, entities)
 
     if scenario.coordinator is not None:
         _add_coordinator(world, scenario, net, base_net, plants, entities, labels, start,
-                         ledger_dir)
-
-    rec_factory = start("Recorder")
-    recorder = rec_factory.Recorder()
-    for name, entity in entities.items():
-        world.connect(entity, recorder, *RECORDED[name])
-    return Assembly(world, scenario, net, entities, labels, timing, recorder.sid, ledger_dir)
+                         hil=hil)
+        assembly.ledger = LedgerWriter(assembly.ledger_dir, scenario.start_ts, scenario.step_s,
+                                       scenario.n_steps)
 
 
 def _needs_sensitivities(scenario: Scenario) -> bool:
@@ -192,8 +247,8 @@ def _needs_sensitivities(scenario: Scenario) -> bool:
 
 def _add_coordinator(world: mosaik.World, scenario: Scenario, net: Any, base_net: Any,
                      plants: list, entities: dict[str, Any], labels: dict[str, dict[str, list]],
-                     start: Callable[..., Any], ledger_dir: Path) -> None:
-    """Create the coordinator and the ledger writer and wire them (see the module docstring)."""
+                     start: Callable[..., Any], hil: Any = None) -> None:
+    """Create the coordinator and wire it (see the module docstring)."""
     from components.coordinator.sensitivity import grid_sensitivity
     from components.coordinator.simulator import EV_INPUTS
 
@@ -226,7 +281,8 @@ def _add_coordinator(world: mosaik.World, scenario: Scenario, net: Any, base_net
             "discharge_efficiency": ev_cfg.discharge_efficiency,
             "min_soc_v2g": ev_cfg.min_soc_v2g, "soc_max": soc_full,
             "capacity_kwh": fleet.cap_kwh.tolist()},
-        location=scenario.location.model_dump(mode="json"), grid=sensitivity)
+        location=scenario.location.model_dump(mode="json"), grid=sensitivity,
+        **_island_params(scenario, grid_model))
     entities["Coordinator"] = coord
     labels["Coordinator"] = {"shed_kw": [f.name for f in scenario.factories]}
 
@@ -234,39 +290,96 @@ def _add_coordinator(world: mosaik.World, scenario: Scenario, net: Any, base_net
     # view before the first step
     view = _instance(world, ev_ent.sid).get_data({"fleet": EV_INPUTS})["fleet"]
     world.connect(ev_ent, coord, *EV_INPUTS, time_shifted=True, initial_data=view)
-    if "PV" in entities:
+    comm = _add_comm(world, scenario, plants, entities, labels, start, view)
+    if hil is not None and hil.routes_pv:
+        # PV reaches the coordinator merged with the inverters in the loop, all plants in order
+        hil.connect_coordinator(world, coord, entities)
+    elif "PV" in entities:
         world.connect(entities["PV"], coord, *_COORD_PV)
-        world.connect(coord, entities["PV"], "curtail_kw", "q_kvar_set", time_shifted=True,
-                      initial_data={"curtail_kw": [p.inverter_kw for p in plants],
-                                    "q_kvar_set": [0.0] * len(plants)})
+        initial = {"curtail_kw": [p.inverter_kw for p in plants],
+                   "q_kvar_set": [0.0] * len(plants)}
+        if comm is not None and scenario.comm.pv:
+            world.connect(coord, comm, "curtail_kw", "q_kvar_set")
+            world.connect(comm, entities["PV"], "curtail_kw", "q_kvar_set", "setpoint_delay_s",
+                          time_shifted=True,
+                          initial_data={**initial, "setpoint_delay_s": [0.0] * len(plants)})
+        else:
+            world.connect(coord, entities["PV"], "curtail_kw", "q_kvar_set", time_shifted=True,
+                          initial_data=initial)
     if "Factory" in entities:
         world.connect(entities["Factory"], coord, *_COORD_FACTORY)
         world.connect(coord, entities["Factory"], "shed_kw", time_shifted=True,
                       initial_data={"shed_kw": [0.0] * len(scenario.factories)})
     # the grid state of step k-1, starting with the grid's set-up power flow
-    state = _instance(world, grid_ent.sid).get_data({"grid": _COORD_GRID})["grid"]
-    world.connect(grid_ent, coord, *[(a, f"grid_{a}") for a in _COORD_GRID], time_shifted=True,
+    grid_attrs = _COORD_GRID + (_COORD_ISLAND if scenario.grid.grid_forming is not None else [])
+    state = _instance(world, grid_ent.sid).get_data({"grid": grid_attrs})["grid"]
+    if scenario.grid.grid_forming is not None:
+        # island mode: background shedding applies in the step the coordinator decides
+        world.connect(coord, grid_ent, "shed_background_share")
+    world.connect(grid_ent, coord, *[(a, f"grid_{a}") for a in grid_attrs], time_shifted=True,
                   initial_data=state)
-    world.connect(coord, ev_ent, "p_set_kw")
+    if comm is not None:
+        world.connect(coord, comm, "p_set_kw")
+        world.connect(comm, ev_ent, "p_set_kw")
+    else:
+        world.connect(coord, ev_ent, "p_set_kw")
 
-    ledger = start("Ledger").LedgerWriter(folder=str(ledger_dir))
-    entities["Ledger"] = ledger
-    labels["Ledger"] = {}
-    world.connect(coord, ledger, "transactions")
+
+def _island_params(scenario: Scenario, grid_model: Any) -> dict[str, Any]:
+    """The coordinator's island-mode parameters: the grid-forming battery and the grid
+    operator's announced outage schedule (none without a grid-forming unit)."""
+    gfm = scenario.grid.grid_forming
+    if gfm is None:
+        return {}
+    return {"grid_forming": {"e_kwh": gfm.e_kwh, "soc_min": gfm.soc_min,
+                             "efficiency": gfm.efficiency},
+            "outage": grid_model.schedule.outage.astype(int).tolist()}
+
+
+def _add_comm(world: mosaik.World, scenario: Scenario, plants: list, entities: dict[str, Any],
+              labels: dict[str, dict[str, list]], start: Callable[..., Any],
+              view: dict[str, Any]) -> Any:
+    """The channel between the coordinator and the EV and PV fleets (None when ideal or absent:
+    the set-points then go straight to the devices)."""
+    cfg = scenario.comm
+    if cfg is None or cfg.is_ideal():
+        return None
+    with_pv = "PV" in entities and cfg.pv
+    comm = start("Comm").Channel(
+        config=cfg.model_dump(mode="json"), n_ev=scenario.ev.fleet_size,
+        inverter_kw=[p.inverter_kw for p in plants] if with_pv else None)
+    entities["Comm"] = comm
+    labels["Comm"] = {}
+    # the EVs plugged at t_k each get a message: the fleet's view after step k-1, as the
+    # coordinator sees it
+    ev_view = ["plugged_ids", "plugged_p_max_kw"]
+    world.connect(entities["EV"], comm, *ev_view, time_shifted=True,
+                  initial_data={a: view[a] for a in ev_view})
+    return comm
 
 
 def execute(assembly: Assembly, progress: bool = True) -> float:
     """Run the world to the end of the horizon; return the wall time [s]."""
     scenario = assembly.scenario
+    realtime: dict[str, Any] = {}
+    if scenario.hil is not None and scenario.hil.rt_factor is not None:
+        realtime = {"rt_factor": scenario.hil.rt_factor, "rt_strict": scenario.hil.rt_strict}
     t0 = wallclock.perf_counter()
     try:
-        assembly.world.run(until=scenario.n_steps * scenario.step_s, print_progress=progress)
+        with warnings.catch_warnings():
+            # mosaik warns on every step behind the real-time schedule; the HIL simulators
+            # record the lag of each step instead (hil.parquet, kpis.json)
+            warnings.filterwarnings("ignore", message="Simulation too slow for real-time")
+            assembly.world.run(until=scenario.n_steps * scenario.step_s,
+                               print_progress=progress, **realtime)
     except SimulationError:
         _shutdown(assembly.world)
         raise
     except Exception as exc:  # an error outside any simulator call (mosaik itself)
         _shutdown(assembly.world)
         raise SimulationError(f"mosaik: {type(exc).__name__}: {exc}") from exc
+    finally:
+        assembly.close_ledger()
     return wallclock.perf_counter() - t0
 
 
@@ -278,19 +391,20 @@ def frames(assembly: Assembly) -> dict[str, pd.DataFrame]:
     index = assembly.scenario.step_starts()
     index.name = "time"
     out: dict[str, pd.DataFrame] = {}
-    series = assembly.recorder().series
-    for name, entity in assembly.entities.items():
+    series = assembly.recorder.series
+    names = [*assembly.entities, *(["Ledger"] if assembly.ledger is not None else [])]
+    for name in names:
         cols: dict[str, np.ndarray] = {}
-        for attr in RECORDED[name]:
-            rows = series.get((entity.full_id, attr))
+        for attr in recorded(assembly.scenario, name):
+            rows = series.get((name, attr))
             if rows is None:
                 continue
             if rows.ndim == 1:
                 cols[attr] = rows
                 continue
-            names = assembly.labels[name].get(attr, assembly.labels[name].get(""))
+            labels = assembly.labels[name].get(attr, assembly.labels[name].get(""))
             for j in range(rows.shape[1]):
-                cols[f"{attr}[{names[j]}]"] = rows[:, j]
+                cols[f"{attr}[{labels[j]}]"] = rows[:, j]
         out[name.lower()] = pd.DataFrame(cols, index=index)
     return out
 
@@ -300,11 +414,12 @@ def _instance(world: mosaik.World, sid: str) -> Any:
     return world.sims[sid]._proxy.sim
 
 
-def _instrument(world: mosaik.World, sid: str, name: str, scenario: Scenario,
-                timing: Timing) -> None:
-    """Time each simulator's calls, and name it and the simulated time when one fails."""
-    sim = _instance(world, sid)
+def _instrument(assembly: Assembly, sid: str, name: str) -> None:
+    """Time each simulator's calls, name it and the simulated time when one fails, and record
+    its outputs after each step (for the Coordinator, also settle its trades in the ledger)."""
+    sim = _instance(assembly.world, sid)
     step, get_data = sim.step, sim.get_data
+    scenario, timing, recorder = assembly.scenario, assembly.timing, assembly.recorder
     last = {"t": 0}
 
     def fail(what: str, t_s: int, exc: Exception) -> SimulationError:
@@ -312,11 +427,28 @@ def _instrument(world: mosaik.World, sid: str, name: str, scenario: Scenario,
         return SimulationError(f"simulator {sid} ({name}) failed in {what} at t={t_s} s "
                                f"({when:%Y-%m-%d %H:%M %Z}): {type(exc).__name__}: {exc}")
 
+    def record(time: int) -> None:
+        entity = assembly.entities.get(name)
+        if entity is None or name not in RECORDED:
+            return
+        attrs = recorded(scenario, name)
+        if name == "Coordinator":
+            attrs = [*attrs, "transactions"]
+        values = get_data({entity.eid: attrs})[entity.eid]
+        k = time // scenario.step_s
+        if name == "Coordinator":
+            trades = values.pop("transactions")
+            if assembly.ledger is not None:
+                recorder.record(k, "Ledger", assembly.ledger.add(k, trades))
+        recorder.record(k, name, values)
+
     def timed_step(time, inputs, max_advance):
         last["t"] = time
         t0 = wallclock.perf_counter()
         try:
-            return step(time, inputs, max_advance)
+            next_time = step(time, inputs, max_advance)
+            record(time)
+            return next_time
         except Exception as exc:
             raise fail("step", time, exc) from exc
         finally:

@@ -10,6 +10,7 @@ Example (YAML)::
       v2g_reserve_h: 1.0
       v_band_pu: [0.95, 1.05]         # grid_aware; default: the grid section's band
       optimal: {objective: peak, horizon_h: 24}
+      island: {use_schedule: true, margin_kw: 200}   # island mode during upstream outages
 
 ``coordinator: {strategy: pv_following}`` is enough: every other field has a default.
 """
@@ -56,6 +57,44 @@ class OptimalConfig(StrictModel):
         100.0, gt=0, description="objective peak: weight of the peak against the energy cost, "
         "which only breaks ties [CNY/kW]")
     time_limit_s: float = Field(60.0, gt=0, description="HiGHS time limit per solve [s]")
+
+
+class IslandConfig(StrictModel):
+    """Island mode (see :mod:`.island`): how the coordinator balances the zone while the
+    upstream grid is out and a grid-forming battery holds it."""
+
+    enabled: bool = Field(
+        True, description="balance the island (every strategy except uncontrolled)")
+    use_schedule: bool = Field(
+        True,
+        description="use the grid operator's announced outage schedule: prepare PV "
+        "curtailment and factory shedding one step before the island forms, budget the "
+        "battery's energy over the rest of the outage and restore one step before it ends; "
+        "false: react to the grid's telemetry only",
+    )
+    assumed_outage_h: float = Field(
+        4.0, gt=0, le=168,
+        description="without a schedule: how long an outage is assumed to last, for the "
+        "battery's energy budget [h]",
+    )
+    margin_kw: float = Field(
+        200.0, ge=0, description="fixed part of the safety margin kept below the grid-forming "
+        "unit's power limits [kW]")
+    load_margin_share: float = Field(
+        0.08, ge=0, le=1,
+        description="margin for the change of the background load and generation from the "
+        "last step, as a share of what stays supplied (they are forecast by persistence) [-]",
+    )
+    pv_margin_share: float = Field(
+        0.1, ge=0, le=1,
+        description="margin for the change of PV output within a step, as a share of it [-]",
+    )
+    v2g_beyond_departure: bool = Field(
+        True,
+        description="when shedding every non-critical load is not enough, V2G EVs discharge "
+        "down to their users' minimum state of charge, even below their departure needs "
+        "(critical load first)",
+    )
 
 
 class CoordinatorConfig(StrictModel):
@@ -153,6 +192,7 @@ class CoordinatorConfig(StrictModel):
         "reverse-flow overloading",
     )
     optimal: OptimalConfig = Field(default_factory=OptimalConfig)
+    island: IslandConfig = Field(default_factory=IslandConfig)
 
     @field_validator("offpeak_periods")
     @classmethod

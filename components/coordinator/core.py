@@ -12,15 +12,18 @@ enters injections as ``-pv_kw``. Energies an EV needs are battery side, powers a
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from components.coordinator.config import CoordinatorConfig
-from ext.dispatch_api import DispatchInfo, allocate
+from ext.dispatch_api import DispatchInfo, allocate, kernel_module
 
 _EPS_KW = 1e-9
 
@@ -139,6 +142,14 @@ class ZoneLayout:
     @property
     def n_factories(self) -> int:
         return len(self.factory_names)
+
+    @cached_property
+    def site_bus_groups(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per bus with sites and PV plants, in bus order: the indices of its sites and of
+        its plants (see :func:`pv_by_site`)."""
+        return [(np.flatnonzero(self.site_bus == bus), np.flatnonzero(self.plant_bus == bus))
+                for bus in np.unique(self.site_bus).tolist()
+                if (self.plant_bus == bus).any()]
 
     @classmethod
     def from_params(cls, n_ev: int, sites: Sequence[dict], plants: Sequence[dict] = (),
@@ -301,6 +312,9 @@ class Snapshot:
         (positive changes only) [kW].
     lookahead : Lookahead
         Prices and forecasts of the coming steps.
+    base_rise_quantile_kw : callable, optional
+        ``q -> numpy.quantile(base_rises_kw, q)``, kept up to date as the rises arrive (the
+        array grows with the run); None: computed from ``base_rises_kw`` [kW].
     """
 
     k: int
@@ -322,6 +336,7 @@ class Snapshot:
     base_rises_kw: np.ndarray
     prices: Prices
     lookahead: Lookahead
+    base_rise_quantile_kw: Callable[[float], float] | None = None
 
     @property
     def dt_h(self) -> float:
@@ -392,24 +407,31 @@ def planned_t_dep_s(ev: PluggedEVs, cfg: CoordinatorConfig, step_s: float) -> np
 
 
 def pv_by_site(pv_kw: np.ndarray, plant_bus: np.ndarray, site_bus: np.ndarray,
-               weight: np.ndarray) -> tuple[np.ndarray, float]:
+               weight: np.ndarray, groups: list[tuple[np.ndarray, np.ndarray]] | None = None
+               ) -> tuple[np.ndarray, float]:
     """Share each bus's PV among the sites on that bus; return (per site [kW], pool [kW]).
 
     Sites on one bus share its PV in proportion to ``weight`` (equally if all weights are 0);
-    PV on buses without a site forms the zone pool.
+    PV on buses without a site forms the zone pool. ``groups``: the zone's
+    :attr:`ZoneLayout.site_bus_groups` (worked out from the buses when not given).
     """
     site_pv = np.zeros(site_bus.size)
     pool = float(pv_kw.sum())
     if pv_kw.size == 0 or site_bus.size == 0:
         return site_pv, pool
-    for bus in np.unique(site_bus):
-        here = site_bus == bus
-        supply = float(pv_kw[plant_bus == bus].sum())
+    if groups is None:
+        groups = [(np.flatnonzero(site_bus == bus), np.flatnonzero(plant_bus == bus))
+                  for bus in np.unique(site_bus).tolist()]
+    for here, plants in groups:
+        supply = float(pv_kw[plants].sum())
         if supply <= 0:
             continue
-        w = weight[here]
-        w = w / w.sum() if w.sum() > 0 else np.full(w.size, 1.0 / w.size)
-        site_pv[here] = supply * w
+        if here.size == 1:  # the weight's share is 1 exactly
+            site_pv[here] = supply
+        else:
+            w = weight[here]
+            w = w / w.sum() if w.sum() > 0 else np.full(w.size, 1.0 / w.size)
+            site_pv[here] = supply * w
         pool -= supply
     return site_pv, max(pool, 0.0)
 
@@ -419,19 +441,83 @@ def site_sum(site: np.ndarray, values: np.ndarray, n_sites: int) -> np.ndarray:
     return np.bincount(site, weights=values, minlength=n_sites)
 
 
+def distinct(index: np.ndarray | None) -> bool:
+    """Whether no index repeats (False for None)."""
+    return index is not None and np.unique(index).size == index.size
+
+
+def add_at(target: np.ndarray, index: np.ndarray, values: np.ndarray, distinct: bool) -> None:
+    """``numpy.add.at(target, index, values)``; ``distinct``: no index repeats, so that one
+    vectorised addition is the same sum."""
+    if distinct:
+        target[index] += values
+    else:
+        np.add.at(target, index, values)
+
+
+_PURE_PYTHON_ENV = "SDG_TWIN_PURE_PYTHON"
+_kernels: dict[str, ModuleType] = {}
+
+
+def _dispatch_kernel() -> ModuleType:
+    """The kernel :func:`ext.dispatch_api.allocate` would use now (looked up once per choice)."""
+    choice = os.environ.get(_PURE_PYTHON_ENV, "")
+    kernel = _kernels.get(choice)
+    if kernel is None:
+        kernel = _kernels[choice] = kernel_module("auto")
+    return kernel
+
+
+def dispatch(need_kwh: np.ndarray, t_dep_s: np.ndarray, p_max_kw: np.ndarray,
+             p_min_kw: np.ndarray, site: np.ndarray, site_cap_kw: np.ndarray,
+             site_pv_kw: np.ndarray, grid_budget_kw: float, step_s: float, eta_ch: float,
+             eta_dis: float, *, p_rate_kw: np.ndarray | None = None
+             ) -> tuple[np.ndarray, DispatchInfo]:
+    """:func:`ext.dispatch_api.allocate`, same arguments and results, for the coordinator's
+    own arrays.
+
+    Float64 (``site``: int64) one-dimensional contiguous arrays go straight to the kernel,
+    which checks every value and the lengths itself; anything it refuses (a value out of
+    range, another dtype or layout, a scalar out of range) goes through
+    :func:`~ext.dispatch_api.allocate`, which coerces what it can and raises its error.
+    """
+    budget = float(grid_budget_kw)
+    if -1e12 <= budget <= 1e12 and 1e-3 <= step_s <= 1e9 and 0.0 < eta_ch <= 1.0 \
+            and 0.0 < eta_dis <= 1.0:
+        kernel = _dispatch_kernel()
+        p_rate = p_max_kw if p_rate_kw is None else p_rate_kw
+        p = np.empty(len(need_kwh))
+        site_out = np.empty((3, len(site_cap_kw)))
+        totals = np.empty(kernel.N_TOTALS)
+        try:
+            code, _ = kernel.allocate_into(need_kwh, t_dep_s, p_max_kw, p_min_kw, p_rate, site,
+                                           site_cap_kw, site_pv_kw, budget, float(step_s),
+                                           float(eta_ch), float(eta_dis), p, site_out, totals)
+        except (ValueError, TypeError, AttributeError):
+            code = -1
+        if code == 0:
+            t = totals.tolist()
+            return p, DispatchInfo(
+                mandatory_kw=t[0], grid_kw=t[1], discharge_kw=t[2], charge_kw=t[3],
+                pv_used_kw=site_out[0], site_shortfall_kw=site_out[1], site_p_kw=site_out[2],
+                n_infeasible=int(t[4]), n_cap_limited=int(t[5]))
+    return allocate(need_kwh, t_dep_s, p_max_kw, p_min_kw, site, site_cap_kw, site_pv_kw,
+                    grid_budget_kw, step_s, eta_ch, eta_dis, p_rate_kw=p_rate_kw)
+
+
 def allocate_evs(ev: PluggedEVs, cfg: CoordinatorConfig, zone: ZoneLayout, step_s: float,
                  site_pv_kw: np.ndarray, grid_budget_kw: float, *,
                  need_kwh: np.ndarray | None = None, t_dep_s: np.ndarray | None = None,
                  p_max_kw: np.ndarray | None = None, p_min_kw: np.ndarray | None = None,
                  p_rate_kw: np.ndarray | None = None,
                  site_cap_kw: np.ndarray | None = None) -> tuple[np.ndarray, DispatchInfo]:
-    """:func:`ext.dispatch_api.allocate` on the plugged EVs with the coordinator's margins.
+    """:func:`dispatch` on the plugged EVs with the coordinator's margins.
 
     Defaults: planned need and departure (margins applied), the EVs' own bounds, the sites'
     charging capacity. V2G discharge happens only where ``p_min_kw`` is given.
     """
     p_max = ev.p_max_kw if p_max_kw is None else p_max_kw
-    return allocate(
+    return dispatch(
         planned_need_kwh(ev, cfg) if need_kwh is None else need_kwh,
         planned_t_dep_s(ev, cfg, step_s) if t_dep_s is None else t_dep_s,
         p_max,

@@ -16,6 +16,8 @@ Calculations" (gml.noaa.gov/grad/solcalc/solareqns.PDF).
 
 from __future__ import annotations
 
+from bisect import insort
+
 import numpy as np
 import pandas as pd
 
@@ -47,6 +49,28 @@ def sin_elevation(times: pd.DatetimeIndex, latitude_deg: float, longitude_deg: f
     return np.sin(lat) * np.sin(decl) + np.cos(lat) * np.cos(decl) * np.cos(hour_angle)
 
 
+def sorted_quantile(values: list[float], q: float) -> float:
+    """``numpy.quantile(values, q)`` of values sorted ascending, without sorting them again.
+
+    NumPy's default ("linear", Hyndman & Fan's method 7) operation for operation: the
+    quantile lies at index ``(n - 1) q`` and is interpolated between its neighbours from the
+    nearer one.
+    """
+    n = len(values)
+    if n == 0:
+        raise ValueError("sorted_quantile: no values")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"sorted_quantile: q must be in [0, 1], got {q}")
+    virtual = (n - 1) * q
+    if virtual >= n - 1:
+        return float(values[-1])
+    below = int(virtual)  # floor: virtual >= 0
+    a, b = values[below], values[below + 1]
+    t = virtual - below
+    diff = b - a
+    return float(b - diff * (1 - t)) if t >= 0.5 else float(a + diff * t)
+
+
 class Forecaster:
     """Observes PV and the zone's import without EVs step by step and forecasts both.
 
@@ -75,8 +99,15 @@ class Forecaster:
             (np.arange(total) + 0.5) * step_s, unit="s")
         self.shape = np.maximum(sin_elevation(pd.DatetimeIndex(mid), latitude_deg,
                                               longitude_deg), 0.0) * kwp
+        self._shape_floor = MIN_SIN_ELEVATION * self.shape.max() if total else 0.0
         self.pv = np.full(total, np.nan)
         self.base = np.full(total, np.nan)
+        # the base import's rises, kept as observations arrive in order (a full pass over the
+        # history each step would grow with the run): in order of occurrence and sorted
+        self._rises = np.empty(max(total - 1, 0))
+        self._n_rises = 0
+        self._rises_sorted: list[float] = []
+        self._rises_upto: int | None = 0  # rises cover base[:_rises_upto]; None: not in order
 
     def observe_pv(self, k: int, pv_kw: float) -> None:
         """PV generation of step ``k`` [kW]."""
@@ -84,18 +115,44 @@ class Forecaster:
 
     def observe_base(self, k: int, base_kw: float) -> None:
         """Zone import without EVs of step ``k`` (known once its power flow is done) [kW]."""
+        upto = self._rises_upto
+        if upto is not None and k < upto:
+            upto = self._rises_upto = None  # a step observed again: no longer in order
         self.base[k] = base_kw
+        if upto is None:
+            return
+        base = self.base
+        for j in range(max(upto, 1), k + 1):  # steps not observed are NaN: no rise
+            rise = float(base[j] - base[j - 1])
+            if rise > 0 and rise != np.inf:
+                self._rises[self._n_rises] = rise
+                self._n_rises += 1
+                insort(self._rises_sorted, rise)
+        self._rises_upto = k + 1
+
+    def _in_order(self, k: int) -> bool:
+        """Whether the rises kept are those before step ``k`` (later steps are not observed
+        yet, i.e. NaN)."""
+        return self._rises_upto is not None and k >= self._rises_upto
 
     def base_rises_kw(self, k: int) -> np.ndarray:
         """Positive one-step changes of the observed base import before step ``k`` [kW]."""
+        if self._in_order(k):
+            return self._rises[:self._n_rises]
         diff = np.diff(self.base[:k])
         return diff[np.isfinite(diff) & (diff > 0)]
+
+    def base_rise_quantile_kw(self, k: int, q: float) -> float:
+        """``numpy.quantile(self.base_rises_kw(k), q)`` (linear method) [kW]."""
+        if self._in_order(k) and self._rises_sorted:
+            return sorted_quantile(self._rises_sorted, q)
+        return float(np.quantile(self.base_rises_kw(k), q))
 
     def _ratio(self, k: int, back_steps: int) -> float | None:
         lo = max(0, k - back_steps + 1)
         shape = self.shape[lo:k + 1]
         pv = self.pv[lo:k + 1]
-        ok = (shape > MIN_SIN_ELEVATION * self.shape.max()) & np.isfinite(pv)
+        ok = (shape > self._shape_floor) & np.isfinite(pv)
         if not ok.any() or shape[ok].sum() <= 0:
             return None
         return float(pv[ok].sum() / shape[ok].sum())

@@ -80,21 +80,128 @@ class Settlement:
 
 
 def _north_west(supply: np.ndarray, demand: np.ndarray) -> np.ndarray:
-    """Transport table filled in order; ships ``min(sum(supply), sum(demand))`` in total."""
-    flow = np.zeros((supply.size, demand.size))
-    s, d = supply.astype(float).copy(), demand.astype(float).copy()
-    i = j = 0
-    while i < s.size and j < d.size:
-        q = min(s[i], d[j])
-        if q > 0:
-            flow[i, j] = q
-            s[i] -= q
-            d[j] -= q
-        if s[i] <= 0:
-            i += 1
-        if j < d.size and d[j] <= 0:
-            j += 1
-    return flow
+    """Transport table filled in order; ships ``min(sum(supply), sum(demand))`` in total.
+
+    Filling in order (the north-west corner rule) gives plant ``i`` and site ``j`` the overlap
+    of the intervals they occupy on the cumulative supply and demand axes; computed that way
+    with no loop.
+    """
+    s_hi = np.cumsum(np.maximum(supply, 0.0))
+    d_hi = np.cumsum(np.maximum(demand, 0.0))
+    s_lo = np.concatenate(([0.0], s_hi[:-1]))
+    d_lo = np.concatenate(([0.0], d_hi[:-1]))
+    return np.maximum(np.minimum(s_hi[:, None], d_hi[None, :])
+                      - np.maximum(s_lo[:, None], d_lo[None, :]), 0.0)
+
+
+def _cumulative(values: list[float]) -> tuple[list[float], list[float]]:
+    """Lower and upper ends of each value's interval on the cumulative axis (negatives as 0).
+
+    Scalar twin of the cumulative sums of :func:`_north_west`, operation for operation: NumPy's
+    ``maximum(x, y)`` and ``minimum(x, y)`` return ``y`` on ties (0.0 against -0.0), Python's
+    ``max`` and ``min`` their first argument, hence the swapped arguments.
+    """
+    lo, hi = [], []
+    acc = 0.0
+    for i, v in enumerate(values):
+        v = max(0.0, v)
+        lo.append(acc)
+        acc = v if i == 0 else acc + v
+        hi.append(acc)
+    return lo, hi
+
+
+class Matcher:
+    """:func:`match_step` for one zone: the same-bus groups and trade names worked out once.
+
+    Parameters
+    ----------
+    plant_bus, site_bus : numpy.ndarray of int
+        Grid bus of each plant and site.
+    plant_names, site_names : tuple of str
+        Participants are named ``pv:<plant>`` and ``site:<site>``.
+    """
+
+    def __init__(self, plant_bus: np.ndarray, site_bus: np.ndarray,
+                 plant_names: tuple[str, ...], site_names: tuple[str, ...]) -> None:
+        plant_bus = np.asarray(plant_bus, dtype=np.int64)
+        site_bus = np.asarray(site_bus, dtype=np.int64)
+        self.n_plants, self.n_sites = plant_bus.size, site_bus.size
+        self.plants = [f"pv:{name}" for name in plant_names]
+        self.sites = [f"site:{name}" for name in site_names]
+        # plants and sites sharing a bus, each group in configured order
+        self.groups = [(np.flatnonzero(plant_bus == bus).tolist(),
+                        np.flatnonzero(site_bus == bus).tolist())
+                       for bus in np.intersect1d(plant_bus, site_bus).tolist()]
+        cells = [(i, j) for plants, sites in self.groups for i in plants for j in sites]
+        # the same-bus cells in table order (row by row), as trades are listed
+        order = sorted(range(len(cells)), key=lambda c: cells[c])
+        self._cell_order = order
+        self._cells = [cells[c] for c in order]
+        self._flat = np.array([i * self.n_sites + j for i, j in self._cells], dtype=np.intp)
+
+    def settle(self, pv_kw: np.ndarray, charge_kw: np.ndarray, discharge_kw: np.ndarray,
+               dt_h: float, prices: Prices) -> Settlement:
+        """Settle one step (see :func:`match_step`)."""
+        pv = np.maximum(np.asarray(pv_kw, dtype=float), 0.0)
+        ch = np.maximum(np.asarray(charge_kw, dtype=float), 0.0)
+        dis = np.maximum(np.asarray(discharge_kw, dtype=float), 0.0)
+        if pv.shape != (self.n_plants,) or ch.shape != (self.n_sites,) \
+                or dis.shape != (self.n_sites,):
+            raise ValueError(f"match: {self.n_plants} plants and {self.n_sites} sites, got "
+                             f"pv {pv.shape}, charge {ch.shape}, discharge {dis.shape}")
+        flow = np.zeros((self.n_plants, self.n_sites))
+        same: list[float] = []
+        if self.groups:
+            # the same-bus tables are a few cells each: scalar arithmetic, the values of
+            # _north_west exactly
+            pv_l, ch_l = pv.tolist(), ch.tolist()
+            for plants, sites in self.groups:
+                s_lo, s_hi = _cumulative([pv_l[i] for i in plants])
+                d_lo, d_hi = _cumulative([ch_l[j] for j in sites])
+                for a, b in zip(s_lo, s_hi, strict=True):
+                    for c, d in zip(d_lo, d_hi, strict=True):
+                        # np.maximum(np.minimum(b, d) - np.maximum(a, c), 0.0)
+                        same.append(max(0.0, min(d, b) - max(c, a)))
+            same = [same[c] for c in self._cell_order]
+            flow.reshape(-1)[self._flat] = same
+        same_bus = flow.copy()
+        flow += _north_west(pv - flow.sum(axis=1), ch - flow.sum(axis=0))
+        export = np.maximum(pv - flow.sum(axis=1), 0.0)
+        from_grid = np.maximum(ch - flow.sum(axis=0), 0.0)
+
+        pv_kwh = flow.sum() * dt_h
+        grid_kwh = from_grid.sum() * dt_h
+        cost = pv_kwh * prices.pv_local + grid_kwh * prices.grid
+        revenue = dis.sum() * dt_h * prices.v2g
+        pv_revenue = pv_kwh * prices.pv_local + export.sum() * dt_h * prices.feed_in
+
+        tx: list[Transaction] = []
+        plants, sites = self.plants, self.sites
+        # same-bus trades first, then the pool, each in table order; one trade per plant-site
+        # pair
+        for (i, j), x in zip(self._cells, same, strict=True):
+            if x > 0 and x * dt_h >= MIN_TRADE_KWH:
+                tx.append((plants[i], sites[j], x * dt_h, prices.pv_local, "pv_to_ev"))
+        pool = flow - same_bus
+        rows, cols = np.nonzero(pool > 0)
+        for i, j, x in zip(rows.tolist(), cols.tolist(), pool[rows, cols].tolist(),
+                           strict=True):
+            if x * dt_h >= MIN_TRADE_KWH:
+                tx.append((plants[i], sites[j], x * dt_h, prices.pv_local, "pv_to_ev"))
+        for j, x in enumerate(from_grid.tolist()):
+            if x * dt_h >= MIN_TRADE_KWH:
+                tx.append((GRID, sites[j], x * dt_h, prices.grid, "grid_to_ev"))
+        for j, x in enumerate(dis.tolist()):
+            if x * dt_h >= MIN_TRADE_KWH:
+                tx.append((sites[j], GRID, x * dt_h, prices.v2g, "v2g"))
+        for i, x in enumerate(export.tolist()):
+            if x * dt_h >= MIN_TRADE_KWH:
+                tx.append((plants[i], GRID, x * dt_h, prices.feed_in, "pv_export"))
+        return Settlement(flow_kw=flow, pv_export_kw=export, grid_to_site_kw=from_grid,
+                          v2g_site_kw=dis, cost_cny=float(cost),
+                          ev_user_revenue_cny=float(revenue), pv_revenue_cny=float(pv_revenue),
+                          grid_cost_cny=float(grid_kwh * prices.grid), transactions=tx)
 
 
 def match_step(pv_kw: np.ndarray, plant_bus: np.ndarray, charge_kw: np.ndarray,
@@ -116,43 +223,11 @@ def match_step(pv_kw: np.ndarray, plant_bus: np.ndarray, charge_kw: np.ndarray,
         Prices of the step [CNY/kWh].
     plant_names, site_names : tuple of str
         Participants are named ``pv:<plant>`` and ``site:<site>``.
+
+    Notes
+    -----
+    A coordinator settling every step of one zone keeps a :class:`Matcher`, which works out
+    the zone's same-bus groups once.
     """
-    pv = np.maximum(np.asarray(pv_kw, dtype=float), 0.0)
-    ch = np.maximum(np.asarray(charge_kw, dtype=float), 0.0)
-    dis = np.maximum(np.asarray(discharge_kw, dtype=float), 0.0)
-    flow = np.zeros((pv.size, ch.size))
-    for bus in np.intersect1d(plant_bus, site_bus):
-        pi = np.flatnonzero(plant_bus == bus)
-        si = np.flatnonzero(site_bus == bus)
-        flow[np.ix_(pi, si)] = _north_west(pv[pi], ch[si])
-    same_bus = flow.copy()
-    flow += _north_west(pv - flow.sum(axis=1), ch - flow.sum(axis=0))
-    export = np.maximum(pv - flow.sum(axis=1), 0.0)
-    from_grid = np.maximum(ch - flow.sum(axis=0), 0.0)
-
-    pv_kwh = flow.sum() * dt_h
-    grid_kwh = from_grid.sum() * dt_h
-    cost = pv_kwh * prices.pv_local + grid_kwh * prices.grid
-    revenue = dis.sum() * dt_h * prices.v2g
-    pv_revenue = pv_kwh * prices.pv_local + export.sum() * dt_h * prices.feed_in
-
-    tx: list[Transaction] = []
-    # same-bus trades first, then the pool, each in table order; one trade per plant-site pair
-    pool = flow - same_bus
-    for part in (same_bus, pool):
-        for i, j in zip(*np.nonzero(part > 0), strict=True):
-            kwh = part[i, j] * dt_h
-            if kwh >= MIN_TRADE_KWH:
-                tx.append((f"pv:{plant_names[i]}", f"site:{site_names[j]}", kwh,
-                           prices.pv_local, "pv_to_ev"))
-    for j in np.flatnonzero(from_grid * dt_h >= MIN_TRADE_KWH):
-        tx.append((GRID, f"site:{site_names[j]}", from_grid[j] * dt_h, prices.grid,
-                   "grid_to_ev"))
-    for j in np.flatnonzero(dis * dt_h >= MIN_TRADE_KWH):
-        tx.append((f"site:{site_names[j]}", GRID, dis[j] * dt_h, prices.v2g, "v2g"))
-    for i in np.flatnonzero(export * dt_h >= MIN_TRADE_KWH):
-        tx.append((f"pv:{plant_names[i]}", GRID, export[i] * dt_h, prices.feed_in, "pv_export"))
-    return Settlement(flow_kw=flow, pv_export_kw=export, grid_to_site_kw=from_grid,
-                      v2g_site_kw=dis, cost_cny=float(cost), ev_user_revenue_cny=float(revenue),
-                      pv_revenue_cny=float(pv_revenue), grid_cost_cny=float(grid_kwh * prices.grid),
-                      transactions=tx)
+    return Matcher(plant_bus, site_bus, plant_names, site_names).settle(
+        pv_kw, charge_kw, discharge_kw, dt_h, prices)

@@ -11,13 +11,17 @@ takes before the EV leaves), and the history behind the forecasts (:mod:`.foreca
 Timing: step ``k`` covers ``[t_k, t_k + step_s)``. The inputs of :meth:`Coordinator.step` for
 step ``k`` are the EVs plugged at ``t_k``, PV and factory power of step ``k`` and the grid state
 after step ``k - 1``; the EV set-points returned apply to step ``k``, the PV and factory
-set-points to step ``k + 1``. The settlement is the one of step ``k``: the EV powers are the
-set-points (within the EVs' own bounds, so the fleet applies them as given; NaN = maximum).
+set-points to step ``k + 1``. While the upstream grid is out (or, with an announced schedule,
+one step before), island mode (:mod:`.island`) overrides the strategy's set-points and asks the
+grid to shed background load in step ``k``. The settlement is the one of step ``k``: the EV
+powers are the set-points (within the EVs' own bounds, so the fleet applies them as given;
+NaN = maximum).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -32,10 +36,18 @@ from components.coordinator.core import (
     Setpoints,
     Snapshot,
     ZoneLayout,
+    add_at,
+    distinct,
     site_sum,
 )
 from components.coordinator.forecast import Forecaster
-from components.coordinator.matching import Settlement, Transaction, match_step
+from components.coordinator.island import (
+    N_SHED_CLASSES,
+    IslandController,
+    IslandDecision,
+    IslandTelemetry,
+)
+from components.coordinator.matching import Matcher, Settlement, Transaction
 from components.coordinator.strategies import STRATEGIES
 
 TOTALS = ("pv_to_ev_kw", "grid_to_ev_kw", "v2g_kw", "pv_export_kw", "pv_curtailed_kw",
@@ -57,6 +69,11 @@ class StepResult:
     settlement: Settlement | None = None
     setpoints: Setpoints | None = None
     info: dict[str, float] = field(default_factory=dict)
+    shed_background_share: np.ndarray = field(
+        default_factory=lambda: np.zeros(N_SHED_CLASSES))
+    """Share of the grid's background loads of each shedding class to shed this step. [-]"""
+    island_mode: int = 0
+    """1 when island mode set this step's EV power and background shedding."""
 
 
 class Coordinator:
@@ -74,10 +91,16 @@ class Coordinator:
         Step length [s].
     n_steps : int
         Steps of the run.
+    outage : array of bool, optional
+        The grid operator's announced outage schedule, one flag per step (island mode uses it
+        with ``island.use_schedule``; see :mod:`.island`).
+    grid_forming : dict, optional
+        ``e_kwh``, ``soc_min``, ``efficiency`` of the zone's grid-forming battery.
     """
 
     def __init__(self, cfg: CoordinatorConfig, zone: ZoneLayout, start: str | pd.Timestamp,
-                 step_s: int, n_steps: int) -> None:
+                 step_s: int, n_steps: int, outage: np.ndarray | None = None,
+                 grid_forming: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.zone = zone
         self.step_s = int(step_s)
@@ -96,6 +119,10 @@ class Coordinator:
         self.price_feed_in = tariff.pv_feed_in_price_cny_per_kwh(times)
         self.price_v2g = tariff.v2g_price_cny_per_kwh(times)
         self.period = tariff.period_code(times)
+        # one step's prices as Python numbers
+        self._step_prices = list(zip(self.price_grid.tolist(), self.price_pv.tolist(),
+                                     self.price_feed_in.tolist(), self.price_v2g.tolist(),
+                                     self.period.tolist(), strict=True))
         self.forecaster = Forecaster(self.start, self.step_s, self.n_steps, self.horizon,
                                      float(zone.plant_kwp.sum()), zone.latitude_deg,
                                      zone.longitude_deg)
@@ -108,12 +135,21 @@ class Coordinator:
         self._site_col = None if grid is None else grid.columns(zone.site_bus)
         self._plant_col = None if grid is None else grid.columns(zone.plant_bus)
         self._factory_col = None if grid is None else grid.columns(zone.factory_bus)
+        self._factory_distinct = distinct(self._factory_col)
+        self._site_distinct = distinct(self._site_col)
+        self.matcher = Matcher(zone.plant_bus, zone.site_bus, zone.plant_names, zone.site_names)
         self.prev_ctrl_p = np.zeros(n_ctrl)
         self.prev_ctrl_q = np.zeros(n_ctrl)
         self.prev_twin_kw = 0.0  # PV and factory injections of step k-1 (load convention)
         self.prev_ev_kw = 0.0
         self.peak_import_kw = -np.inf
         self.k = 0
+        # island mode: every strategy but the fleet's own behaviour
+        self.island = None
+        if cfg.island.enabled and cfg.strategy != "uncontrolled":
+            self.island = IslandController(cfg, zone, self.start, self.step_s, self.n_steps,
+                                           outage, grid_forming)
+        self.factory_shed_kw = np.zeros(zone.n_factories)  # requested for the step now
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -143,21 +179,20 @@ class Coordinator:
         need = np.maximum(np.asarray(view["plugged_need_kwh"], dtype=float), 0.0)
         cap = self.zone.ev_capacity_kwh
         room = need if cap is None else np.maximum((self.zone.soc_max - soc) * cap[ids], need)
+        rate, dis_rate = self.rate_kw[ids], self.dis_rate_kw[ids]  # as updated above
         return PluggedEVs(
             ids=ids, site=site, soc=soc, need_kwh=need,
             t_dep_s=np.maximum(t_dep, self.step_s),
             p_max_kw=p_max, p_min_kw=p_min, v2g=v2g,
-            p_rate_kw=np.where(self.rate_kw[ids] > 0, self.rate_kw[ids], point),
-            p_dis_rate_kw=np.where(v2g, np.where(self.dis_rate_kw[ids] > 0,
-                                                 self.dis_rate_kw[ids], point), 0.0),
+            p_rate_kw=np.where(rate > 0, rate, point),
+            p_dis_rate_kw=np.where(v2g, np.where(dis_rate > 0, dis_rate, point), 0.0),
             restore_kwh=np.maximum(-self.delta_e_kwh[ids], 0.0),
             room_kwh=room,
         )
 
     def prices(self, k: int) -> Prices:
-        return Prices(grid=float(self.price_grid[k]), pv_local=float(self.price_pv[k]),
-                      feed_in=float(self.price_feed_in[k]), v2g=float(self.price_v2g[k]),
-                      period=int(self.period[k]))
+        grid, pv_local, feed_in, v2g, period = self._step_prices[k]
+        return Prices(grid=grid, pv_local=pv_local, feed_in=feed_in, v2g=v2g, period=period)
 
     # -- the step ----------------------------------------------------------------------------
 
@@ -179,7 +214,8 @@ class Coordinator:
             ``p_kw``, ``q_kvar``, ``deferrable_kw`` per factory for step ``k``.
         grid : dict, optional
             ``vm_pu``, ``line_loading_pct``, ``trafo_loading_pct``, ``import_kw`` after step
-            ``k - 1`` (at ``k = 0``: the grid's state before any injection).
+            ``k - 1`` (at ``k = 0``: the grid's state before any injection); for island mode
+            also the grid's island telemetry (:data:`.island.GRID_TELEMETRY`).
         """
         if k != self.k:
             raise ValueError(f"Coordinator.step: expected step {self.k}, got {k}")
@@ -197,12 +233,17 @@ class Coordinator:
 
         state = None
         base = np.nan
+        tel = IslandTelemetry.from_grid(grid)
         if grid is not None:
+            # the zone's supply: from upstream, or in an island from the grid-forming battery
+            # (with the background load shed to keep it added back)
+            supply_kw = float(grid["import_kw"]) + (
+                0.0 if tel is None else tel.gfm_supply_kw + tel.background_shed_kw)
             state = GridState(
                 vm_pu=np.asarray(grid["vm_pu"], dtype=float),
                 line_loading_pct=np.asarray(grid["line_loading_pct"], dtype=float),
                 trafo_loading_pct=np.asarray(grid["trafo_loading_pct"], dtype=float),
-                import_kw=float(grid["import_kw"]))
+                import_kw=supply_kw)
             if k > 0:
                 self.peak_import_kw = max(self.peak_import_kw, state.import_kw)
                 self.forecaster.observe_base(k - 1, state.import_kw - self.prev_ev_kw)
@@ -211,12 +252,12 @@ class Coordinator:
 
         ctrl_p = ctrl_q = None
         if zone.grid is not None:
-            ctrl_p = np.zeros(zone.grid.ctrl_buses.size)
-            ctrl_q = np.zeros_like(ctrl_p)
-            np.add.at(ctrl_p, self._plant_col, -pv_kw)
-            np.add.at(ctrl_q, self._plant_col, pv_q)
-            np.add.at(ctrl_p, self._factory_col, fac_p)
-            np.add.at(ctrl_q, self._factory_col, fac_q)
+            # sums per control bus in device order, as numpy.add.at on zeros would add them
+            n_ctrl = zone.grid.ctrl_buses.size
+            ctrl_p = np.bincount(self._plant_col, weights=-pv_kw, minlength=n_ctrl)
+            ctrl_q = np.bincount(self._plant_col, weights=pv_q, minlength=n_ctrl)
+            add_at(ctrl_p, self._factory_col, fac_p, self._factory_distinct)
+            add_at(ctrl_q, self._factory_col, fac_q, self._factory_distinct)
 
         h = self.horizon
         look = Lookahead(
@@ -233,8 +274,17 @@ class Coordinator:
             prev_ctrl_q_kvar=self.prev_ctrl_q if state is not None else None,
             peak_import_kw=self.peak_import_kw,
             base_rises_kw=self.forecaster.base_rises_kw(k), prices=self.prices(k),
-            lookahead=look)
+            lookahead=look,
+            base_rise_quantile_kw=partial(self.forecaster.base_rise_quantile_kw, k))
         sp = self.strategy.decide(snap)
+        island = None
+        if self.island is not None:
+            island = self.island.decide(
+                k, ev, pv_kw, pv_avail, fac_p, _vector(factories, "critical_kw",
+                                                       zone.n_factories),
+                fac_def, self.factory_shed_kw, tel)
+            if island is not None:
+                _apply_island(sp, island)
         p = np.asarray(sp.p_kw, dtype=float)
         if p.shape != (ev.n,):
             raise RuntimeError(f"strategy {self.cfg.strategy!r} returned {p.shape} powers for "
@@ -243,8 +293,7 @@ class Coordinator:
         p_done = np.clip(np.where(np.isnan(p), ev.p_max_kw, p), ev.p_min_kw, ev.p_max_kw)
         charge_site = site_sum(ev.site, np.maximum(p_done, 0.0), zone.n_sites)
         discharge_site = site_sum(ev.site, np.maximum(-p_done, 0.0), zone.n_sites)
-        settle = match_step(pv_kw, zone.plant_bus, charge_site, discharge_site, zone.site_bus,
-                            self.dt_h, snap.prices, zone.plant_names, zone.site_names)
+        settle = self.matcher.settle(pv_kw, charge_site, discharge_site, self.dt_h, snap.prices)
 
         # state for the next step
         self.delta_e_kwh[ev.ids] += (zone.eta_ch * np.maximum(p_done, 0.0)
@@ -254,7 +303,8 @@ class Coordinator:
         self.prev_twin_kw = twin_kw
         if ctrl_p is not None:
             self.prev_ctrl_p = ctrl_p.copy()
-            np.add.at(self.prev_ctrl_p, self._site_col, charge_site - discharge_site)
+            add_at(self.prev_ctrl_p, self._site_col, charge_site - discharge_site,
+                   self._site_distinct)
             self.prev_ctrl_q = ctrl_q.copy()
         self.k = k + 1
 
@@ -271,17 +321,33 @@ class Coordinator:
             "grid_cost_cny": settle.grid_cost_cny,
             "pv_revenue_cny": settle.pv_revenue_cny,
         }
+        shed_kw = (np.zeros(zone.n_factories) if sp.shed_kw is None
+                   else np.asarray(sp.shed_kw, dtype=float))
+        self.factory_shed_kw = shed_kw.copy()
         return StepResult(
             p_set_kw=p_set,
             curtail_kw=(zone.plant_inverter_kw.copy() if sp.curtail_kw is None
                         else np.asarray(sp.curtail_kw, dtype=float)),
             q_kvar_set=(np.zeros(zone.n_plants) if sp.q_kvar is None
                         else np.asarray(sp.q_kvar, dtype=float)),
-            shed_kw=(np.zeros(zone.n_factories) if sp.shed_kw is None
-                     else np.asarray(sp.shed_kw, dtype=float)),
+            shed_kw=shed_kw,
             totals=totals, transactions=settle.transactions,
             peak_threshold_kw=float(sp.peak_threshold_kw), settlement=settle, setpoints=sp,
-            info=dict(sp.info))
+            info=dict(sp.info),
+            shed_background_share=(np.zeros(N_SHED_CLASSES) if island is None
+                                   else island.shed_background_share),
+            island_mode=int(island is not None and island.p_kw is not None))
+
+
+def _apply_island(sp: Setpoints, island: IslandDecision) -> None:
+    """Island mode's set-points replace the strategy's where it gives them."""
+    if island.p_kw is not None:
+        sp.p_kw = island.p_kw
+    if island.shed_kw is not None:
+        sp.shed_kw = island.shed_kw
+    if island.curtail_kw is not None:
+        sp.curtail_kw = island.curtail_kw
+    sp.info = {**sp.info, **island.info}
 
 
 def _vector(source: dict[str, np.ndarray] | None, attr: str, n: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The optimal reference: a linear programme over a rolling horizon, solved with HiGHS.
+"""Strategy ``optimal``: a linear programme over a rolling horizon, solved with HiGHS.
 
 At step ``k`` (and then every ``optimal.resolve_every_steps`` steps) the programme plans the
 power of every plugged EV over the next ``optimal.horizon_h`` hours (up to its departure) and
@@ -6,9 +6,12 @@ the first step of the plan is applied; EVs that arrive between solves get their 
 and the PV left over until the next solve. Per-EV variables (no aggregation), so the programme
 is exact for the EVs it knows; what it does not know is forecast: PV from the sun's path scaled
 by the clearness observed lately, the zone's import without EVs from the day before (see
-:mod:`.forecast`), EVs arriving later not at all. It is slow (one HiGHS solve per step) and
-meant to measure how far the fast strategies are from the best one can do with the same
-information: see :func:`gap`.
+:mod:`.forecast`), EVs arriving later not at all. It is slow (one HiGHS solve per step): the
+best one can do for the stated objective with the information available at the time, as a
+runnable strategy. It is no bound -- a fast strategy may beat it, so a gap against it measures
+nothing. The bound is the perfect-hindsight programme of a finished run
+(:mod:`.hindsight`), and the gaps of the fast strategies (and of this one) are taken to it:
+see :func:`strategy_gaps`.
 
 Variables (``dt`` step [h], ``eta_c``, ``eta_d`` efficiencies)
     ``c[i,t] in [0, p_max]`` charge and, for V2G EVs, ``d[i,t] in [0, -p_min]`` discharge
@@ -326,7 +329,7 @@ def build_lp(snap: Snapshot, cfg: CoordinatorConfig, zone: ZoneLayout, step_s: f
     return lp
 
 
-# -- comparing strategies with the reference --------------------------------------------------
+# -- comparing strategies with the bound ------------------------------------------------------
 
 OBJECTIVE_SENSE: dict[str, str] = {"cost": "min", "pv": "max", "peak": "min"}
 
@@ -336,7 +339,8 @@ def objective_value(kpis: dict[str, float], objective: str) -> float:
 
     ``cost``: the EV users' net bill ``cost_cny - ev_user_revenue_cny`` [CNY] (lower is
     better); ``pv``: ``pv_to_ev_mwh``, the PV energy delivered to EVs [MWh] (higher is
-    better); ``peak``: ``peak_import_mw`` [MW] (lower is better).
+    better); ``peak``: ``peak_import_mw`` [MW] (lower is better). These are the units of
+    :meth:`.hindsight.HindsightProblem.value` and of the bounds.
     """
     if objective == "cost":
         return float(kpis["cost_cny"] - kpis["ev_user_revenue_cny"])
@@ -347,44 +351,47 @@ def objective_value(kpis: dict[str, float], objective: str) -> float:
     raise ValueError(f"objective: must be one of 'cost', 'pv', 'peak', got {objective!r}")
 
 
-def gap(kpis: dict[str, float], optimum_kpis: dict[str, float], objective: str) -> float:
-    """Relative gap of a run to the reference on ``objective`` [-].
+def gap(value: float, bound: float, objective: str) -> float:
+    """Relative gap of a value to the bound of ``objective`` [-].
 
     ``(J - J*) / |J*|`` for objectives minimised, ``(J* - J) / |J*|`` for those maximised:
-    positive when the run is worse. It can be negative: the reference is optimal for what it
-    knows (forecasts), not with hindsight.
+    the share by which the run is worse than the best dispatch of the same sessions in
+    hindsight (:mod:`.hindsight`); >= 0 up to the solver's tolerance.
     """
-    value = objective_value(kpis, objective)
-    best = objective_value(optimum_kpis, objective)
-    if best == 0:
+    if OBJECTIVE_SENSE.get(objective) is None:
+        raise ValueError(f"objective: must be one of 'cost', 'pv', 'peak', got {objective!r}")
+    if bound == 0:
         return 0.0 if value == 0 else float("inf")
-    worse = value - best if OBJECTIVE_SENSE[objective] == "min" else best - value
-    return worse / abs(best)
+    worse = value - bound if OBJECTIVE_SENSE[objective] == "min" else bound - value
+    return worse / abs(bound)
 
 
-def strategy_gaps(kpis_by_strategy: dict[str, dict[str, float]],
-                  optimum_by_objective: dict[str, dict[str, float]]) -> dict[str, dict]:
-    """Gap of each fast strategy to ``optimal`` run with that strategy's own objective.
+def strategy_gaps(kpis_by_run: dict[str, dict[str, float]], bound_by_run: dict[str, float],
+                  objective_by_run: dict[str, str] | None = None) -> dict[str, dict]:
+    """Gap of each run to the hindsight bound of the same run on its strategy's objective.
 
     Parameters
     ----------
-    kpis_by_strategy : dict
-        KPIs of runs of the fast strategies, by strategy name.
-    optimum_by_objective : dict
-        KPIs of ``optimal`` runs, by objective (``cost``, ``pv``, ``peak``).
+    kpis_by_run : dict
+        KPIs of runs, by name (a strategy name, or any name listed in ``objective_by_run``).
+    bound_by_run : dict
+        The hindsight bound of each run on its objective, in the objective's KPI unit
+        (:meth:`.hindsight.HindsightProblem.solve`).
+    objective_by_run : dict, optional
+        Objective of each run; default :data:`OBJECTIVE_OF` of the run's name.
 
     Returns
     -------
     dict
-        Per strategy: ``objective``, ``value``, ``optimum`` and ``gap`` (relative, [-]).
+        Per run: ``objective``, ``value``, ``bound`` and ``gap`` (relative, [-]).
     """
     out = {}
-    for name, kpis in kpis_by_strategy.items():
-        objective = OBJECTIVE_OF.get(name)
-        if objective is None or objective not in optimum_by_objective:
+    for name, kpis in kpis_by_run.items():
+        objective = (objective_by_run or {}).get(name, OBJECTIVE_OF.get(name))
+        if objective is None or name not in bound_by_run:
             continue
-        best = optimum_by_objective[objective]
-        out[name] = {"objective": objective, "value": objective_value(kpis, objective),
-                     "optimum": objective_value(best, objective),
-                     "gap": gap(kpis, best, objective)}
+        value = objective_value(kpis, objective)
+        bound = float(bound_by_run[name])
+        out[name] = {"objective": objective, "value": value, "bound": bound,
+                     "gap": gap(value, bound, objective)}
     return out

@@ -11,11 +11,16 @@ Inputs (each from one source; attributes renamed on connection, e.g.
     pv_avail_kw, pv_p_kw, pv_q_kvar
                      from the PV fleet, same step: available, delivered (load convention,
                      generation negative) and reactive power per plant [kW], [kvar]
-    factory_p_kw, factory_q_kvar, factory_deferrable_kw
+    factory_p_kw, factory_q_kvar, factory_deferrable_kw, factory_critical_kw
                      from the factories, same step [kW], [kvar]
     grid_vm_pu, grid_line_loading_pct, grid_trafo_loading_pct, grid_import_kw
                      from the grid, **time-shifted**: the power flow of step k-1. initial_data:
                      the grid's state before the first step (its set-up power flow).
+    grid_<attr>      for island mode, optional, the same way: the grid's ``islanded``,
+                     ``island_held``, ``islanded_next``, ``gfm_*``, ``background_class_kw``,
+                     ``background_load_shed_kw``, ``background_storage_kw``,
+                     ``background_gen_kw``, ``background_gen_unserved_kw``, ``losses_kw``
+                     (:data:`components.coordinator.island.GRID_TELEMETRY`)
 
 Outputs:
 
@@ -27,6 +32,10 @@ Outputs:
                    initial_data ``curtail_kw`` = the inverter ratings (no limit), ``q_kvar_set``
                    = zeros [kW], [kvar]
     shed_kw        per factory, for step k+1 (time-shifted, initial zeros) [kW]
+    shed_background_share
+                   share of the grid's background loads to shed in step k, per shedding class
+                   (non-household, household); connect to the grid on the same step [-]
+    island_mode    1 when island mode set the EV power of step k
     pv_to_ev_kw, grid_to_ev_kw, v2g_kw, pv_export_kw, pv_curtailed_kw
                    settled totals of step k (means over the step) [kW]
     cost_cny, ev_user_revenue_cny, grid_cost_cny, pv_revenue_cny
@@ -48,14 +57,16 @@ grid -> coordinator are each broken by exactly one time-shifted connection.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import mosaik_api_v3
 import numpy as np
 
-from components.base import require_finite, step_index
+from components.base import require_finite, step_index, step_ticks
 from components.coordinator.config import CoordinatorConfig
 from components.coordinator.core import ZoneLayout
+from components.coordinator.island import GRID_TELEMETRY
 from components.coordinator.model import TOTALS, Coordinator, StepResult
 
 MODEL = "Coordinator"
@@ -64,13 +75,15 @@ EV_INPUTS = ["plugged_ids", "plugged_site", "plugged_soc", "plugged_need_kwh",
              "plugged_departure_s", "plugged_p_max_kw", "plugged_p_min_kw", "plugged_v2g"]
 PV_INPUTS = {"pv_avail_kw": "p_avail_kw", "pv_p_kw": "p_kw", "pv_q_kvar": "q_kvar"}
 FACTORY_INPUTS = {"factory_p_kw": "p_kw", "factory_q_kvar": "q_kvar",
-                  "factory_deferrable_kw": "deferrable_kw"}
+                  "factory_deferrable_kw": "deferrable_kw", "factory_critical_kw": "critical_kw"}
 GRID_INPUTS = {"grid_vm_pu": "vm_pu", "grid_line_loading_pct": "line_loading_pct",
                "grid_trafo_loading_pct": "trafo_loading_pct", "grid_import_kw": "import_kw"}
-SETPOINT_OUTPUTS = ["p_set_kw", "curtail_kw", "q_kvar_set", "shed_kw"]
-TOTAL_OUTPUTS = [*(t for t in TOTALS), "peak_threshold_kw", "n_controlled"]
+ISLAND_INPUTS = {f"grid_{a}": a for a in GRID_TELEMETRY}
+SETPOINT_OUTPUTS = ["p_set_kw", "curtail_kw", "q_kvar_set", "shed_kw", "shed_background_share"]
+TOTAL_OUTPUTS = [*(t for t in TOTALS), "peak_threshold_kw", "n_controlled", "island_mode"]
 OUTPUTS = [*SETPOINT_OUTPUTS, *TOTAL_OUTPUTS, "transactions"]
-INPUTS = [*EV_INPUTS, *PV_INPUTS, *FACTORY_INPUTS, *GRID_INPUTS]
+_OUTPUT_SET = frozenset(OUTPUTS)
+INPUTS = [*EV_INPUTS, *PV_INPUTS, *FACTORY_INPUTS, *GRID_INPUTS, *ISLAND_INPUTS]
 
 META = {
     "api_version": "3.0",
@@ -79,7 +92,7 @@ META = {
         MODEL: {
             "public": True,
             "params": ["config", "n_ev", "sites", "plants", "factories", "ev", "location",
-                       "grid"],
+                       "grid", "outage", "grid_forming"],
             "attrs": INPUTS + OUTPUTS,
         },
     },
@@ -94,6 +107,7 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         self.sid = MODEL
         self.coord: Coordinator | None = None
         self._result: StepResult | None = None
+        self._checked: dict[str, Any] = {}  # outputs of this step, computed and checked
 
     def init(self, sid: str, time_resolution: float = 1.0,
              start: str = "2026-06-01T00:00:00+08:00", step_s: int = 900, n_steps: int = 96,
@@ -103,15 +117,9 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         The coordinator is deterministic; ``seed`` is accepted for a uniform interface.
         """
         self.sid = sid
-        if step_s <= 0 or n_steps <= 0:
-            raise ValueError(f"{sid}: step_s and n_steps must be > 0, got {step_s}, {n_steps}")
-        ticks = step_s / time_resolution
-        if abs(ticks - round(ticks)) > 1e-9:
-            raise ValueError(f"{sid}: step_s={step_s} is not a whole number of mosaik time "
-                             f"units of {time_resolution} s")
+        self.step_ticks = step_ticks(sid, step_s, n_steps, time_resolution)
         self.start = start
         self.step_s = int(step_s)
-        self.step_ticks = round(ticks)
         self.n_steps = int(n_steps)
         self.rng = np.random.default_rng(int(seed))
         return self.meta
@@ -119,7 +127,9 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
     def create(self, num: int, model: str, config: dict[str, Any], n_ev: int,
                sites: list[dict], plants: list[dict] | None = None,
                factories: list[dict] | None = None, ev: dict | None = None,
-               location: dict | None = None, grid: dict | None = None) -> list[dict]:
+               location: dict | None = None, grid: dict | None = None,
+               outage: list[int] | None = None, grid_forming: dict | None = None
+               ) -> list[dict]:
         """Create the single coordinator entity.
 
         Parameters
@@ -130,6 +140,11 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
             Fleet size: the length of ``p_set_kw``.
         sites, plants, factories, ev, location, grid
             See :meth:`components.coordinator.core.ZoneLayout.from_params`.
+        outage : list of int, optional
+            The grid operator's announced outage schedule, 1 per islanded step (island mode).
+        grid_forming : dict, optional
+            ``e_kwh``, ``soc_min``, ``efficiency`` of the grid-forming battery (island mode's
+            energy budget).
         """
         if model != MODEL:
             raise ValueError(f"{self.sid}: unknown model {model!r}; this simulator has {MODEL!r}")
@@ -139,7 +154,9 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         cfg = CoordinatorConfig.model_validate(config)
         zone = ZoneLayout.from_params(n_ev, sites, plants or [], factories or [], ev, location,
                                       grid)
-        self.coord = Coordinator(cfg, zone, self.start, self.step_s, self.n_steps)
+        self.coord = Coordinator(cfg, zone, self.start, self.step_s, self.n_steps,
+                                 None if outage is None else np.asarray(outage, dtype=bool),
+                                 grid_forming)
         return [{"eid": EID, "type": MODEL}]
 
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
@@ -159,12 +176,16 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         try:
             self._result = self.coord.step(
                 k, ev_view, _group(values, PV_INPUTS), _group(values, FACTORY_INPUTS),
-                _group(values, GRID_INPUTS, require_all=True))
+                _grid(values))
         except (ValueError, RuntimeError) as exc:
             raise RuntimeError(f"{self.sid}.{EID} at t={time} (step {k}): {exc}") from exc
+        self._checked = {}
         return time + self.step_ticks
 
     def _one(self, attr: str, by_source: dict, time: int) -> Any:
+        if len(by_source) == 1:  # the usual case: one source
+            for value in by_source.values():
+                return value
         sources = {s: v for s, v in by_source.items() if v is not None}
         if len(sources) > 1:
             raise ValueError(f"{self.sid}.{EID} at t={time}: {attr} comes from "
@@ -180,37 +201,53 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         for eid, attrs in outputs.items():
             if eid != EID:
                 raise ValueError(f"{self.sid}: unknown entity {eid!r}")
-            unknown = [a for a in attrs if a not in OUTPUTS]
+            unknown = [a for a in attrs if a not in _OUTPUT_SET]
             if unknown:
                 raise ValueError(f"{self.sid}: {unknown} are not outputs; outputs: {OUTPUTS}")
             if res is None:
                 raise RuntimeError(f"{self.sid}: get_data before the first step")
+            checked = self._checked
             values: dict[str, Any] = {}
             for attr in attrs:
-                if attr == "p_set_kw":
-                    values[attr] = res.p_set_kw
-                elif attr == "curtail_kw":
-                    values[attr] = res.curtail_kw
-                elif attr == "q_kvar_set":
-                    values[attr] = res.q_kvar_set
-                elif attr == "shed_kw":
-                    values[attr] = res.shed_kw
-                elif attr == "peak_threshold_kw":
-                    t = res.peak_threshold_kw
-                    values[attr] = t if np.isfinite(t) else 0.0
-                elif attr == "n_controlled":
-                    values[attr] = int(np.isfinite(res.p_set_kw).sum())
-                elif attr == "transactions":
-                    values[attr] = res.transactions
-                else:
-                    values[attr] = res.totals[attr]
-            if "p_set_kw" in values and np.isinf(res.p_set_kw).any():
-                raise ValueError(f"{self.sid}.{eid}: attribute 'p_set_kw' has infinite values")
-            numeric = {a: v for a, v in values.items()
-                       if a not in ("p_set_kw", "transactions")}
-            require_finite(f"{self.sid}.{eid}", **numeric)
+                if attr not in checked:
+                    checked[attr] = self._output(res, attr, eid)
+                values[attr] = checked[attr]
             data[eid] = values
         return data
+
+    def _output(self, res: StepResult, attr: str, eid: str) -> Any:
+        """Output ``attr`` of the step, checked: numbers finite, ``p_set_kw`` not infinite."""
+        sender = f"{self.sid}.{eid}"
+        if attr == "p_set_kw":
+            value = res.p_set_kw
+            if np.isinf(value).any():  # NaN is allowed: uncontrolled
+                raise ValueError(f"{sender}: attribute 'p_set_kw' has infinite values")
+            return value
+        if attr == "transactions":
+            return res.transactions
+        if attr == "curtail_kw":
+            value = res.curtail_kw
+        elif attr == "q_kvar_set":
+            value = res.q_kvar_set
+        elif attr == "shed_kw":
+            value = res.shed_kw
+        elif attr == "shed_background_share":
+            value = res.shed_background_share
+        elif attr == "island_mode":
+            value = res.island_mode
+        elif attr == "peak_threshold_kw":
+            t = res.peak_threshold_kw
+            value = t if np.isfinite(t) else 0.0
+        elif attr == "n_controlled":
+            value = int(np.isfinite(res.p_set_kw).sum())
+        else:
+            value = res.totals[attr]
+        if isinstance(value, (float, int)):
+            if not math.isfinite(value):
+                require_finite(sender, **{attr: value})
+        else:
+            require_finite(sender, **{attr: value})
+        return value
 
 
 def _group(values: dict[str, Any], names: dict[str, str], require_all: bool = False
@@ -220,6 +257,15 @@ def _group(values: dict[str, Any], names: dict[str, str], require_all: bool = Fa
     if not got or (require_all and len(got) < len(names)):
         return None
     return got
+
+
+def _grid(values: dict[str, Any]) -> dict[str, Any] | None:
+    """The grid state (None unless complete) with the island telemetry that arrived."""
+    state = _group(values, GRID_INPUTS, require_all=True)
+    island = _group(values, ISLAND_INPUTS)
+    if state is not None and island is not None:
+        state.update(island)
+    return state
 
 
 def main() -> None:

@@ -54,8 +54,11 @@ from components.coordinator.core import (
     Snapshot,
     Strategy,
     ZoneLayout,
+    add_at,
     allocate_evs,
     discharge_floor_kw,
+    dispatch,
+    distinct,
     offpeak_steps,
     planned_need_kwh,
     planned_t_dep_s,
@@ -66,7 +69,6 @@ from components.coordinator.core import (
 )
 from components.coordinator.optimal import OptimalStrategy
 from components.coordinator.tariffs import PERIODS
-from ext.dispatch_api import allocate
 
 _EPS_KW = 1e-6
 _DAY_S = 86_400.0
@@ -129,7 +131,8 @@ class PVFollowing(Strategy):
             return np.zeros(0)
         target, morning = self.targets(snap)
         weight = site_sum(ev.site, ev.p_max_kw, zone.n_sites)
-        site_pv, pool = pv_by_site(snap.pv_kw, zone.plant_bus, zone.site_bus, weight)
+        site_pv, pool = pv_by_site(snap.pv_kw, zone.plant_bus, zone.site_bus, weight,
+                                    zone.site_bus_groups)
         p, info = allocate_evs(ev, cfg, zone, self.step_s, site_pv, pool, need_kwh=target)
         site_left = np.maximum(site_pv - info.pv_used_kw, 0.0)
         pool_left = max(pool - info.grid_kw, 0.0)
@@ -172,7 +175,7 @@ class PVFollowing(Strategy):
                                   - site_sum(ev.site, p + extra, zone.n_sites), 0.0)
             # one step of room as the "need", departures far away: no mandatory power, and
             # water-filling gives every EV the same share of its room
-            x, info = allocate(room * zone.eta_ch * snap.dt_h, np.full(ev.n, _DAY_S), room,
+            x, info = dispatch(room * zone.eta_ch * snap.dt_h, np.full(ev.n, _DAY_S), room,
                                np.zeros(ev.n), ev.site, cap_left, site_pv_kw, pool_kw,
                                self.step_s, zone.eta_ch, zone.eta_dis)
             extra += x
@@ -206,7 +209,7 @@ class PVFollowing(Strategy):
         t_fill = np.maximum(end - 3600.0 * cfg.offpeak_fill_lead_h, self.step_s)
         budget = spread_budget_kw(left, t_fill, window_s, zone.eta_ch)
         cap_left = np.maximum(zone.site_charge_kw - site_sum(ev.site, p, zone.n_sites), 0.0)
-        extra, _ = allocate(left, t_fill, room, np.zeros(ev.n), ev.site, cap_left,
+        extra, _ = dispatch(left, t_fill, room, np.zeros(ev.n), ev.site, cap_left,
                             np.zeros(zone.n_sites), budget, self.step_s, zone.eta_ch,
                             zone.eta_dis)
         return extra
@@ -306,6 +309,8 @@ class V2GPeakShaving(PVFollowing):
         rises = snap.base_rises_kw
         if q <= 0 or rises.size < 8:
             return 0.0
+        if snap.base_rise_quantile_kw is not None:
+            return snap.base_rise_quantile_kw(q)
         return float(np.quantile(rises, q))
 
     def precharge(self, snap: Snapshot, p: np.ndarray, headroom_kw: float) -> np.ndarray:
@@ -324,7 +329,7 @@ class V2GPeakShaving(PVFollowing):
         budget = min(spread_budget_kw(rest, t_dep, float(t_dep.max()), zone.eta_ch),
                      headroom_kw)
         cap_left = np.maximum(zone.site_charge_kw - site_sum(ev.site, p, zone.n_sites), 0.0)
-        extra, _ = allocate(rest, t_dep, room, np.zeros(ev.n), ev.site, cap_left,
+        extra, _ = dispatch(rest, t_dep, room, np.zeros(ev.n), ev.site, cap_left,
                             np.zeros(zone.n_sites), budget, self.step_s, zone.eta_ch,
                             zone.eta_dis, p_rate_kw=np.maximum(ev.p_rate_kw, room))
         return extra
@@ -360,7 +365,7 @@ class V2GPeakShaving(PVFollowing):
         out = np.zeros(ev.n)
         if cand.size == 0 or want_kw <= 0:
             return out
-        d, _ = allocate(planned_need_kwh(ev, cfg)[cand], t_dep[cand], np.zeros(cand.size),
+        d, _ = dispatch(planned_need_kwh(ev, cfg)[cand], t_dep[cand], np.zeros(cand.size),
                         ev.p_min_kw[cand], ev.site[cand], zone.site_charge_kw,
                         np.zeros(zone.n_sites), -want_kw, self.step_s, zone.eta_ch,
                         zone.eta_dis, p_rate_kw=np.maximum(ev.p_rate_kw[cand], _EPS_KW))
@@ -408,6 +413,7 @@ class GridAware(V2GPeakShaving):
                              "'grid' of the coordinator)")
         self.band = cfg.v_band_pu or grid.v_band_pu
         self.site_col = grid.columns(zone.site_bus)
+        self.site_distinct = distinct(self.site_col)
         self.plant_col = grid.columns(zone.plant_bus)
         lo, hi = self.band
         self.v_lo, self.v_hi = lo + cfg.v_margin_pu, hi - cfg.v_margin_pu
@@ -433,7 +439,7 @@ class GridAware(V2GPeakShaving):
         grid, zone = self.zone.grid, self.zone
         dp = snap.ctrl_p_kw - snap.prev_ctrl_p_kw
         ev_site = site_sum(snap.ev.site, np.nan_to_num(p_ev, nan=0.0), zone.n_sites)
-        np.add.at(dp, self.site_col, ev_site)
+        add_at(dp, self.site_col, ev_site, self.site_distinct)
         dq = snap.ctrl_q_kvar - snap.prev_ctrl_q_kvar
         state = snap.grid
         return (state.vm_pu + grid.dv_dp @ dp + grid.dv_dq @ dq,

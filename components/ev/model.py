@@ -29,6 +29,9 @@ minute on two cores):
   not full are touched by the uncontrolled step. A setpoint is read as the mean power over the
   step, clipped to ``[p_min, p_max]`` (counted when clipped); NaN means uncontrolled: charge at the
   maximum until full. Discharge (V2G) is limited by charger, car, willingness and ``min_soc_v2g``.
+  The per-step passes over the plugged EVs (limits, setpoints, battery update, charger queue)
+  run in the kernel ``ext.evstep`` (compiled, or its bit-identical NumPy twin); the limits of
+  the plugged EVs are computed once between two steps, for the coordinator's view and the step.
 - **Users.** An EV parked at a site with chargers plugs in if its user wants to: private users
   below a personal SoC threshold (``behaviour.plug_soc_threshold``), V2G users and the commercial
   fleet always, anyone at a public hub only below ``public_plug_soc``. It takes the first free
@@ -61,6 +64,7 @@ import simpy
 
 from components.ev.ageing import FleetAgeing
 from components.ev.config import EVConfig, weekday_numbers
+from ext import Backend, select_kernel
 
 PLAN_AHEAD_DAYS = 2
 """Trip chains exist for today and this many days ahead."""
@@ -186,13 +190,16 @@ class EVFleet:
         Default: ``cfg.ambient_temp_c_monthly``.
     log_trips : bool
         Keep every planned trip in ``trip_log`` (for analysis; costs memory on long runs).
+    backend : {"auto", "compiled", "numpy"}
+        Per-step kernel: the compiled ``ext.evstep`` or its NumPy twin (bit-identical results;
+        see :func:`ext.select_kernel`).
     """
 
     def __init__(self, cfg: EVConfig, site_buses: Sequence[int], start: str | datetime,
                  step_s: int, n_steps: int, rng: np.random.Generator,
                  shifts: Sequence[Mapping] | None = None,
                  temperature_c: Callable[[float], float] | np.ndarray | None = None,
-                 log_trips: bool = False) -> None:
+                 log_trips: bool = False, backend: Backend = "auto") -> None:
         if len(site_buses) != len(cfg.sites):
             raise ValueError(
                 f"site_buses has {len(site_buses)} entries but the config has "
@@ -212,6 +219,7 @@ class EVFleet:
         self._temperature = temperature_c
         self._shifts = self._parse_shifts(shifts or DEFAULT_SHIFTS)
         self.trip_log: list[dict[str, np.ndarray]] | None = [] if log_trips else None
+        self._kernel = select_kernel("evstep", backend)
 
         self._build_sites()
         self._build_fleet()
@@ -386,7 +394,23 @@ class EVFleet:
         self._plugged = np.zeros(0, dtype=np.int64)
         self._plugged_dirty = False
         self.charging = np.zeros(n, dtype=bool)  # plugged and not yet full
+        self._charging_u8 = self.charging.view(np.uint8)  # the kernel's views of them
+        self._waiting_u8 = self.waiting.view(np.uint8)
+        self._v2g_user_u8 = self.v2g_user.view(np.uint8)
         self._charging_ids: np.ndarray | None = None
+        # limits of the EVs plugged now, valid until the next step changes any state
+        self._plugged_lim: tuple[np.ndarray, np.ndarray] | None = None
+        # work buffers of the per-step kernel (EVs in the CV phase, moving EVs)
+        self._cv_pos = np.zeros(n, dtype=np.int64)
+        self._cv_arg = np.zeros(n)
+        self._cv_exp = np.zeros(n)
+        self._cv_start = np.zeros(n)
+        self._ch_kw = np.zeros(n)
+        self._dis_kw = np.zeros(n)
+        self._no_setpoints = np.zeros(0)
+        self._lim_args = (cfg.charge_efficiency, cfg.discharge_efficiency, cfg.cv_taper_soc,
+                          cfg.soc_max, cfg.cv_end_power_share, cfg.min_soc_v2g, self.dt_h,
+                          FULL_TOL_KWH)
         self._capacity_changed = False
         self._queue_dirty = False
         self._n_waiting = 0
@@ -674,7 +698,9 @@ class EVFleet:
 
     def _boundary(self, k: int) -> None:
         """Apply everything due at the start of step ``k``: departures, arrivals, queues."""
-        self.env.run(until=k + 0.5)
+        env = self.env
+        while env.peek() <= k:  # most steps have no event due: no SimPy run at all
+            env.step()
         if self._due_dep:
             self._depart(np.concatenate(self._due_dep), k)
             self._due_dep.clear()
@@ -692,6 +718,7 @@ class EVFleet:
         if self._capacity_changed:
             self._refresh_charging()
             self._capacity_changed = False
+        self._plugged_lim = None
 
     def _depart(self, ids: np.ndarray, k: int) -> None:
         slot = self.head[ids] % self._m
@@ -782,44 +809,22 @@ class EVFleet:
         self.wait_until[w] = np.minimum(k + self.patience_steps[self.site[w]], self.next_dep[w])
 
     def _serve_queue(self, k: int) -> None:
-        """Plug waiting EVs into free compatible chargers, first come first served.
+        """Plug waiting EVs into free compatible chargers, first come first served; then let
+        EVs whose patience ran out give up (plug refusals).
 
         Each waiting EV tries its preferred charger type first; an EV that finds none of that
         type free tries its next preference in the following round.
         """
-        q = np.flatnonzero(self.waiting)
-        free = self.n_chargers - self.used
-        if q.size:
-            q = q[free.sum(axis=1)[self.site[q]] > 0]  # at full sites, EVs just keep waiting
-        if q.size:
-            q = q[np.argsort(self.wait_since[q], kind="stable")]
-            site = self.site[q]
-            n_types = len(CHARGER_TYPES)
-            base = (q * 4 + self.site_kind[site]) * n_types
-            pref = self.pref.ravel()
-            free = free.ravel()
-            for p in range(n_types):
-                t = pref[base + p]
-                ok = t >= 0
-                if not ok.any():
-                    break
-                key = site * n_types + np.where(ok, t, 0)
-                c = np.flatnonzero(ok & (free[key] > 0))
-                if c.size == 0:
-                    continue
-                got = []
-                for key_val in np.unique(key[c]):
-                    in_key = c[key[c] == key_val][: free[key_val]]  # queue order = arrival
-                    free[key_val] -= in_key.size
-                    got.append(in_key)
-                got = np.sort(np.concatenate(got))
-                self._plug_in(q[got], site[got], t[got])
-                keep = np.ones(q.size, dtype=bool)
-                keep[got] = False
-                q, site, base = q[keep], site[keep], base[keep]
-                if q.size == 0:
-                    break
-        self._expire(k)
+        n_plugged, n_expired, self._n_waiting = self._kernel.serve_queue(
+            k, self._waiting_u8, self.wait_since, self.wait_until, self.site, self.site_kind,
+            self.pref, self.n_chargers, self.used, self.plug, self._charging_u8, self.e_kwh,
+            self.cap_kwh, self.soc_full, FULL_TOL_KWH, self.ac_kw, self.dc_kw, self.charger_kw,
+            self.charger_dis_kw, self._v2g_user_u8, self.v2g_kw, self.p_ch_lim, self.p_dis_lim,
+            AC11, V2G)
+        if n_plugged:
+            self._plugged_dirty = True
+            self._charging_ids = None
+        self.plug_refusals += n_expired
 
     def _expire(self, k: int) -> None:
         """Waiting EVs whose patience ran out give up: plug refusals."""
@@ -828,20 +833,6 @@ class EVFleet:
             self.plug_refusals += expired.size
             self.waiting[expired] = False
         self._n_waiting = int(self.waiting.sum())
-
-    def _plug_in(self, ids: np.ndarray, site: np.ndarray, ctype: np.ndarray) -> None:
-        np.add.at(self.used, (site, ctype), 1)
-        self.plug[ids] = ctype
-        self._plugged_dirty = True
-        self.charging[ids] = self.e_kwh[ids] < self.soc_full * self.cap_kwh[ids] - FULL_TOL_KWH
-        self._charging_ids = None
-        self.waiting[ids] = False
-        is_ac = ctype <= AC11
-        car_kw = np.where(is_ac, self.ac_kw[ids], self.dc_kw[ids])
-        self.p_ch_lim[ids] = np.minimum(self.charger_kw[site, ctype], car_kw)
-        v2g = (ctype == V2G) & self.v2g_user[ids]
-        self.p_dis_lim[ids] = np.where(
-            v2g, np.minimum(self.charger_dis_kw[site, ctype], self.v2g_kw[ids]), 0.0)
 
     # ---------------------------------------------------------------- daily ageing
 
@@ -874,15 +865,29 @@ class EVFleet:
 
         Returns ``(p_max, p_min)``: the most it can charge (taper, ``soc_max``) and the most it can
         discharge as a negative number (0 unless V2G is allowed and SoC is above ``min_soc_v2g``).
+        The same numbers as :func:`max_charge_energy_kwh` ``/ dt_h``, computed by the kernel.
         """
-        cfg = self.cfg
-        e, cap = self.e_kwh[ids], self.cap_kwh[ids]
-        p_max = max_charge_energy_kwh(e, cap, self.p_ch_lim[ids], self.accept_kw[ids],
-                                      cfg.charge_efficiency, cfg.cv_taper_soc, cfg.soc_max,
-                                      self.dt_h, cfg.cv_end_power_share) / self.dt_h
-        room = np.maximum(e - cfg.min_soc_v2g * cap, 0.0) * cfg.discharge_efficiency / self.dt_h
-        p_min = -np.minimum(self.p_dis_lim[ids], room)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        n = ids.size
+        p_max, p_min = np.empty(n), np.empty(n)
+        kern, a = self._kernel, self._lim_args
+        # (eta_c, eta_d, soc_cv, soc_max, end_share, min_soc_v2g, dt_h, tol)
+        n_cv = kern.limits_cc(ids, self.e_kwh, self.cap_kwh, self.p_ch_lim, self.accept_kw,
+                              self.p_dis_lim, *a, p_max, p_min, self._cv_pos, self._cv_arg,
+                              self._cv_start)
+        if n_cv:
+            # NumPy's exp for the CV phase, as in max_charge_energy_kwh (bit-identical)
+            np.exp(self._cv_arg[:n_cv], out=self._cv_exp[:n_cv])
+            kern.limits_cv(n_cv, self._cv_pos, self._cv_exp, self._cv_start, ids, self.e_kwh,
+                           self.cap_kwh, a[0], a[2], a[3], a[4], a[6], a[7], p_max)
         return p_max, p_min
+
+    def _plugged_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """``limits`` of the EVs plugged now: computed once between two steps (the coordinator's
+        view and the next controlled step need the same numbers)."""
+        if self._plugged_lim is None:
+            self._plugged_lim = self.limits(self._plugged)
+        return self._plugged_lim
 
     def step(self, k: int, p_set_kw: np.ndarray | None = None) -> None:
         """Advance over step ``k`` (``[t_k, t_k+1)``), then apply the events at ``t_k+1``.
@@ -900,59 +905,42 @@ class EVFleet:
         """
         if k != self.k:
             raise ValueError(f"EVFleet.step: expected step {self.k}, got {k}")
-        cfg, dt = self.cfg, self.dt_h
-        self.clamped_count = 0
+        cfg = self.cfg
         if p_set_kw is None:
             # uncontrolled: only EVs below their end-of-charge energy draw power
             if self._charging_ids is None:
                 self._charging_ids = np.flatnonzero(self.charging)
             ids = self._charging_ids
-            p = self.limits(ids)[0] if ids.size else np.zeros(0)
+            p_max, p_min = self.limits(ids)
+            p_set, controlled = self._no_setpoints, False
         else:
-            p_set = np.asarray(p_set_kw, dtype=float)
+            p_set = np.ascontiguousarray(p_set_kw, dtype=float)
             if p_set.shape != (self.n_ev,):
                 raise ValueError(
                     f"p_set_kw must have one value per EV ({self.n_ev}), got {p_set.shape}")
             ids = self._plugged
-            p_max, p_min = self.limits(ids)
-            ps = p_set[ids]
-            given = ~np.isnan(ps)
-            p = np.where(given, np.clip(ps, p_min, p_max), p_max)
-            self.clamped_count = int((given & (np.abs(p - ps) > 1e-6)).sum())
-            stray = np.abs(np.nan_to_num(p_set)) > 1e-6
-            stray[ids] = False
-            self.clamped_count += int(stray.sum())
-        self.clamped_total += self.clamped_count
-
-        moving = p != 0.0
-        if not moving.all():
-            ids, p = ids[moving], p[moving]
-        if ids.size:
-            e_old = self.e_kwh[ids]
-            ch = np.maximum(p, 0.0)
-            dis = np.maximum(-p, 0.0)
-            e_new = (e_old + ch * (dt * cfg.charge_efficiency)
-                     - dis * (dt / cfg.discharge_efficiency))
-            self.e_kwh[ids] = e_new
-            self.charged_kwh[ids] += ch * dt
-            self.discharged_kwh[ids] += dis * dt
-            cap = self.cap_kwh[ids]
-            self.ageing.observe(ids, e_old / cap, e_new / cap)
-            self.p_site_kw = np.bincount(self.site[ids], weights=p, minlength=self.n_sites)
-            self.charge_kw = float(ch.sum())
-            self.discharge_kw = float(dis.sum())
+            p_max, p_min = self._plugged_limits()
+            controlled = True
+        p_site_kw = np.zeros(self.n_sites)
+        ageing = self.ageing
+        n_moving, clamped, flush = self._kernel.advance(
+            ids, p_set, controlled, self.plug, p_max, p_min, self.e_kwh, self.cap_kwh,
+            self.charged_kwh, self.discharged_kwh, self.site, p_site_kw, ageing.last_dir,
+            ageing.extreme, ageing.tp_buf, ageing.tp_n, self._charging_u8, self.dt_h,
+            cfg.charge_efficiency, cfg.discharge_efficiency, self.soc_full, FULL_TOL_KWH,
+            self._ch_kw, self._dis_kw)
+        if flush:  # a turning-point buffer is full
+            ageing.flush()
+        self._charging_ids = None
+        self.clamped_count = clamped
+        self.clamped_total += clamped
+        self.p_site_kw = p_site_kw
+        if n_moving:
+            self.charge_kw = float(self._ch_kw[:n_moving].sum())
+            self.discharge_kw = float(self._dis_kw[:n_moving].sum())
         else:
-            self.p_site_kw = np.zeros(self.n_sites)
             self.charge_kw = self.discharge_kw = 0.0
-        self.q_site_kvar = self.p_site_kw * self._q_per_p
-        if p_set_kw is None:
-            if ids.size:
-                done = e_new >= self.soc_full * cap - FULL_TOL_KWH
-                if done.any():
-                    self.charging[ids[done]] = False
-                    self._charging_ids = None
-        else:
-            self._refresh_charging()
+        self.q_site_kvar = p_site_kw * self._q_per_p
         self._e_sum_day += self.e_kwh
         self._steps_in_day += 1
         self.unmet_step_kwh = 0.0
@@ -986,16 +974,24 @@ class EVFleet:
         is allowed) and ``plugged_v2g``.
         """
         ids = self._plugged
-        p_max, p_min = self.limits(ids)
+        n = ids.size
+        p_max, p_min = self._plugged_limits()
+        site, soc, need, dep = (np.empty(n, dtype=np.int64), np.empty(n), np.empty(n),
+                                np.empty(n))
+        v2g = np.empty(n, dtype=bool)
+        self._kernel.gather_view(ids, self.site, self.e_kwh, self.cap_kwh, self.req_kwh,
+                                 self.next_dep, self.step_s, self.p_dis_lim, site, soc, need,
+                                 dep, v2g.view(np.uint8))
+        # copies: the receiver may keep or change them, the next step uses the limits
         return {
             "plugged_ids": ids.copy(),
-            "plugged_site": self.site[ids],
-            "plugged_soc": self.e_kwh[ids] / self.cap_kwh[ids],
-            "plugged_need_kwh": np.maximum(self.req_kwh[ids] - self.e_kwh[ids], 0.0),
-            "plugged_departure_s": (self.next_dep[ids] * self.step_s).astype(float),
-            "plugged_p_max_kw": p_max,
-            "plugged_p_min_kw": p_min,
-            "plugged_v2g": self.p_dis_lim[ids] > 0,
+            "plugged_site": site,
+            "plugged_soc": soc,
+            "plugged_need_kwh": need,
+            "plugged_departure_s": dep,
+            "plugged_p_max_kw": p_max.copy(),
+            "plugged_p_min_kw": p_min.copy(),
+            "plugged_v2g": v2g,
         }
 
     def energy_balance_error_kwh(self) -> np.ndarray:

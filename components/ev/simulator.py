@@ -29,12 +29,13 @@ Timing: mosaik time ``t = k * step_s`` (in mosaik time units) is step ``k`` of t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import mosaik_api_v3
 import numpy as np
 
-from components.base import require_finite, step_index
+from components.base import require_finite, step_index, step_ticks
 from components.ev.config import EVConfig
 from components.ev.model import EVFleet
 
@@ -75,23 +76,19 @@ class EVSimulator(mosaik_api_v3.Simulator):
         super().__init__(META)
         self.sid = MODEL
         self.fleet: EVFleet | None = None
-        self._plugged: dict[str, np.ndarray] | None = None
         self._unmet_kwh = 0.0
+        # outputs of the current step, computed and checked once: a world may ask for them
+        # more than once per step (its connections, then its recorder)
+        self._out: dict[str, Any] = {}
 
     def init(self, sid: str, time_resolution: float = 1.0,
              start: str = "2026-06-01T00:00:00+08:00", step_s: int = 900, n_steps: int = 96,
              seed: int = 0) -> dict:
         """Set the clock: step ``k`` starts at ``start + k * step_s``; randomness from ``seed``."""
         self.sid = sid
-        if step_s <= 0 or n_steps <= 0:
-            raise ValueError(f"{sid}: step_s and n_steps must be > 0, got {step_s}, {n_steps}")
-        ticks = step_s / time_resolution
-        if abs(ticks - round(ticks)) > 1e-9:
-            raise ValueError(f"{sid}: step_s={step_s} is not a whole number of mosaik time "
-                             f"units of {time_resolution} s")
+        self.step_ticks = step_ticks(sid, step_s, n_steps, time_resolution)
         self.start = start
         self.step_s = int(step_s)
-        self.step_ticks = int(round(ticks))
         self.n_steps = int(n_steps)
         self.rng = np.random.default_rng(int(seed))
         return self.meta
@@ -146,52 +143,67 @@ class EVSimulator(mosaik_api_v3.Simulator):
         except (ValueError, RuntimeError) as exc:
             raise RuntimeError(f"{self.sid}.{EID} at t={time} (step {k}): {exc}") from exc
         self._unmet_kwh = self.fleet.unmet_step_kwh
-        self._plugged = None
+        self._out = {}
         return time + self.step_ticks
 
     def get_data(self, outputs: dict) -> dict:
         """Arrays by reference; every numeric value is checked to be finite before it leaves."""
-        fleet = self.fleet
-        if fleet is None:
+        if self.fleet is None:
             raise RuntimeError(f"{self.sid}: get_data called before create")
         data: dict[str, dict[str, Any]] = {}
+        out = self._out
         for eid, attrs in outputs.items():
             if eid != EID:
                 raise ValueError(f"{self.sid}: unknown entity {eid!r}")
             values: dict[str, Any] = {}
-            kpis = None
             for attr in attrs:
-                if attr == "p_kw":
-                    values[attr] = fleet.p_site_kw
-                elif attr == "q_kvar":
-                    values[attr] = fleet.q_site_kvar
-                elif attr in PLUGGED_OUTPUTS:
-                    if self._plugged is None:
-                        self._plugged = fleet.plugged_view()
-                    values[attr] = self._plugged[attr]
-                elif attr == "charge_kw":
-                    values[attr] = fleet.charge_kw
-                elif attr == "discharge_kw":
-                    values[attr] = fleet.discharge_kw
-                elif attr == "clamped_count":
-                    values[attr] = fleet.clamped_count
-                elif attr == "unmet_kwh":
-                    values[attr] = self._unmet_kwh
-                elif attr == "n_plugged":
-                    values[attr] = int(fleet.n_plugged)
-                elif attr in KPI_OUTPUTS:
-                    kpis = kpis or fleet.kpis()
-                    values[attr] = kpis[attr]
-                elif attr == "n_ev":
-                    values[attr] = fleet.n_ev
-                elif attr == "p_set_kw":
-                    raise ValueError(f"{self.sid}: p_set_kw is an input, not an output")
-                else:
-                    raise ValueError(f"{self.sid}: unknown attribute {attr!r}")
-            numeric = {k: v for k, v in values.items() if k not in ("plugged_v2g",)}
-            require_finite(f"{self.sid}.{eid}", **numeric)
+                value = out.get(attr, out)
+                if value is out:
+                    value = out[attr] = self._output(attr)
+                values[attr] = value
             data[eid] = values
         return data
+
+    def _output(self, attr: str) -> Any:
+        """The value of ``attr`` after the last step, checked to be finite."""
+        fleet = self.fleet
+        if attr == "p_kw":
+            value = fleet.p_site_kw
+        elif attr == "q_kvar":
+            value = fleet.q_site_kvar
+        elif attr in PLUGGED_OUTPUTS:
+            view = self._out.get("_plugged")
+            if view is None:
+                view = self._out["_plugged"] = fleet.plugged_view()
+            value = view[attr]
+        elif attr == "charge_kw":
+            value = fleet.charge_kw
+        elif attr == "discharge_kw":
+            value = fleet.discharge_kw
+        elif attr == "clamped_count":
+            value = fleet.clamped_count
+        elif attr == "unmet_kwh":
+            value = self._unmet_kwh
+        elif attr == "n_plugged":
+            value = int(fleet.n_plugged)
+        elif attr in KPI_OUTPUTS:
+            kpis = self._out.get("_kpis")
+            if kpis is None:
+                kpis = self._out["_kpis"] = fleet.kpis()
+            value = kpis[attr]
+        elif attr == "n_ev":
+            value = fleet.n_ev
+        elif attr == "p_set_kw":
+            raise ValueError(f"{self.sid}: p_set_kw is an input, not an output")
+        else:
+            raise ValueError(f"{self.sid}: unknown attribute {attr!r}")
+        # integers and booleans cannot be NaN or infinite: only floats are checked
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                require_finite(f"{self.sid}.{EID}", **{attr: value})
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "fc":
+            require_finite(f"{self.sid}.{EID}", **{attr: value})
+        return value
 
 
 def main() -> None:

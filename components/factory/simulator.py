@@ -11,12 +11,13 @@ scales the non-critical reactive power in proportion and leaves the critical par
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 import mosaik_api_v3
 import numpy as np
 
-from components.base import require_finite
+from components.base import require_finite, step_ticks
 from components.factory.config import FactoriesConfig
 from components.factory.model import FactoryFleet
 
@@ -46,6 +47,7 @@ class FactorySimulator(mosaik_api_v3.Simulator):
         self.fleet: FactoryFleet | None = None
         self.buses: list[int] = []
         self._out: dict[str, np.ndarray] = {}
+        self._finite: set[str] = set()  # outputs of this step already checked
 
     def init(self, sid: str, time_resolution: float = 1.0,
              start: str = "2026-06-01T00:00:00+08:00", step_s: int = 900, n_steps: int = 96,
@@ -68,15 +70,9 @@ class FactorySimulator(mosaik_api_v3.Simulator):
         self.start = dt.datetime.fromisoformat(start)
         if self.start.tzinfo is None:
             raise ValueError(f"{sid}: start {start!r} needs a UTC offset, e.g. '+08:00'")
-        ticks = step_s / time_resolution
-        if step_s <= 0 or ticks != round(ticks) or ticks < 1:
-            raise ValueError(
-                f"{sid}: step_s={step_s} s must be a positive whole number of mosaik ticks "
-                f"(time_resolution={time_resolution} s)"
-            )
+        self.ticks_per_step = step_ticks(sid, step_s, n_steps, time_resolution)
         self.step_s = step_s
         self.n_steps = int(n_steps)
-        self.ticks_per_step = int(round(ticks))
         self.rng = np.random.default_rng(seed)
         return self.meta
 
@@ -97,6 +93,8 @@ class FactorySimulator(mosaik_api_v3.Simulator):
             )
         self.buses = [int(b) for b in buses]
         self.fleet = FactoryFleet(factories, self.start, self.step_s, self.n_steps, self.rng)
+        self._rated_kw = self.fleet.rated_kw.copy()
+        self._rated_kw.flags.writeable = False  # the same array every step
         return [{"eid": EID, "type": model}]
 
     def step(self, time: int, inputs: dict[str, dict[str, dict[str, Any]]],
@@ -114,7 +112,7 @@ class FactorySimulator(mosaik_api_v3.Simulator):
         request = np.zeros(n)
         for source, value in inputs.get(EID, {}).get("shed_kw", {}).items():
             arr = np.asarray(value, dtype=float)
-            if arr.shape != (n,) or not np.isfinite(arr).all():
+            if arr.shape != (n,) or not _all_finite(arr):
                 raise ValueError(
                     f"{self.sid}.{EID} at t={time} s: shed_kw from {source} must be {n} finite "
                     f"values (one per factory), got shape {arr.shape}"
@@ -122,19 +120,24 @@ class FactorySimulator(mosaik_api_v3.Simulator):
             request += arr
         sheddable = np.maximum(power.p_kw - power.critical_kw, 0.0)
         applied = np.clip(request, 0.0, sheddable)
-        q_sheddable = power.q_kvar - power.critical_q_kvar
-        ratio = np.divide(q_sheddable, sheddable, out=np.zeros(n), where=sheddable > 0)
-        p_kw = power.p_kw - applied
+        if applied.any():
+            q_sheddable = power.q_kvar - power.critical_q_kvar
+            ratio = np.divide(q_sheddable, sheddable, out=np.zeros(n), where=sheddable > 0)
+            p_kw = power.p_kw - applied
+            q_kvar = power.q_kvar - applied * ratio
+            flexible = np.maximum(p_kw - power.critical_kw, 0.0)
+        else:  # nothing shed (the usual step): the powers stay as they are
+            p_kw, q_kvar, flexible = power.p_kw, power.q_kvar, sheddable
         self._out = {
             "p_kw": p_kw,
-            "q_kvar": power.q_kvar - applied * ratio,
+            "q_kvar": q_kvar,
             "critical_kw": power.critical_kw,
             # what stays flexible once the shed part is gone: never more than what is left
-            "deferrable_kw": np.clip(power.deferrable_kw, 0.0,
-                                     np.maximum(p_kw - power.critical_kw, 0.0)),
+            "deferrable_kw": np.clip(power.deferrable_kw, 0.0, flexible),
             "shed_applied_kw": applied,
-            "rated_kw": self.fleet.rated_kw.copy(),
+            "rated_kw": self._rated_kw,
         }
+        self._finite = set()
         return time + self.ticks_per_step
 
     def get_data(self, outputs: dict[str, list[str]]) -> dict[str, dict[str, np.ndarray]]:
@@ -149,9 +152,20 @@ class FactorySimulator(mosaik_api_v3.Simulator):
             if not self._out:
                 raise RuntimeError(f"{self.sid}: get_data before the first step")
             values = {a: self._out[a] for a in attrs}
-            require_finite(f"{self.sid}.{EID}", **values)
+            # mosaik and the recorder ask separately: check each output once per step
+            for a in attrs:
+                if a not in self._finite:
+                    if not _all_finite(values[a]):
+                        require_finite(f"{self.sid}.{EID}", **{a: values[a]})
+                    self._finite.add(a)
             data[eid] = values
         return data
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """Whether every value of the float array ``a`` is finite."""
+    # a finite sum means every value is finite: one pass and no temporary in the usual case
+    return math.isfinite(np.add.reduce(a, axis=None)) or bool(np.isfinite(a).all())
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ Example (YAML)::
       solver: compiled          # or pandapower (the reference, for networks compiled refuses)
       max_nonconverged_share: 0.05
       v_band_pu: [0.95, 1.05]
+      grid_forming: {bus: 12, p_max_kw: 3000, e_kwh: 6000, soc_init: 0.9}
+      tie_switches: [{switch: S1, switching_time_s: 300}]
+      shunts:
+        - {bus: 9, q_kvar: 200, steps: 2, v_on_pu: 1.04, v_off_pu: 1.01, delay_steps: 2}
 
 Exactly one of ``code`` (``source: simbench``), ``name`` (``source: pandapower``) or ``path``
 (``source: json``) is given; the others stay unset.
@@ -20,12 +24,13 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import math
 from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from components.base import StrictModel
+from components.base import BusRef, StrictModel
 
 GridSource = Literal["simbench", "pandapower", "json"]
 
@@ -97,6 +102,84 @@ def _source_of(field: str) -> str:
     return next(s for s, f in SOURCE_FIELD.items() if f == field)
 
 
+class GridFormingConfig(StrictModel):
+    """A stationary battery that forms the island's voltage (the slack) when the upstream grid
+    is out; on grid it stands by. Its state of charge follows the power the island asks of it.
+    """
+
+    bus: BusRef = Field(..., description="Bus of the unit (index or name).")
+    p_max_kw: float = Field(..., gt=0, description="Rated power, charging and discharging. [kW]")
+    e_kwh: float = Field(..., gt=0, description="Usable energy capacity. [kWh]")
+    soc_init: float = Field(0.9, ge=0, le=1, description="State of charge at the start. [-]")
+    soc_min: float = Field(0.1, ge=0, le=1, description="Lowest state of charge. [-]")
+    soc_max: float = Field(1.0, ge=0, le=1, description="Highest state of charge. [-]")
+    efficiency: float = Field(
+        0.92, gt=0, le=1,
+        description="Round-trip efficiency; its square root applies on charge and on "
+        "discharge. [-]")
+    vm_pu: float = Field(1.0, gt=0.8, lt=1.2, description="Voltage set-point as slack. [pu]")
+
+    @field_validator("soc_max")
+    @classmethod
+    def _soc_ordered(cls, soc_max: float, info: ValidationInfo) -> float:
+        lo, init = info.data.get("soc_min"), info.data.get("soc_init")
+        if lo is not None and not lo < soc_max:
+            raise ValueError(f"must be above soc_min ({lo}), got {soc_max}")
+        if lo is not None and init is not None and not lo <= init <= soc_max:
+            raise ValueError(f"soc_init ({init}) must lie within [soc_min, soc_max] = "
+                             f"[{lo}, {soc_max}]")
+        return soc_max
+
+
+class TieSwitchConfig(StrictModel):
+    """A normally open switch between feeders that restoration may close after a fault."""
+
+    switch: int | str = Field(
+        ..., description="Row of net.switch (index or name); it must be open in the network.")
+    switching_time_s: float = Field(
+        300.0, ge=0, description="Time from the fault until the switch can be closed. [s]")
+
+
+class ShuntBankConfig(StrictModel):
+    """A switched shunt bank, stepped on the previous step's voltage at its bus.
+
+    A reactor (``q_kvar > 0``, absorbing) adds a step when the voltage stayed above
+    ``v_on_pu`` for ``delay_steps`` steps and removes one when it stayed below ``v_off_pu``
+    (so ``v_off_pu < v_on_pu``). A capacitor (``q_kvar < 0``, supplying) adds a step below
+    ``v_on_pu`` and removes one above ``v_off_pu`` (so ``v_off_pu > v_on_pu``).
+    """
+
+    bus: BusRef = Field(..., description="Bus of the bank (index or name).")
+    q_kvar: float = Field(
+        ..., description="Reactive power per step at 1 pu, pandapower's shunt sign: positive "
+        "absorbs (reactor), negative supplies (capacitor). [kvar]")
+    steps: int = Field(1, ge=1, le=100, description="Number of steps of the bank.")
+    v_on_pu: float = Field(..., gt=0.5, lt=1.5, description="Voltage that adds a step. [pu]")
+    v_off_pu: float = Field(..., gt=0.5, lt=1.5, description="Voltage that removes a step. [pu]")
+    delay_steps: int = Field(1, ge=1, description="Steps a threshold must hold before a switch.")
+
+    @field_validator("q_kvar")
+    @classmethod
+    def _nonzero(cls, q_kvar: float) -> float:
+        if q_kvar == 0 or not math.isfinite(q_kvar):
+            raise ValueError("must be nonzero: positive for a reactor, negative for a capacitor")
+        return q_kvar
+
+    @field_validator("v_off_pu")
+    @classmethod
+    def _hysteresis(cls, v_off: float, info: ValidationInfo) -> float:
+        q, v_on = info.data.get("q_kvar"), info.data.get("v_on_pu")
+        if q is None or v_on is None:
+            return v_off
+        if q > 0 and not v_off < v_on:
+            raise ValueError(f"a reactor (q_kvar > 0) needs v_off_pu < v_on_pu ({v_on}) for "
+                             f"hysteresis, got {v_off}")
+        if q < 0 and not v_off > v_on:
+            raise ValueError(f"a capacitor (q_kvar < 0) needs v_off_pu > v_on_pu ({v_on}) for "
+                             f"hysteresis, got {v_off}")
+        return v_off
+
+
 class GridConfig(StrictModel):
     """The distribution grid of the demonstration zone."""
 
@@ -146,6 +229,23 @@ class GridConfig(StrictModel):
         description="Allowed voltage band (low, high) for the KPIs. [pu]",
     )
 
+    grid_forming: GridFormingConfig | None = Field(
+        None,
+        description="Grid-forming battery that becomes the slack while the upstream grid is out "
+        "(events: upstream_outage); without one an outage de-energises the zone.",
+    )
+    tie_switches: list[TieSwitchConfig] = Field(
+        [],
+        description="Normally open switches that restoration may close after a fault, in order "
+        "of preference.",
+    )
+    shunts: list[ShuntBankConfig] = Field(
+        [], description="Switched shunt capacitor and reactor banks.")
+    restoration_max_loading_pct: float = Field(
+        100.0, gt=0,
+        description="Highest line and transformer loading a restoration may cause. [%]",
+    )
+
     @field_validator("code")
     @classmethod
     def _code_known(cls, code: str | None, info: ValidationInfo) -> str | None:
@@ -189,3 +289,4 @@ class GridConfig(StrictModel):
         if not 0.0 < low < high:
             raise ValueError(f"must be (low, high) with 0 < low < high, got ({low}, {high})")
         return band
+

@@ -23,15 +23,17 @@ output selection become index arrays.
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import importlib.util
 import logging
+import math
 import time
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandapower as pp
@@ -43,8 +45,21 @@ from components.base import BusRef
 from components.grid.config import (
     SOLVERS,
     GridConfig,
+    GridFormingConfig,
+    ShuntBankConfig,
+    TieSwitchConfig,
     pandapower_network_names,
     simbench_codes,
+)
+from components.grid.control import GridFormingBattery, ShuntBanks
+from components.grid.events import build_schedule, parse_events, resolve_fault_elements
+from components.grid.topology import (
+    SwitchingBase,
+    Topology,
+    energised_buses,
+    fault_section,
+    has_slack,
+    resolve_tie_switches,
 )
 from ext.powerflow_net import PowerFlowNetwork, UnsupportedNetworkError
 
@@ -55,6 +70,12 @@ PROFILE_STEP_S = 900
 """Resolution of the SimBench profiles. [s]"""
 
 _ROWS_PER_DAY = 86_400 // PROFILE_STEP_S
+
+SHED_CLASSES = ("non_household", "household")
+"""Priority classes of the background loads for shedding, in the order they are shed: first
+commercial, agricultural and other loads, then households (SimBench profiles ``H*`` and the
+aggregated low-voltage grids ``lv_*``, which are mostly homes). No background load is critical:
+the critical loads of the zone are the factories' (their ``critical_kw``)."""
 
 INJECTION_LOAD_TYPE = "twin_injection"
 """``net.load.type`` of the loads the pandapower solver adds for the twin's injections."""
@@ -70,6 +91,32 @@ _LOSS_COLUMNS = (("res_line", "pl_mw"), ("res_trafo", "pl_mw"), ("res_trafo3w", 
 # Background consumers and producers besides net.load / net.sgen. [MW, load / generator sign]
 _EXTRA_LOAD_TABLES = ("res_motor", "res_asymmetric_load", "res_ward", "res_xward")
 _GEN_TABLES = ("res_sgen", "res_gen", "res_asymmetric_sgen")
+
+
+
+def _no_ints() -> np.ndarray:
+    return np.zeros(0, np.int64)
+
+
+def _no_floats() -> np.ndarray:
+    return np.zeros(0)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """``a`` made read-only: a constant handed out step after step must not be changed."""
+    a.flags.writeable = False
+    return a
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """Whether every value of the float array ``a`` is finite."""
+    # a finite sum means every value is finite: one pass and no temporary in the usual case
+    return math.isfinite(np.add.reduce(a, axis=None)) or bool(np.isfinite(a).all())
+
+
+def _nan_to_zero(a: np.ndarray) -> np.ndarray:
+    """``np.nan_to_num(a)``, but ``a`` itself when every value is finite (the usual case)."""
+    return a if math.isfinite(np.add.reduce(a, axis=None)) else np.nan_to_num(a)
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,6 +354,18 @@ def background_profiles(net: pandapowerNet, times: pd.DatetimeIndex) -> dict[str
     return out
 
 
+def load_shed_classes(net: pandapowerNet) -> np.ndarray:
+    """Shedding class of each of the network's loads (``net.load`` order), see ``SHED_CLASSES``.
+
+    1 (household) for SimBench household profiles (``H*``) and aggregated low-voltage grids
+    (``lv_*``); 0 for every other load, and for all loads of a network without profiles.
+    """
+    profile = net.load["profile"] if "profile" in net.load else pd.Series(
+        [None] * len(net.load), index=net.load.index)
+    text = profile.fillna("").astype(str).str.strip()
+    return (text.str.startswith("H") | text.str.startswith("lv_")).to_numpy().astype(np.int64)
+
+
 # --------------------------------------------------------------------------------------------
 # The compiled network
 # --------------------------------------------------------------------------------------------
@@ -360,15 +419,18 @@ def _quiet_numba_advice() -> Iterator[None]:
 class GridResult:
     """State of the grid after one step's power flow.
 
-    Array attributes follow the model's ``bus_ids``, ``line_ids`` and ``trafo_ids``. Powers
-    are at the external grid or summed over element groups; ``import_kw`` is positive when
-    the zone draws power from the upstream grid.
+    Array attributes follow the model's ``bus_ids``, ``line_ids`` and ``trafo_ids`` (and
+    ``injection_buses``, ``shunt_buses``). Powers are at the external grid or summed over
+    element groups; ``import_kw`` is positive when the zone draws power from the upstream grid.
+    A de-energised bus reports ``vm_pu = 0`` and ``energised = 0``; a line or transformer
+    without voltage at an end reports loading 0. Background and injection powers count what was
+    served; what de-energised buses asked for is in the ``*_unserved_kw`` attributes.
     """
 
     vm_pu: np.ndarray
-    """Voltage magnitude per bus. [pu]"""
+    """Voltage magnitude per bus, 0 where de-energised. [pu]"""
     va_deg: np.ndarray
-    """Voltage angle per bus. [°]"""
+    """Voltage angle per bus, 0 where de-energised. [°]"""
     line_loading_pct: np.ndarray
     """Loading per line. [%]"""
     trafo_loading_pct: np.ndarray
@@ -380,21 +442,87 @@ class GridResult:
     q_import_kvar: float
     """Reactive power from the external grid(s) into the zone. [kvar]"""
     background_load_kw: float
-    """Active power of the network's own loads (incl. motors, wards). [kW]"""
+    """Active power served to the network's own loads (incl. motors, wards). [kW]"""
     background_gen_kw: float
     """Active power generated by the network's own sgens and gens (positive). [kW]"""
     background_storage_kw: float
     """Active power drawn by the network's own storage units (load convention). [kW]"""
     injection_kw: float
-    """Active power drawn by the twin's injections, summed (load convention). [kW]"""
+    """Active power drawn by the twin's injections at energised buses (load convention). [kW]"""
     converged: bool
     """False when this step's power flow failed and the last good state is repeated."""
+    energised: np.ndarray = field(default_factory=_no_ints)
+    """1 where the bus has a path to a slack (external grid or grid-forming unit), else 0."""
+    v_quality_ok: np.ndarray = field(default_factory=_no_ints)
+    """1 where the bus is energised and its voltage within ±10 % of nominal (EN 50160)."""
+    islanded: int = 0
+    """1 while the upstream grid is out."""
+    island_held: int = 0
+    """1 while islanded with the grid-forming unit holding the island."""
+    gfm_supply_kw: float = 0.0
+    """Power the grid-forming unit delivered into the zone (negative: charging). [kW]"""
+    gfm_demand_kw: float = 0.0
+    """Power the island asked of the grid-forming unit (equals ``gfm_supply_kw`` while it
+    holds; what it could not deliver when the island collapsed). [kW]"""
+    gfm_losses_kw: float = 0.0
+    """Conversion losses inside the grid-forming unit. [kW]"""
+    gfm_soc: float = 0.0
+    """State of charge of the grid-forming unit after the step. [-]"""
+    gfm_e_kwh: float = 0.0
+    """Stored energy of the grid-forming unit after the step. [kWh]"""
+    gfm_headroom_kw: float = 0.0
+    """Discharge power the unit can hold over the next step, minus ``gfm_demand_kw``: how much
+    the island's net load may grow (negative: must shrink by this much). [kW]"""
+    gfm_absorb_headroom_kw: float = 0.0
+    """Charge power the unit can take over the next step, plus ``gfm_demand_kw``: how much the
+    island's net generation may grow (negative: must shrink, e.g. curtail PV). [kW]"""
+    background_load_unserved_kw: float = 0.0
+    """Active power of the network's own loads at de-energised buses. [kW]"""
+    background_gen_unserved_kw: float = 0.0
+    """Generation of the network's own sgens at de-energised buses (positive). [kW]"""
+    injection_unserved_kw: np.ndarray = field(default_factory=_no_floats)
+    """Power asked at each injection bus but not delivered (load convention: positive a load
+    not served, negative a generation not taken). [kW]"""
+    customers_off: int = 0
+    """Customer connections (background loads and injection devices) at de-energised buses."""
+    customers_interrupted: int = 0
+    """Customer connections de-energised this step that were supplied the step before."""
+    shunt_steps: np.ndarray = field(default_factory=_no_ints)
+    """Step of each switched shunt bank during this step."""
+    shunt_q_kvar: np.ndarray = field(default_factory=_no_floats)
+    """Reactive power of each switched shunt bank (absorbed positive). [kvar]"""
+    ties_closed: int = 0
+    """Tie switches closed to restore supply."""
+    background_load_shed_kw: float = 0.0
+    """Active power of the network's own loads shed on request (``shed_share``) at energised
+    buses; not part of ``background_load_kw``. [kW]"""
+    background_class_kw: np.ndarray = field(default_factory=_no_floats)
+    """Active power the network's own loads asked for, per class of ``SHED_CLASSES`` (before
+    shedding, energised or not). [kW]"""
 
     @property
     def balance_residual_kw(self) -> float:
-        """Import minus everything it feeds: zero when the step's energy balance closes. [kW]"""
-        return self.import_kw - (self.background_load_kw + self.background_storage_kw
-                                 + self.injection_kw - self.background_gen_kw + self.losses_kw)
+        """Sources minus everything they feed: zero when the step's energy balance closes. [kW]"""
+        return self.import_kw + self.gfm_supply_kw - (
+            self.background_load_kw + self.background_storage_kw + self.injection_kw
+            - self.background_gen_kw + self.losses_kw)
+
+
+@dataclass(slots=True)
+class _Raw:
+    """A solved topology in the net's own order (NaN where a bus has no voltage)."""
+
+    vm_pu: np.ndarray
+    va_deg: np.ndarray
+    line_loading_pct: np.ndarray
+    trafo_loading_pct: np.ndarray
+    losses_kw: float
+    ext_grid_p_kw: np.ndarray
+    ext_grid_q_kvar: np.ndarray
+    background_load_kw: float
+    background_gen_kw: float
+    background_storage_kw: float
+    injection_kw: float
 
 
 # Background element columns a step sets: the profiled ones and the static reactive powers.
@@ -415,6 +543,30 @@ class _Background:
 
 
 @dataclass(frozen=True, slots=True)
+class _Supply:
+    """What the energised buses of one switching state fix in every step's result (computed
+    once per topology; arrays handed out are read-only)."""
+
+    energised: np.ndarray
+    """Per bus of the net: has a path to a slack. [bool]"""
+    dead: np.ndarray
+    """``~energised``. [bool]"""
+    any_dead: bool
+    reported_on: bool
+    """Every reported bus (``bus_ids``) is energised."""
+    energised_out: np.ndarray
+    """``energised`` of the reported buses as 0/1. [int64]"""
+    unserved_w: dict[str, np.ndarray]
+    """Per element table: weight of each element on a de-energised bus, else 0."""
+    load_on: np.ndarray | None
+    """Per background load: on an energised bus. [bool]"""
+    inj_dead: np.ndarray
+    """Per injection bus: de-energised. [bool]"""
+    any_inj_dead: bool
+    customers_off: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Selection:
     """Positions (in the net's tables) of the reported buses, lines and transformers."""
 
@@ -424,14 +576,16 @@ class _Selection:
 
 
 class GridModel:
-    """A network stepped through time with the twin's injections and background profiles.
+    """A network stepped through time with the twin's injections, background profiles and
+    events (upstream outages, faults), islanding, restoration and switched shunts.
 
     Parameters
     ----------
     net : pandapowerNet
         The network; the model takes ownership. The ``"pandapower"`` solver modifies it (it
         adds one load per injection bus and writes power columns every step); the
-        ``"compiled"`` solver converts it once and leaves its tables unchanged.
+        ``"compiled"`` solver converts it once and leaves its tables unchanged. A grid-forming
+        unit or shunt banks add rows (an external grid, shunts) to it.
     times : DatetimeIndex
         Start of each step (tz-aware local time); step ``k`` uses ``times[k]``.
     profiles : bool
@@ -444,19 +598,41 @@ class GridModel:
     solver : str
         Power-flow solver, one of ``SOLVERS``: ``"compiled"`` (default) or ``"pandapower"``
         (the reference). Both give the same results to solver tolerance.
+    grid_forming : GridFormingConfig, optional
+        Battery that becomes the slack while the upstream grid is out.
+    tie_switches : list of TieSwitchConfig
+        Normally open switches restoration may close, in order of preference.
+    shunts : list of ShuntBankConfig
+        Switched shunt banks.
+    events : list of event dicts or models
+        Upstream outages and faults (``components.grid.events``).
+    step_s : int, optional
+        Step length [s]; default: the spacing of ``times`` (900 with a single step).
+    v_band_pu : (float, float)
+        Voltage band a restoration must keep on energised buses. [pu]
+    max_loading_pct : float
+        Highest line and transformer loading a restoration may cause. [%]
+    injection_customers : array of int, optional
+        Customer connections (devices) at each injection bus; default one each.
 
     Raises
     ------
     ValueError
         For unknown, repeated, out-of-service or unsupplied injection buses, when the
         compiled solver cannot model the network (naming ``solver``, see
-        :func:`compiled_network`), and when the network's power flow does not converge at
-        set-up (step 0, no injections).
+        :func:`compiled_network`), for bad event, tie-switch, grid-forming or shunt
+        references (naming the field), and when the network's power flow does not converge
+        at set-up (step 0, no injections).
     """
 
     def __init__(self, net: pandapowerNet, times: pd.DatetimeIndex, profiles: bool = True,
                  background_scale: float = 1.0, injection_buses: np.ndarray | list[int] = (),
-                 solver: str = "compiled") -> None:
+                 solver: str = "compiled", *, grid_forming: GridFormingConfig | None = None,
+                 tie_switches: Sequence[TieSwitchConfig] = (),
+                 shunts: Sequence[ShuntBankConfig] = (), events: Sequence[Any] = (),
+                 step_s: int | None = None, v_band_pu: tuple[float, float] = (0.9, 1.1),
+                 max_loading_pct: float = 100.0,
+                 injection_customers: np.ndarray | list[int] | None = None) -> None:
         flow_class = _FLOWS.get(solver)
         if flow_class is None:
             raise ValueError(f"solver: {solver!r} is not one of {SOLVERS}")
@@ -467,9 +643,16 @@ class GridModel:
         self.times = pd.DatetimeIndex(times)
         if len(self.times) == 0:
             raise ValueError("times: need at least one step")
+        if step_s is None:
+            step_s = (int((self.times[1] - self.times[0]).total_seconds())
+                      if len(self.times) > 1 else PROFILE_STEP_S)
+        self.step_s = int(step_s)
+        self._h = self.step_s / 3600.0
         self.background_scale = float(background_scale)
         self.injection_buses = self._check_injection_buses(injection_buses)
         n_inj = self.injection_buses.size
+        self.v_band_pu = (float(v_band_pu[0]), float(v_band_pu[1]))
+        self.max_loading_pct = float(max_loading_pct)
 
         # Background values: profile rows per step, or the static columns.
         prof = background_profiles(net, self.times) if profiles else {}
@@ -492,6 +675,15 @@ class GridModel:
         selection = _Selection(net.bus.index.get_indexer(self.bus_ids),
                                net.line.index.get_indexer(self.line_ids),
                                net.trafo.index.get_indexer(self.trafo_ids))
+        self._select = selection
+        # every element reported, in table order (the usual case): a copy is the selection
+        self._select_all = tuple(np.array_equal(pos, np.arange(len(net[table])))
+                                 for pos, table in ((selection.bus, "bus"),
+                                                    (selection.line, "line"),
+                                                    (selection.trafo, "trafo")))
+
+        self._setup_events(net, grid_forming, tie_switches, shunts, events)
+        self._setup_accounting(net, background, injection_customers)
 
         self.nonconverged_steps = 0
         self.nonconverged_at: list[int] = []
@@ -501,15 +693,136 @@ class GridModel:
         self.injection_q_kvar = np.zeros(n_inj)
 
         self._flow = flow_class(net, background, len(self.times), self.injection_buses,
-                                selection)
+                                self._switching, self._scratch)
         # A converged start: the initial guess of step 0 and the "last good state" fallback.
-        result = self._flow.solve(0, self.injection_p_kw, self.injection_q_kvar, warm=False)
-        if result is None:
+        raw = self._flow.solve(0, self.injection_p_kw, self.injection_q_kvar, self._normal,
+                               warm=False)
+        if raw is None:
             raise ValueError(
                 "the network's power flow does not converge at set-up (background of step 0, "
                 "no injections); check the network or lower background_scale"
             )
-        self._last = result
+        self._prev_energised = self._energised(self._normal)
+        self._last = self._result(0, raw, self._normal, self.injection_p_kw, held=False,
+                                  supply_kw=0.0, demand_kw=0.0, gfm_losses_kw=0.0)
+        self._last_vm = raw.vm_pu
+
+    # -- set-up of events, islanding, restoration and shunts -------------------------------
+    def _setup_events(self, net: pandapowerNet, grid_forming: GridFormingConfig | None,
+                      tie_switches: Sequence[TieSwitchConfig],
+                      shunts: Sequence[ShuntBankConfig], events: Sequence[Any]) -> None:
+        problems: list[str] = []
+        self.events = parse_events(list(events))
+        fault_index, bad = resolve_fault_elements(net, self.events)
+        problems += bad
+
+        self.gfm_bus: int | None = None
+        gfm_eg = None
+        if grid_forming is not None:
+            try:
+                self.gfm_bus = resolve_bus(net, grid_forming.bus)
+            except ValueError as err:
+                problems.append(f"grid.grid_forming.bus: {err}")
+            else:
+                if self.gfm_bus in set(net.ext_grid["bus"].astype(int)):
+                    problems.append(f"grid.grid_forming.bus: bus {self.gfm_bus} holds the "
+                                    "external grid; put the grid-forming unit inside the zone")
+        self.shunt_buses = np.zeros(0, np.int64)
+        shunt_buses = []
+        for i, bank in enumerate(shunts):
+            try:
+                shunt_buses.append(resolve_bus(net, bank.bus))
+            except ValueError as err:
+                problems.append(f"grid.shunts.{i}.bus: {err}")
+        self.tie_switch_ids = np.zeros(0, np.int64)
+        ties, bad = resolve_tie_switches(net, tie_switches)
+        problems += bad
+        if problems:
+            raise ValueError("; ".join(problems))
+
+        self.schedule = build_schedule(self.events, self.times, self.step_s, fault_index)
+        dynamic = bool(self.events) or grid_forming is not None or bool(shunts)
+        if grid_forming is not None:
+            gfm_eg = int(pp.create_ext_grid(net, self.gfm_bus, vm_pu=grid_forming.vm_pu,
+                                            va_degree=0.0, in_service=False,
+                                            name="grid-forming unit"))
+            self.gfm = GridFormingBattery(grid_forming.p_max_kw, grid_forming.e_kwh,
+                                          grid_forming.soc_init, grid_forming.soc_min,
+                                          grid_forming.soc_max, grid_forming.efficiency)
+        else:
+            self.gfm = None
+        shunt_index = np.zeros(0, np.int64)
+        if shunts:
+            self.shunt_buses = np.asarray(shunt_buses, dtype=np.int64)
+            shunt_index = np.array([
+                pp.create_shunt(net, b, q_mvar=bank.q_kvar * 1e-3, p_mw=0.0, step=0,
+                                max_step=bank.steps, name=f"switched bank {i}")
+                for i, (b, bank) in enumerate(zip(self.shunt_buses, shunts, strict=True))],
+                dtype=np.int64)
+        self.shunts = ShuntBanks([s.q_kvar for s in shunts], [s.steps for s in shunts],
+                                 [s.v_on_pu for s in shunts], [s.v_off_pu for s in shunts],
+                                 [s.delay_steps for s in shunts])
+        self._shunt_bus_pos = net.bus.index.get_indexer(self.shunt_buses)
+        self._ext_grid_is_gfm = np.zeros(len(net.ext_grid), dtype=bool)
+        if gfm_eg is not None:
+            self._ext_grid_is_gfm[net.ext_grid.index.get_loc(gfm_eg)] = True
+        self._ext_grid_upstream = ~self._ext_grid_is_gfm
+        self._all_ext_grids_upstream = bool(self._ext_grid_upstream.all())
+
+        self._switching = SwitchingBase.of(net, gfm_eg, shunt_index)
+        # The compiled solver converts a scratch copy per topology; the net may be emptied.
+        self._scratch = copy.deepcopy(net) if dynamic else None
+        self._sections = {fw.event: fault_section(net, fw.element, fw.index)
+                          for fw in self.schedule.faults}
+        self.tie_switch_ids = np.array([t[0] for t in ties], dtype=np.int64)
+        self._tie_ready = {fw.event: [self.schedule.first_step_at_or_after(fw.t_s + t_sw,
+                                                                            self.step_s)
+                                      for _, t_sw in ties] for fw in self.schedule.faults}
+        self._normal = Topology(shunt_steps=tuple(0 for _ in shunts))
+        self._energised_cache: dict[Topology, np.ndarray] = {}
+        self._normal_energised = energised_buses(net) if self._scratch is None else None
+        # without faults a step's topology depends on the outage flag and shunt steps only
+        self._plain_topologies: dict[tuple[bool, tuple[int, ...]], Topology] = {}
+        self._supplies: dict[Topology, _Supply] = {}
+        self._last_supply: tuple[Topology | None, _Supply | None] = (None, None)
+        self._no_shunt_steps = _frozen(np.zeros(0, np.int64))
+        self._no_shunt_q = _frozen(np.zeros(0))
+
+    def _setup_accounting(self, net: pandapowerNet, background: _Background,
+                          injection_customers: np.ndarray | list[int] | None) -> None:
+        """Per-element bus positions and weights for served / unserved sums, customers."""
+        bus_index = net.bus.index
+        self._acct = {}
+        for element in ("load", "sgen"):
+            df = net[element]
+            if len(df) == 0 or (element, "p_mw") not in background.values:
+                continue
+            pos = bus_index.get_indexer(df["bus"])
+            w = df["scaling"].to_numpy(np.float64) * df["in_service"].to_numpy(np.float64)
+            self._acct[element] = (pos, w, background.values[(element, "p_mw")])
+        self._load_class = load_shed_classes(net)
+        self._class_kw = None
+        if "load" in self._acct:
+            # what the loads of each class ask, every step [kW]: summed in load order like
+            # np.bincount(classes, weights=asked) (the + 0.0 gives an empty sum its +0)
+            _, w, values = self._acct["load"]
+            asked = 1e3 * values * w
+            self._class_kw = _frozen(np.stack(
+                [np.cumsum(asked[..., self._load_class == c], axis=-1)[..., -1] + 0.0
+                 if (self._load_class == c).any() else np.zeros(asked.shape[:-1])
+                 for c in range(len(SHED_CLASSES))], axis=-1))
+        customers = np.zeros(len(bus_index), dtype=np.int64)
+        loads = net.load[net.load["in_service"].astype(bool)]
+        np.add.at(customers, bus_index.get_indexer(loads["bus"]), 1)
+        n_inj = self.injection_buses.size
+        inj_c = (np.ones(n_inj, np.int64) if injection_customers is None
+                 else np.asarray(injection_customers, dtype=np.int64))
+        if inj_c.shape != (n_inj,):
+            raise ValueError(f"injection_customers: need shape ({n_inj},), got {inj_c.shape}")
+        self._inj_bus_pos = bus_index.get_indexer(self.injection_buses)
+        np.add.at(customers, self._inj_bus_pos, inj_c)
+        self.customers_per_bus = customers
+        self._all_served = _frozen(np.zeros(n_inj))
 
     @property
     def initial_result(self) -> GridResult:
@@ -521,16 +834,107 @@ class GridModel:
         """Wall time spent inside the power-flow solver (runpp or the kernel) so far. [s]"""
         return self._flow.time_s
 
-    def solve_step(self, k: int, p_kw_bus: np.ndarray, q_kvar_bus: np.ndarray) -> GridResult:
+    # -- topology --------------------------------------------------------------------------
+    def _energised(self, topo: Topology) -> np.ndarray:
+        if self._scratch is None:
+            return self._normal_energised
+        hit = self._energised_cache.get(topo)
+        if hit is None:
+            self._switching.apply(self._scratch, topo)
+            hit = energised_buses(self._scratch)
+            self._energised_cache[topo] = hit
+        return hit
+
+    def _supply(self, topo: Topology) -> _Supply:
+        """What the energised buses of ``topo`` fix in a step's result (cached per topology)."""
+        last = self._last_supply
+        if last[0] is topo:  # the same topology object as the step before (no hashing)
+            return last[1]
+        hit = self._supplies.get(topo)
+        if hit is None:
+            energised = self._energised(topo)
+            dead = ~energised
+            reported = energised[self._select.bus]
+            load = self._acct.get("load")
+            inj_dead = dead[self._inj_bus_pos]
+            hit = _Supply(
+                energised=energised, dead=dead, any_dead=bool(dead.any()),
+                reported_on=bool(reported.all()),
+                energised_out=_frozen(reported.astype(np.int64)),
+                unserved_w={e: w * dead[pos] for e, (pos, w, _) in self._acct.items()},
+                load_on=None if load is None else energised[load[0]],
+                inj_dead=inj_dead, any_inj_dead=bool(inj_dead.any()),
+                customers_off=int(self.customers_per_bus @ dead))
+            self._supplies[topo] = hit
+        self._last_supply = (topo, hit)
+        return hit
+
+    def _topology(self, k: int, shunt_steps: tuple[int, ...]) -> tuple[Topology, list[int]]:
+        """The step's switching state before restoration, and the tie switches ready."""
+        islanded = bool(self.schedule.outage[k])
+        if not self.schedule.faults:
+            key = (islanded, shunt_steps)
+            topo = self._plain_topologies.get(key)
+            if topo is None:
+                topo = Topology(islanded, islanded and self.gfm is not None,
+                                shunt_steps=shunt_steps)
+                self._plain_topologies[key] = topo
+            return topo, []
+        out_l: set[int] = set()
+        out_t: set[int] = set()
+        opened: set[int] = set()
+        ready: list[int] = []
+        for fw in self.schedule.faults:
+            if fw.k_fault <= k < fw.k_repair:
+                sec = self._sections[fw.event]
+                out_l |= sec.lines
+                out_t |= sec.trafos
+                opened |= sec.switches
+                ready += [int(sw) for sw, k_ready in zip(self.tie_switch_ids,
+                                                         self._tie_ready[fw.event], strict=True)
+                          if k >= k_ready]
+        ready = [sw for sw in dict.fromkeys(ready) if sw not in opened]
+        topo = Topology(islanded, islanded and self.gfm is not None, frozenset(out_l),
+                        frozenset(out_t), frozenset(opened), frozenset(), shunt_steps)
+        return topo, ready
+
+    def _within_limits(self, raw: _Raw, topo: Topology) -> bool:
+        lo, hi = self.v_band_pu
+        vm = raw.vm_pu[self._energised(topo)]
+        if vm.size and (np.nanmin(vm) < lo or np.nanmax(vm) > hi):
+            return False
+        for loading in (raw.line_loading_pct, raw.trafo_loading_pct):
+            if loading.size and np.nanmax(loading, initial=0.0) > self.max_loading_pct:
+                return False
+        if topo.islanded and self.gfm is not None:
+            supply = float(raw.ext_grid_p_kw[self._ext_grid_is_gfm].sum())
+            if self.gfm.shortfall_kw(supply, self._h) > 0:
+                return False
+        return True
+
+    # -- stepping --------------------------------------------------------------------------
+    def solve_step(self, k: int, p_kw_bus: np.ndarray, q_kvar_bus: np.ndarray,
+                   shed_share: np.ndarray | None = None) -> GridResult:
         """Solve step ``k`` with the given injections.
+
+        The step's switching state follows the events: an upstream outage makes the
+        grid-forming unit the slack (or de-energises the zone without one); a fault isolates
+        its section, and once a tie switch's switching time has passed, tie switches are
+        closed in order where they re-energise buses within the voltage band and loading
+        limit. When the island asks more of the grid-forming unit than its power or energy
+        allows, the island collapses for the step (its buses are de-energised). Shunt banks
+        switch on the previous step's voltages.
 
         Parameters
         ----------
         k : int
-            Step index into ``times`` (selects the background profile row).
+            Step index into ``times`` (selects the background profile row and events).
         p_kw_bus, q_kvar_bus : ndarray
             Active [kW] and reactive [kvar] power drawn at each injection bus (load
             convention), aligned to ``injection_buses``.
+        shed_share : ndarray, optional
+            Share of the background loads of each class of ``SHED_CLASSES`` to shed this step
+            (P and Q alike), each within [0, 1]; None: shed nothing. [-]
 
         Returns
         -------
@@ -547,13 +951,39 @@ class GridModel:
         if p_kw.shape != (n_inj,) or q_kvar.shape != (n_inj,):
             raise ValueError(f"p_kw_bus, q_kvar_bus: need shape ({n_inj},) aligned to "
                              f"injection_buses, got {p_kw.shape} and {q_kvar.shape}")
-        if not (np.isfinite(p_kw).all() and np.isfinite(q_kvar).all()):
+        pq_kw = np.concatenate((p_kw, q_kvar))  # a copy: P [kW], then Q [kvar]
+        if not _all_finite(pq_kw):
             raise ValueError("p_kw_bus, q_kvar_bus: non-finite injection")
-        self.injection_p_kw = p_kw.copy()
-        self.injection_q_kvar = q_kvar.copy()
+        p_kw, q_kvar = self.injection_p_kw, self.injection_q_kvar = pq_kw[:n_inj], pq_kw[n_inj:]
+        shed = self._shed_fraction(shed_share)
 
-        result = self._flow.solve(int(k), p_kw, q_kvar, warm=True)
-        if result is not None:
+        steps = self.shunts.update(self._last_vm[self._shunt_bus_pos]) if self.shunts.n else ()
+        topo, ready = self._topology(k, steps)
+        raw = self._flow.solve(int(k), p_kw, q_kvar, topo, warm=True, shed=shed, pq_kw=pq_kw)
+        if raw is not None:
+            for sw in ready:  # restoration: close ties that re-energise buses within limits
+                trial = topo.with_tie(sw)
+                if self._energised(trial).sum() <= self._energised(topo).sum():
+                    continue
+                cand = self._flow.solve(int(k), p_kw, q_kvar, trial, warm=True, shed=shed,
+                                        pq_kw=pq_kw)
+                if cand is not None and self._within_limits(cand, trial):
+                    topo, raw = trial, cand
+        held, supply, demand, gfm_loss = False, 0.0, 0.0, 0.0
+        if raw is not None and topo.gfm_on:
+            demand = float(raw.ext_grid_p_kw[self._ext_grid_is_gfm].sum())
+            if self.gfm.shortfall_kw(demand, self._h) > 0:
+                topo = topo.without_gfm()  # the unit trips: the island goes dark
+                raw = self._flow.solve(int(k), p_kw, q_kvar, topo, warm=True, shed=shed,
+                                       pq_kw=pq_kw)
+            else:
+                held, supply = True, demand
+        if raw is not None:
+            if held:
+                gfm_loss = self.gfm.step(supply, self._h)
+            result = self._result(k, raw, topo, p_kw, held, supply, demand, gfm_loss, shed)
+            self._prev_energised = self._energised(topo)
+            self._last_vm = raw.vm_pu
             self._last = result
         else:
             self.nonconverged_steps += 1
@@ -562,6 +992,115 @@ class GridModel:
         self.steps_solved += 1
         self.step_time_s += time.perf_counter() - t_start
         return result
+
+    def _shed_fraction(self, shed_share: np.ndarray | None) -> np.ndarray | None:
+        """Share of each background load to shed (``net.load`` order), None when nothing."""
+        if shed_share is None:
+            return None
+        share = np.asarray(shed_share, dtype=np.float64).ravel()
+        if share.shape != (len(SHED_CLASSES),) or not np.isfinite(share).all():
+            raise ValueError(f"shed_share: need {len(SHED_CLASSES)} finite shares, one per "
+                             f"class {SHED_CLASSES}, got {share.tolist()}")
+        if (share < -1e-12).any() or (share > 1 + 1e-12).any():
+            raise ValueError(f"shed_share: each share must lie within [0, 1], got "
+                             f"{share.tolist()}")
+        if not (share > 0).any() or "load" not in self._acct:
+            return None
+        return np.clip(share, 0.0, 1.0)[self._load_class]
+
+    def _result(self, k: int, raw: _Raw, topo: Topology, p_kw: np.ndarray, held: bool,
+                supply_kw: float, demand_kw: float, gfm_losses_kw: float,
+                shed: np.ndarray | None = None) -> GridResult:
+        sel = self._select
+        all_bus, all_line, all_trafo = self._select_all
+        sup = self._supply(topo)
+        if sup.reported_on:  # every reported bus energised: nothing to blank out
+            vm = raw.vm_pu.copy() if all_bus else raw.vm_pu[sel.bus]
+            va = raw.va_deg.copy() if all_bus else raw.va_deg[sel.bus]
+            ok = np.abs(vm - 1.0) <= 0.1
+        else:
+            vm = np.where(sup.energised, raw.vm_pu, 0.0)[sel.bus]
+            va = np.where(sup.energised, raw.va_deg, 0.0)[sel.bus]
+            ok = sup.energised[sel.bus] & (np.abs(vm - 1.0) <= 0.1)
+        unserved = {}  # nothing unserved while every bus is energised
+        if sup.any_dead:
+            for element, (_, _, values) in self._acct.items():
+                row = values[k] if values.ndim == 2 else values
+                unserved[element] = 1e3 * float(row @ sup.unserved_w[element])
+        classes = np.zeros(len(SHED_CLASSES))
+        shed_kw = 0.0
+        load = self._acct.get("load")
+        if load is not None:
+            classes = self._class_kw[k] if self._class_kw.ndim == 2 else self._class_kw
+            if shed is not None:
+                _, w, values = load
+                asked = 1e3 * (values[k] if values.ndim == 2 else values) * w
+                shed_kw = float((asked * shed) @ sup.load_on)
+        if sup.any_dead:
+            off = sup.customers_off
+            interrupted = int(self.customers_per_bus @ (sup.dead & self._prev_energised))
+        else:
+            off = interrupted = 0
+        if self._all_ext_grids_upstream:
+            import_kw, q_import_kvar = float(raw.ext_grid_p_kw.sum()), float(
+                raw.ext_grid_q_kvar.sum())
+        else:
+            upstream = self._ext_grid_upstream
+            import_kw, q_import_kvar = float(raw.ext_grid_p_kw[upstream].sum()), float(
+                raw.ext_grid_q_kvar[upstream].sum())
+        if not (math.isfinite(import_kw) and math.isfinite(q_import_kvar)):
+            # a finite sum means finite terms; otherwise zero the non-finite ones first
+            upstream = self._ext_grid_upstream
+            import_kw = float(np.nan_to_num(raw.ext_grid_p_kw)[upstream].sum())
+            q_import_kvar = float(np.nan_to_num(raw.ext_grid_q_kvar)[upstream].sum())
+        gfm = self.gfm
+        if gfm is not None:
+            head = gfm.max_supply_kw(self._h) - demand_kw
+            absorb = gfm.max_absorb_kw(self._h) + demand_kw
+        if self.shunts.n:
+            steps = np.asarray(topo.shunt_steps, dtype=np.int64)
+            shunt_q = (self.shunts.q_kvar * steps
+                       * np.square(np.nan_to_num(raw.vm_pu[self._shunt_bus_pos])))
+        else:
+            steps, shunt_q = self._no_shunt_steps, self._no_shunt_q
+        return GridResult(
+            vm_pu=vm,
+            va_deg=va,
+            line_loading_pct=_nan_to_zero(raw.line_loading_pct.copy() if all_line
+                                          else raw.line_loading_pct[sel.line]),
+            trafo_loading_pct=_nan_to_zero(raw.trafo_loading_pct.copy() if all_trafo
+                                           else raw.trafo_loading_pct[sel.trafo]),
+            losses_kw=raw.losses_kw,
+            import_kw=import_kw,
+            q_import_kvar=q_import_kvar,
+            background_load_kw=raw.background_load_kw,
+            background_gen_kw=raw.background_gen_kw,
+            background_storage_kw=raw.background_storage_kw,
+            injection_kw=raw.injection_kw,
+            converged=True,
+            energised=sup.energised_out,
+            v_quality_ok=ok.astype(np.int64),
+            islanded=int(topo.islanded),
+            island_held=int(held),
+            gfm_supply_kw=supply_kw,
+            gfm_demand_kw=demand_kw,
+            gfm_losses_kw=gfm_losses_kw,
+            gfm_soc=gfm.soc if gfm is not None else 0.0,
+            gfm_e_kwh=gfm.energy_kwh if gfm is not None else 0.0,
+            gfm_headroom_kw=head if gfm is not None else 0.0,
+            gfm_absorb_headroom_kw=absorb if gfm is not None else 0.0,
+            background_load_unserved_kw=unserved.get("load", 0.0),
+            background_gen_unserved_kw=unserved.get("sgen", 0.0),
+            injection_unserved_kw=(np.where(sup.inj_dead, p_kw, 0.0) if sup.any_inj_dead
+                                   else self._all_served),
+            customers_off=off,
+            customers_interrupted=interrupted,
+            shunt_steps=steps,
+            shunt_q_kvar=shunt_q,
+            ties_closed=len(topo.closed_switches),
+            background_load_shed_kw=shed_kw,
+            background_class_kw=classes,
+        )
 
     def _check_injection_buses(self, buses: np.ndarray | list[int]) -> np.ndarray:
         buses = np.asarray(buses, dtype=np.int64).ravel()
@@ -586,96 +1125,222 @@ def _diverging_iterations_are_quiet() -> Iterator[None]:
         yield
 
 
+class _KernelIsQuiet:
+    """Context of one call of the compiled kernel: NumPy's floating-point warnings are off and
+    any warning raised inside (a diverging step's fallback meets singular Jacobians) is kept
+    from the user; the outcome is judged by convergence, so these warnings are noise.
+
+    Cheaper than :func:`_diverging_iterations_are_quiet`, which sets filters, as it is entered
+    on every step: warnings are recorded and dropped instead. A filter that turns a warning
+    into an error still raises it; :meth:`_CompiledFlow._run` counts that as non-convergence.
+    """
+
+    __slots__ = ("_errstate", "_warnings")
+
+    def __enter__(self) -> None:
+        self._warnings = warnings.catch_warnings(record=True)
+        self._warnings.__enter__()
+        self._errstate = np.errstate(all="ignore")
+        self._errstate.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._errstate.__exit__(*exc)
+        self._warnings.__exit__(*exc)
+
+
 # --------------------------------------------------------------------------------------------
 # Solvers: set up once from the net, then ``solve(k, p_kw, q_kvar, warm)`` per step, returning
 # the step's GridResult or None when the power flow did not converge.
 # --------------------------------------------------------------------------------------------
+
+class _CompiledTopology:
+    """One switching state converted for the kernel (``network`` None: no slack, all dark)."""
+
+    def __init__(self, net: pandapowerNet, network: PowerFlowNetwork | None,
+                 weights: dict[str, np.ndarray], bus_pos: dict[str, np.ndarray],
+                 values: dict[str, np.ndarray], inj_pos: np.ndarray) -> None:
+        self.network = network
+        self.v: np.ndarray | None = None
+        if network is None:
+            self.live = np.zeros(len(net.bus), dtype=bool)
+        else:
+            dead = np.union1d(network.islanded_buses, network.out_of_service_buses)
+            self.live = ~np.isin(network.bus_index, dead)
+        self.all_live = bool(self.live.all())
+        self.inj_live = self.live[inj_pos]
+        # Elements on out-of-service or islanded buses draw nothing (as in pandapower's res_*).
+        self.weights = {e: w * self.live[bus_pos[e]] for e, w in weights.items()}
+        # served background per table: profiled ones per step, static ones once [MW]
+        self.profiled = [(e, values[e], w) for e, w in self.weights.items()
+                         if values[e].ndim == 2]
+        self.static = {e: float(values[e] @ w) for e, w in self.weights.items()
+                       if values[e].ndim != 2}
+        self.per_step: np.ndarray | None = None
+        """Served background of the profiled tables, (n_steps, len(profiled)), once filled."""
+        if network is None:
+            self.shunt_pos, self.shunt_mw_1pu = np.zeros(0, np.int64), np.zeros(0)
+        else:
+            self.shunt_pos, self.shunt_mw_1pu = _shunt_p_at_1pu(net, network, self.live)
+
+    def fill_per_step(self) -> None:
+        """Sum the profiled tables of every step now (the same dot product a step would do)."""
+        if not self.profiled:
+            return
+        table = np.empty((self.profiled[0][1].shape[0], len(self.profiled)))
+        for j, (_, values, w) in enumerate(self.profiled):
+            table[:, j] = [row @ w for row in values]
+        self.per_step = table
+
 
 class _CompiledFlow:
     """The compiled kernel on arrays: no DataFrame is touched after set-up.
 
     The background powers of the whole run are summed per bus at set-up (one sparse product
     per element table); a step copies its row, adds the injections at their bus positions and
-    solves, warm-started from the last good voltages.
+    solves, warm-started from the last good voltages of the same switching state. Each
+    switching state (topology) is converted once, when first met, and kept.
     """
 
     def __init__(self, net: pandapowerNet, background: _Background, n_steps: int,
-                 injection_buses: np.ndarray, select: _Selection) -> None:
+                 injection_buses: np.ndarray, switching: SwitchingBase,
+                 scratch: pandapowerNet | None) -> None:
         self.network = compiled_network(net)
         nw = self.network
-        self._select = select
+        self._switching = switching
+        self._scratch = scratch
         self._inj_pos = nw.bus_positions(injection_buses)
-        # Elements on out-of-service or islanded buses draw nothing (as in pandapower's res_*).
-        dead = np.union1d(nw.islanded_buses, nw.out_of_service_buses)
-        live = ~np.isin(nw.bus_index, dead)
 
         p_bus: np.ndarray | float = 0.0
         q_bus: np.ndarray | float = 0.0
-        totals_mw = {}
+        self._values: dict[str, np.ndarray] = {}
+        weights: dict[str, np.ndarray] = {}
+        self._bus_pos: dict[str, np.ndarray] = {}
         for element in ("load", "sgen", "storage"):
             df = net[element]
             if len(df) == 0:
-                totals_mw[element] = 0.0
                 continue
             p_mw = background.values[(element, "p_mw")]
             dp, dq = nw.aggregate(element, p_mw, background.values[(element, "q_mvar")])
             p_bus = p_bus + dp
             q_bus = q_bus + dq
-            weight = (df["scaling"].to_numpy(np.float64) * df["in_service"].to_numpy(np.float64)
-                      * live[nw.bus_positions(df["bus"])])
-            totals_mw[element] = p_mw @ weight
-        shape = (n_steps, nw.n_bus)
-        self._p_bus = np.broadcast_to(np.ascontiguousarray(p_bus), shape)
-        self._q_bus = np.broadcast_to(np.ascontiguousarray(q_bus), shape)
-        self._load_kw = np.broadcast_to(1e3 * np.asarray(totals_mw["load"]), (n_steps,))
-        self._gen_kw = np.broadcast_to(1e3 * np.asarray(totals_mw["sgen"]), (n_steps,))
-        self._storage_kw = np.broadcast_to(1e3 * np.asarray(totals_mw["storage"]), (n_steps,))
-
-        # Shunt losses (the kernel's p_loss_mw counts branches only): P = p_at_1pu * vm².
-        self._shunt_pos, self._shunt_mw_1pu = _shunt_p_at_1pu(net, nw, live)
-        self._v: np.ndarray | None = None
+            self._values[element] = p_mw
+            weights[element] = (df["scaling"].to_numpy(np.float64)
+                                * df["in_service"].to_numpy(np.float64))
+            self._bus_pos[element] = nw.bus_positions(df["bus"])
+        values = background.values
+        self._load_pq = ((values[("load", "p_mw")], values[("load", "q_mvar")])
+                         if len(net.load) else (np.zeros(0), np.zeros(0)))
+        # P and Q of a step side by side, [p_mw..., q_mvar...]: one copy and one update a step
+        profiled = np.ndim(p_bus) == 2 or np.ndim(q_bus) == 2
+        self._pq_bus = np.empty((n_steps if profiled else 1, 2 * nw.n_bus))
+        self._pq_bus[:, :nw.n_bus] = p_bus
+        self._pq_bus[:, nw.n_bus:] = q_bus
+        self._pq_profiled = profiled
+        self._n_bus = nw.n_bus
+        self._pq_inj_pos = np.concatenate([self._inj_pos, nw.n_bus + self._inj_pos])
+        self._weights = weights
+        self._eg_n = len(net.ext_grid)
+        self._n = (len(net.bus), len(net.line), len(net.trafo))
+        self._topologies: dict[Topology, _CompiledTopology] = {}
+        self._last: tuple[Topology | None, _CompiledTopology | None] = (None, None)
+        self._normal = _CompiledTopology(net, nw, weights, self._bus_pos, self._values,
+                                         self._inj_pos)
+        self._normal.fill_per_step()  # most steps of most runs are in the normal topology
         self.time_s = 0.0
 
-    def solve(self, k: int, p_kw: np.ndarray, q_kvar: np.ndarray,
-              warm: bool) -> GridResult | None:
-        p_mw = self._p_bus[k].copy()
-        q_mvar = self._q_bus[k].copy()
-        p_mw[self._inj_pos] += 1e-3 * p_kw
-        q_mvar[self._inj_pos] += 1e-3 * q_kvar
+    def _topology(self, topo: Topology) -> _CompiledTopology:
+        last = self._last
+        if last[0] is topo:  # the same topology object as the call before (no hashing)
+            return last[1]
+        hit = self._topologies.get(topo)
+        if hit is not None:
+            self._last = (topo, hit)
+            return hit
+        if self._scratch is None:
+            hit = self._normal
+        else:
+            self._switching.apply(self._scratch, topo)
+            network = compiled_network(self._scratch) if has_slack(self._scratch) else None
+            hit = _CompiledTopology(self._scratch, network, self._weights, self._bus_pos,
+                                    self._values, self._inj_pos)
+        self._topologies[topo] = hit
+        self._last = (topo, hit)
+        return hit
+
+    def solve(self, k: int, p_kw: np.ndarray, q_kvar: np.ndarray, topo: Topology,
+              warm: bool, shed: np.ndarray | None = None,
+              pq_kw: np.ndarray | None = None) -> _Raw | None:
+        """Solve step ``k``; ``pq_kw``, if given, is ``p_kw`` followed by ``q_kvar``."""
+        entry = self._topology(topo)
+        totals = entry.static.copy()
+        if entry.per_step is not None:
+            for (e, _, _), mw in zip(entry.profiled, entry.per_step[k].tolist(), strict=True):
+                totals[e] = mw
+        else:
+            for e, values, w in entry.profiled:
+                totals[e] = float(values[k] @ w)
+        shed_p = shed_q = None
+        if shed is not None:
+            p_row, q_row = (v[k] if v.ndim == 2 else v for v in self._load_pq)
+            shed_p, shed_q = shed * p_row, shed * q_row
+            totals["load"] -= float(shed_p @ entry.weights["load"])
+        inj_kw = float(p_kw @ entry.inj_live) if p_kw.size else 0.0
+        if entry.network is None:
+            n_bus, n_line, n_trafo = self._n
+            nan = np.full(n_bus, np.nan)
+            return _Raw(nan, nan, np.zeros(n_line), np.zeros(n_trafo), 0.0,
+                        np.zeros(self._eg_n), np.zeros(self._eg_n), 0.0, 0.0, 0.0, 0.0)
+        pq = self._pq_bus[k if self._pq_profiled else 0].copy()
+        pq[self._pq_inj_pos] += 1e-3 * (np.concatenate((p_kw, q_kvar)) if pq_kw is None
+                                        else pq_kw)
+        n_bus = self._n_bus
+        p_mw, q_mvar = pq[:n_bus], pq[n_bus:]
+        if shed_p is not None:
+            dp, dq = self.network.aggregate("load", shed_p, shed_q)
+            p_mw -= dp
+            q_mvar -= dq
         t0 = time.perf_counter()
         try:
-            res = self._run(p_mw, q_mvar, self._v if warm else None)
-            if res is None and warm:
-                res = self._run(p_mw, q_mvar, None)  # from the no-load voltages
+            res, vm = self._run(entry, p_mw, q_mvar, entry.v if warm else None)
+            if res is None and warm and entry.v is not None:
+                # from the no-load voltages
+                res, vm = self._run(entry, p_mw, q_mvar, None)
         finally:
             self.time_s += time.perf_counter() - t0
         if res is None:
             return None
-        self._v = res.v_pu
-        vm = res.vm_pu
-        sel = self._select
-        shunt_mw = float(self._shunt_mw_1pu @ np.square(vm[self._shunt_pos]))
-        return GridResult(
-            vm_pu=vm[sel.bus],
-            va_deg=res.va_degree[sel.bus],
-            line_loading_pct=res.line_loading_pct[sel.line],
-            trafo_loading_pct=res.trafo_loading_pct[sel.trafo],
+        entry.v = res.v_pu
+        shunt_mw = (float(entry.shunt_mw_1pu @ np.square(vm[entry.shunt_pos]))
+                    if entry.shunt_pos.size else 0.0)
+        return _Raw(
+            vm_pu=vm,
+            va_deg=res.va_degree,
+            line_loading_pct=res.line_loading_pct,
+            trafo_loading_pct=res.trafo_loading_pct,
             losses_kw=1e3 * (res.p_loss_mw + shunt_mw),
-            import_kw=1e3 * float(np.nansum(res.ext_grid_p_mw)),
-            q_import_kvar=1e3 * float(np.nansum(res.ext_grid_q_mvar)),
-            background_load_kw=float(self._load_kw[k]),
-            background_gen_kw=float(self._gen_kw[k]),
-            background_storage_kw=float(self._storage_kw[k]),
-            injection_kw=float(np.sum(p_kw)),
-            converged=True,
+            ext_grid_p_kw=1e3 * _nan_to_zero(res.ext_grid_p_mw),
+            ext_grid_q_kvar=1e3 * _nan_to_zero(res.ext_grid_q_mvar),
+            background_load_kw=1e3 * totals.get("load", 0.0),
+            background_gen_kw=1e3 * totals.get("sgen", 0.0),
+            background_storage_kw=1e3 * totals.get("storage", 0.0),
+            injection_kw=inj_kw,
         )
 
-    def _run(self, p_mw: np.ndarray, q_mvar: np.ndarray, v0: np.ndarray | None):
-        with _diverging_iterations_are_quiet():
-            res = self.network.solve(p_mw, q_mvar, v0, flows=False)
-        if res.converged and np.isfinite(res.vm_pu[self._select.bus]).all():
-            return res
-        return None
+    @staticmethod
+    def _run(entry: _CompiledTopology, p_mw: np.ndarray, q_mvar: np.ndarray,
+             v0: np.ndarray | None) -> tuple[Any, np.ndarray | None]:
+        """The kernel's result and its voltage magnitudes, or (None, None) if it failed."""
+        try:
+            with _KernelIsQuiet():
+                res = entry.network.solve(p_mw, q_mvar, v0, flows=False)
+        except Warning:  # raised by an "error" filter: only a diverging step warns
+            return None, None
+        if not res.converged:
+            return None, None
+        vm = res.vm_pu
+        if _all_finite(vm if entry.all_live else vm[entry.live]):
+            return res, vm
+        return None, None
 
 
 def _shunt_p_at_1pu(net: pandapowerNet, network: PowerFlowNetwork,
@@ -704,13 +1369,19 @@ def _shunt_p_at_1pu(net: pandapowerNet, network: PowerFlowNetwork,
 
 
 class _PandapowerFlow:
-    """The reference: injections as pandapower loads, ``pandapower.runpp``, ``res_*`` tables."""
+    """The reference: injections as pandapower loads, ``pandapower.runpp``, ``res_*`` tables.
+
+    A step in another switching state than the last first writes it into the net's
+    ``in_service``, ``closed`` and ``step`` columns.
+    """
 
     def __init__(self, net: pandapowerNet, background: _Background, n_steps: int,
-                 injection_buses: np.ndarray, select: _Selection) -> None:
+                 injection_buses: np.ndarray, switching: SwitchingBase,
+                 scratch: pandapowerNet | None) -> None:
         self.net = net
         self._background = background
-        self._select = select
+        self._switching = switching
+        self._applied: Topology | None = None
         # The twin's injections: constant-power loads appended after the background loads.
         self._n_bg_loads = len(net.load)
         if injection_buses.size:
@@ -720,21 +1391,45 @@ class _PandapowerFlow:
         for element, column in _BACKGROUND:
             net[element][column] = net[element][column].astype(np.float64)
         self._inplace = _writes_through(net.load, "p_mw")
+        self._numba = importlib.util.find_spec("numba") is not None
+        self._find_impedance_switches()
+        self._live: dict[Topology, np.ndarray] = {}
+        self._live_now = energised_buses(net)
+        self.time_s = 0.0
+
+    def _find_impedance_switches(self) -> None:
         # Impedance bus-bus switches are branches; ideal ones fuse buses and dissipate nothing.
-        sw = net.switch
+        sw = self.net.switch
         self._switch_pos = np.flatnonzero(
             (sw["et"] == "b").to_numpy() & sw["closed"].astype(bool).to_numpy()
             & (sw["z_ohm"].fillna(0.0).to_numpy() > 0)) if len(sw) else np.empty(0, np.int64)
-        self._numba = importlib.util.find_spec("numba") is not None
-        self.time_s = 0.0
 
-    def solve(self, k: int, p_kw: np.ndarray, q_kvar: np.ndarray,
-              warm: bool) -> GridResult | None:
-        self._write_background(k)
+    def solve(self, k: int, p_kw: np.ndarray, q_kvar: np.ndarray, topo: Topology,
+              warm: bool, shed: np.ndarray | None = None,
+              pq_kw: np.ndarray | None = None) -> _Raw | None:
+        if topo != self._applied:
+            self._switching.apply(self.net, topo)
+            self._find_impedance_switches()
+            live = self._live.get(topo)
+            if live is None:
+                live = self._live[topo] = energised_buses(self.net)
+            self._live_now = live
+            warm = False  # the last results belong to another topology
+            self._applied = topo
+        self._write_background(k, shed)
         n = self._n_bg_loads
         self._write(self.net.load, "p_mw", slice(n, None), p_kw * 1e-3)
         self._write(self.net.load, "q_mvar", slice(n, None), q_kvar * 1e-3)
+        if not has_slack(self.net):
+            return self._dark()
         return self._collect() if self._solve(warm) else None
+
+    def _dark(self) -> _Raw:
+        net = self.net
+        nan = np.full(len(net.bus), np.nan)
+        n_eg = len(net.ext_grid)
+        return _Raw(nan, nan, np.zeros(len(net.line)), np.zeros(len(net.trafo)), 0.0,
+                    np.zeros(n_eg), np.zeros(n_eg), 0.0, 0.0, 0.0, 0.0)
 
     def _run_power_flow(self, init: str) -> None:
         """Solve ``self.net`` in place; raises ``pp.LoadflowNotConverged`` on failure."""
@@ -752,7 +1447,7 @@ class _PandapowerFlow:
                 with _diverging_iterations_are_quiet():
                     self._run_power_flow(init)
                 ok = bool(self.net.converged) and np.isfinite(
-                    self.net.res_bus["vm_pu"].to_numpy()[self._select.bus]).all()
+                    self.net.res_bus["vm_pu"].to_numpy()[self._live_now]).all()
             except (pp.LoadflowNotConverged, np.linalg.LinAlgError):
                 ok = False
             finally:
@@ -761,12 +1456,14 @@ class _PandapowerFlow:
                 return True
         return False
 
-    def _write_background(self, k: int) -> None:
+    def _write_background(self, k: int, shed: np.ndarray | None = None) -> None:
         for (element, column), values in self._background.values.items():
             rows = slice(0, self._n_bg_loads) if element == "load" else slice(None)
             if element == "load" or values.ndim == 2:  # static sgen, gen, storage stay as they are
-                self._write(self.net[element], column, rows, self._background.at(
-                    (element, column), k))
+                row = self._background.at((element, column), k)
+                if element == "load" and shed is not None:
+                    row = row * (1.0 - shed)
+                self._write(self.net[element], column, rows, row)
 
     def _write(self, df: pd.DataFrame, column: str, rows: slice, values: np.ndarray) -> None:
         if self._inplace:
@@ -776,10 +1473,9 @@ class _PandapowerFlow:
             full[rows] = values
             df[column] = full
 
-    def _collect(self) -> GridResult:
+    def _collect(self) -> _Raw:
         net = self.net
         n = self._n_bg_loads
-        sel = self._select
         load_mw = net.res_load["p_mw"].to_numpy(np.float64)
         losses_mw = sum(_column_sum(net, table, col) for table, col in _LOSS_COLUMNS)
         if self._switch_pos.size:
@@ -788,19 +1484,19 @@ class _PandapowerFlow:
                                          + res_sw["p_to_mw"].to_numpy()[self._switch_pos]))
         bg_load_mw = float(np.nansum(load_mw[:n])) + sum(
             _column_sum(net, t, "p_mw") for t in _EXTRA_LOAD_TABLES)
-        return GridResult(
-            vm_pu=net.res_bus["vm_pu"].to_numpy(np.float64)[sel.bus],
-            va_deg=net.res_bus["va_degree"].to_numpy(np.float64)[sel.bus],
-            line_loading_pct=net.res_line["loading_percent"].to_numpy(np.float64)[sel.line],
-            trafo_loading_pct=net.res_trafo["loading_percent"].to_numpy(np.float64)[sel.trafo],
+        return _Raw(
+            vm_pu=net.res_bus["vm_pu"].to_numpy(np.float64),
+            va_deg=net.res_bus["va_degree"].to_numpy(np.float64),
+            line_loading_pct=net.res_line["loading_percent"].to_numpy(np.float64),
+            trafo_loading_pct=net.res_trafo["loading_percent"].to_numpy(np.float64),
             losses_kw=1e3 * losses_mw,
-            import_kw=1e3 * _column_sum(net, "res_ext_grid", "p_mw"),
-            q_import_kvar=1e3 * _column_sum(net, "res_ext_grid", "q_mvar"),
+            ext_grid_p_kw=1e3 * np.nan_to_num(net.res_ext_grid["p_mw"].to_numpy(np.float64)),
+            ext_grid_q_kvar=1e3 * np.nan_to_num(
+                net.res_ext_grid["q_mvar"].to_numpy(np.float64)),
             background_load_kw=1e3 * bg_load_mw,
             background_gen_kw=1e3 * sum(_column_sum(net, t, "p_mw") for t in _GEN_TABLES),
             background_storage_kw=1e3 * _column_sum(net, "res_storage", "p_mw"),
             injection_kw=1e3 * float(np.nansum(load_mw[n:])),
-            converged=True,
         )
 
 

@@ -5,24 +5,48 @@ aligned to the bus list that source was registered with in ``create(injectors=..
 adapter sums them per bus. A registered source that sends nothing in a step counts as zero
 for that step. Outputs are arrays aligned to ``bus_ids``, ``line_ids`` and ``trafo_ids``
 (static attributes of the entity) plus zone totals.
+
+Resilience outputs (see :class:`components.grid.model.GridResult` for each): ``energised`` and
+``v_quality_ok`` per bus; ``islanded``, ``island_held`` and ``islanded_next`` (the event
+schedule's next step); the grid-forming unit's ``gfm_supply_kw`` (delivered into the zone,
+positive discharging), ``gfm_demand_kw``, ``gfm_soc``, ``gfm_e_kwh``, ``gfm_headroom_kw`` (how much
+the island's net load may grow next step; negative: shed or dispatch that much) and
+``gfm_absorb_headroom_kw`` (how much its net generation may grow; negative: curtail that much);
+energy not supplied as ``background_load_unserved_kw`` and ``injection_unserved_kw`` (per
+``injection_buses``, load convention); ``customers_off`` and ``customers_interrupted``.
+
+Load shedding: input ``shed_background_share`` (optional, one array per sender, summed and
+clipped to [0, 1]) is the share of the network's own loads of each class of
+:data:`components.grid.model.SHED_CLASSES` (non-household first, households last) to shed in
+this step; outputs ``background_class_kw`` (what each class asked, before shedding) and
+``background_load_shed_kw`` (what was shed at energised buses).
 """
 
 from __future__ import annotations
+
+import math
 
 import mosaik_api_v3
 import numpy as np
 import pandas as pd
 
-from components.base import require_finite, step_index
+from components.base import require_finite, step_index, step_ticks
 from components.grid.config import GridConfig
-from components.grid.model import GridModel, GridResult, load_network, resolve_bus
+from components.grid.model import SHED_CLASSES, GridModel, GridResult, load_network, resolve_bus
 
 EID = "grid"
 
-_ARRAY_ATTRS = ("vm_pu", "va_deg", "line_loading_pct", "trafo_loading_pct")
+_ARRAY_ATTRS = ("vm_pu", "va_deg", "line_loading_pct", "trafo_loading_pct", "energised",
+                "v_quality_ok", "injection_unserved_kw", "shunt_steps", "shunt_q_kvar",
+                "background_class_kw")
 _SCALAR_ATTRS = ("losses_kw", "import_kw", "q_import_kvar", "background_load_kw",
-                 "background_gen_kw", "background_storage_kw", "injection_kw")
-_STATIC_ATTRS = ("bus_ids", "line_ids", "trafo_ids")
+                 "background_gen_kw", "background_storage_kw", "injection_kw", "islanded",
+                 "island_held", "gfm_supply_kw", "gfm_demand_kw", "gfm_losses_kw", "gfm_soc",
+                 "gfm_e_kwh", "gfm_headroom_kw", "gfm_absorb_headroom_kw",
+                 "background_load_unserved_kw", "background_gen_unserved_kw", "customers_off",
+                 "customers_interrupted", "ties_closed", "background_load_shed_kw")
+_STATIC_ATTRS = ("bus_ids", "line_ids", "trafo_ids", "injection_buses", "shunt_buses",
+                 "tie_switch_ids")
 
 META = {
     "api_version": "3.0",
@@ -30,9 +54,9 @@ META = {
     "models": {
         "Grid": {
             "public": True,
-            "params": ["config", "injectors", "net"],
-            "attrs": ["p_kw", "q_kvar", *_ARRAY_ATTRS, *_SCALAR_ATTRS, "converged",
-                      "nonconverged_steps", *_STATIC_ATTRS],
+            "params": ["config", "injectors", "net", "events"],
+            "attrs": ["p_kw", "q_kvar", "shed_background_share", *_ARRAY_ATTRS, *_SCALAR_ATTRS,
+                      "converged", "nonconverged_steps", "islanded_next", *_STATIC_ATTRS],
         }
     },
 }
@@ -46,6 +70,13 @@ class GridSimulator(mosaik_api_v3.Simulator):
         self.model: GridModel | None = None
         self.config: GridConfig | None = None
         self._result: GridResult | None = None
+        self._no_shed = np.zeros(len(SHED_CLASSES))
+        self._no_shed.flags.writeable = False  # handed out step after step
+        self._shed_applied = self._no_shed
+        # outputs of the current state, each checked for finiteness once: mosaik and the
+        # recorder ask for them separately every step
+        self._sent: dict[str, object] = {}
+        self._concat_pos: dict[tuple[tuple[str, ...], tuple[str, ...]], np.ndarray] = {}
 
     def init(self, sid: str, time_resolution: float = 1.0,
              start: str = "2026-06-01T00:00:00+08:00", step_s: int = 900, n_steps: int = 96,
@@ -63,16 +94,10 @@ class GridSimulator(mosaik_api_v3.Simulator):
         seed : int
             Seed of the simulator's random generator (the grid itself is deterministic).
         """
-        if step_s <= 0 or n_steps <= 0:
-            raise ValueError(f"{sid}: step_s and n_steps must be > 0, got {step_s}, {n_steps}")
-        ticks = step_s / time_resolution
-        if ticks != round(ticks):
-            raise ValueError(f"{sid}: step_s={step_s} is not a whole number of mosaik time "
-                             f"units of {time_resolution} s")
+        self.step_ticks = step_ticks(sid, step_s, n_steps, time_resolution)
         self.sid = sid
         self.time_resolution = float(time_resolution)
         self.step_s = int(step_s)
-        self.step_ticks = round(ticks)
         self.n_steps = int(n_steps)
         self.times = pd.date_range(pd.Timestamp(start), periods=self.n_steps,
                                    freq=pd.Timedelta(seconds=self.step_s))
@@ -80,7 +105,8 @@ class GridSimulator(mosaik_api_v3.Simulator):
         return self.meta
 
     def create(self, num: int, model: str, config: dict,
-               injectors: dict[str, list[int]] | None = None, net=None) -> list[dict]:
+               injectors: dict[str, list[int]] | None = None, net=None,
+               events: list[dict] | None = None) -> list[dict]:
         """Build the network and its single entity.
 
         Parameters
@@ -95,6 +121,9 @@ class GridSimulator(mosaik_api_v3.Simulator):
             The network already loaded from ``config`` (in-process callers that have it save
             the seconds a SimBench build takes). With ``solver: pandapower`` it is modified
             (one injection load per bus is added); the compiled solver leaves it unchanged.
+        events : list of dict, optional
+            The scenario's ``events`` (upstream outages, faults), each as a plain dict
+            (``model_dump(mode="json")``); times in hours count from ``start``.
         """
         if num != 1 or self.model is not None:
             raise ValueError(f"{self.sid}: exactly one {model} entity per simulator")
@@ -111,10 +140,22 @@ class GridSimulator(mosaik_api_v3.Simulator):
         self._source_pos = {src: np.searchsorted(self.injection_buses, buses)
                             for src, buses in source_buses.items()}
 
-        self.model = GridModel(net, self.times, profiles=self.config.background_profiles,
-                               background_scale=self.config.background_scale,
-                               injection_buses=self.injection_buses, solver=self.config.solver)
+        # one customer connection per device element at each bus
+        customers = np.zeros(self.injection_buses.size, dtype=np.int64)
+        for pos in self._source_pos.values():
+            np.add.at(customers, pos, 1)
+        cfg = self.config
+        self.model = GridModel(net, self.times, profiles=cfg.background_profiles,
+                               background_scale=cfg.background_scale,
+                               injection_buses=self.injection_buses, solver=cfg.solver,
+                               grid_forming=cfg.grid_forming, tie_switches=cfg.tie_switches,
+                               shunts=cfg.shunts, events=events or [], step_s=self.step_s,
+                               v_band_pu=cfg.v_band_pu,
+                               max_loading_pct=cfg.restoration_max_loading_pct,
+                               injection_customers=customers)
+        self._next = 0  # step the next power flow solves
         self._result = self.model.initial_result
+        self._sent = {}
         self._max_nonconverged = int(np.floor(self.config.max_nonconverged_share * self.n_steps))
         return [{"eid": EID, "type": model}]
 
@@ -127,9 +168,12 @@ class GridSimulator(mosaik_api_v3.Simulator):
         """
         k = step_index(f"{self.sid}.{EID}", time, self.step_ticks, self.n_steps)
         values = inputs.get(EID, {})
-        p_kw = self._per_bus("p_kw", values.get("p_kw", {}), time)
-        q_kvar = self._per_bus("q_kvar", values.get("q_kvar", {}), time)
-        self._result = self.model.solve_step(k, p_kw, q_kvar)
+        p_kw, q_kvar = self._per_bus(values.get("p_kw", {}), values.get("q_kvar", {}), time)
+        shed = self._shed_share(values.get("shed_background_share", {}), time)
+        self._shed_applied = self._no_shed if shed is None else shed
+        self._result = self.model.solve_step(k, p_kw, q_kvar, shed)
+        self._next = k + 1
+        self._sent = {}
         if self.model.nonconverged_steps > self._max_nonconverged:
             raise RuntimeError(
                 f"{self.sid}.{EID} at t={time} s ({self.times[k].isoformat()}): the power flow "
@@ -140,38 +184,86 @@ class GridSimulator(mosaik_api_v3.Simulator):
             )
         return time + self.step_ticks
 
-    def _per_bus(self, attr: str, by_source: dict, time: int) -> np.ndarray:
-        total = np.zeros(self.injection_buses.size)
+    def _shed_share(self, by_source: dict, time: int) -> np.ndarray | None:
+        total = None
         for src, values in by_source.items():
-            pos = self._source_pos.get(src)
-            if pos is None:
-                raise ValueError(f"{self.sid}.{EID} at t={time} s: {attr} from {src!r}, which "
-                                 f"is not among the injectors {sorted(self._source_pos)}")
-            arr = np.asarray(values, dtype=np.float64)
-            if arr.shape != pos.shape:
-                raise ValueError(f"{self.sid}.{EID} at t={time} s: {attr} from {src!r} has shape "
-                                 f"{arr.shape}, its bus list has {pos.size} entries")
-            np.add.at(total, pos, arr)
-        return total
+            arr = np.asarray(values, dtype=np.float64).ravel()
+            if arr.shape != (len(SHED_CLASSES),) or not np.isfinite(arr).all():
+                raise ValueError(f"{self.sid}.{EID} at t={time} s: shed_background_share from "
+                                 f"{src!r} must be {len(SHED_CLASSES)} finite shares (classes "
+                                 f"{SHED_CLASSES}), got {arr.tolist()}")
+            total = arr if total is None else total + arr
+        return None if total is None else np.clip(total, 0.0, 1.0)
+
+    def _per_bus(self, p_by_source: dict, q_by_source: dict,
+                 time: int) -> tuple[np.ndarray, np.ndarray]:
+        """P [kW] and Q [kvar] per injection bus, each summed over the sources."""
+        arrays = [self._source_array("p_kw", src, values, time)
+                  for src, values in p_by_source.items()]
+        arrays += [self._source_array("q_kvar", src, values, time)
+                   for src, values in q_by_source.items()]
+        n = self.injection_buses.size
+        if not arrays:
+            return np.zeros(n), np.zeros(n)
+        key = (tuple(p_by_source), tuple(q_by_source))
+        pos = self._concat_pos.get(key)
+        if pos is None:  # Q into bins n..2n-1
+            pos = self._concat_pos[key] = np.concatenate(
+                [self._source_pos[s] for s in key[0]] + [n + self._source_pos[s] for s in key[1]])
+        # adds each element to its bus in source order, as np.add.at would, in one call
+        total = np.bincount(pos, weights=np.concatenate(arrays), minlength=2 * n)
+        return total[:n], total[n:]
+
+    def _source_array(self, attr: str, src: str, values, time: int) -> np.ndarray:
+        pos = self._source_pos.get(src)
+        if pos is None:
+            raise ValueError(f"{self.sid}.{EID} at t={time} s: {attr} from {src!r}, which "
+                             f"is not among the injectors {sorted(self._source_pos)}")
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.shape != pos.shape:
+            raise ValueError(f"{self.sid}.{EID} at t={time} s: {attr} from {src!r} has shape "
+                             f"{arr.shape}, its bus list has {pos.size} entries")
+        return arr
 
     def get_data(self, outputs: dict) -> dict:
-        res = self._result
+        sent = self._sent
         data = {}
         for eid, attrs in outputs.items():
             if eid != EID:
                 raise ValueError(f"{self.sid}: unknown entity {eid!r}")
             out = {}
             for attr in attrs:
-                if attr in _ARRAY_ATTRS or attr in _SCALAR_ATTRS:
-                    out[attr] = getattr(res, attr)
-                elif attr == "converged":
-                    out[attr] = int(res.converged)
-                elif attr == "nonconverged_steps":
-                    out[attr] = self.model.nonconverged_steps
-                elif attr in _STATIC_ATTRS:
-                    out[attr] = getattr(self.model, attr)
-                else:
-                    raise ValueError(f"{self.sid}.{EID}: {attr!r} is not an output attribute")
-            require_finite(f"{self.sid}.{EID}", **out)
+                value = sent.get(attr, sent)  # the dict itself: not there yet
+                if value is sent:
+                    value = sent[attr] = self._checked(attr, self._output(attr))
+                out[attr] = value
             data[eid] = out
         return data
+
+    def _output(self, attr: str):
+        res = self._result
+        if attr in _ARRAY_ATTRS or attr in _SCALAR_ATTRS:
+            return getattr(res, attr)
+        if attr == "shed_background_share":  # as applied in the last step
+            return self._shed_applied
+        if attr == "converged":
+            return int(res.converged)
+        if attr == "nonconverged_steps":
+            return self.model.nonconverged_steps
+        if attr == "islanded_next":
+            outage = self.model.schedule.outage
+            return int(outage[self._next]) if self._next < outage.size else 0
+        if attr in _STATIC_ATTRS:
+            return getattr(self.model, attr)
+        raise ValueError(f"{self.sid}.{EID}: {attr!r} is not an output attribute")
+
+    def _checked(self, attr: str, value):
+        """``value`` once it is known to be finite (``ValueError`` naming ``attr`` if not)."""
+        kind = type(value)
+        if kind is int or (kind is float and math.isfinite(value)):
+            return value
+        if kind is np.ndarray and (value.dtype.kind in "biu" or (
+                value.dtype == np.float64 and math.isfinite(np.add.reduce(value, axis=None)))):
+            return value  # integers are finite; a finite sum means finite values
+        require_finite(f"{self.sid}.{EID}", **{attr: value})
+        return value

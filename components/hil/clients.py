@@ -446,6 +446,8 @@ class CSMSClient:
         The ``hil.csms`` section.
     timeout_s : float
         Bound on every blocking call beyond the OCPP response timeout. [s]
+    now : callable, optional
+        UTC clock of the CSMS (default: the system clock).
 
     Examples
     --------
@@ -456,14 +458,14 @@ class CSMSClient:
     >>> csms.close()
     """
 
-    def __init__(self, cfg: Any, timeout_s: float = 10.0) -> None:
+    def __init__(self, cfg: Any, timeout_s: float = 10.0, now: Any = None) -> None:
         from components.hil.aio import BackgroundLoop
         from components.hil.ocpp_csms import CSMS
 
         self.timeout_s = float(timeout_s)
         self._loop = BackgroundLoop("csms")
         try:
-            self.csms = CSMS(cfg)
+            self.csms = CSMS(cfg) if now is None else CSMS(cfg, now=now)
             self.port = self._loop.run(self.csms.start(), self.timeout_s)
         except BaseException:
             self._loop.close()
@@ -508,6 +510,11 @@ class CSMSClient:
                            ) -> list[dict[str, float]]:
         """The station's composite schedule from now, ``[{start_s, limit_kw}]``."""
         return self._run(self.csms.composite_schedule(station_id, evse_id, duration_s))
+
+    def read_meter(self, station_id: str, timeout_s: float | None = None) -> dict[str, Any]:
+        """Trigger a meter reading and return it (see :meth:`CSMS.read_meter`)."""
+        return self._run(self.csms.read_meter(station_id, timeout_s=timeout_s),
+                         extra_s=2 * (timeout_s or 0.0))
 
     def meter_values(self, station_id: str) -> dict[str, Any]:
         """Latest meter values reported by the station (``e_wh``, ``p_w``, ``soc_pct``...)."""

@@ -33,7 +33,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from components.base import StrictModel
+from components.base import BusRef, StrictModel
 from components.pv.config import DEFAULT_DC_AC_RATIO, LocationConfig, Mounting, WeatherConfig
 
 LOOPBACK = "127.0.0.1"
@@ -60,6 +60,12 @@ def _check_station_id(v: str) -> str:
         raise ValueError(f"station id {v!r} must be 1-48 characters of A-Z a-z 0-9 * - _ = + | @ "
                          "(no '/' or ':')")
     return v
+
+
+def _url_path(v: str) -> str:
+    if not v.startswith("/") or any(c.isspace() for c in v):
+        raise ValueError(f"path must start with '/' and contain no spaces, got {v!r}")
+    return v.rstrip("/") or ""
 
 
 def _existing_file(v: str | None) -> str | None:
@@ -291,9 +297,7 @@ class CSMSConfig(StrictModel):
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
-        if not v.startswith("/") or any(c.isspace() for c in v):
-            raise ValueError(f"path must start with '/' and contain no spaces, got {v!r}")
-        return v.rstrip("/") or ""
+        return _url_path(v)
 
     @field_validator("stations")
     @classmethod
@@ -316,13 +320,253 @@ class CSMSConfig(StrictModel):
         return self
 
 
-class HILConfig(StrictModel):
-    """Hardware-in-the-loop section: which stubs to run and the CSMS."""
+class StubFileConfig(StrictModel):
+    """A stub configuration file for ``twin hil stub --config``: one section per stub kind."""
 
     pv: PVStubConfig | None = None
     battery: BatteryStubConfig | None = None
     evse: EVSEStubConfig | None = None
     csms: CSMSConfig | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The scenario's ``hil:`` section: which simulated element each device replaces, and where it is.
+
+class _DeviceAddress(StrictModel):
+    """Where the twin reaches a SunSpec Modbus TCP device."""
+
+    host: str = Field(LOOPBACK, min_length=1,
+                      description="Device address (with start_stubs: where the stub listens)")
+    port: int = Field(0, ge=0, le=65535,
+                      description="TCP port; 0 (start_stubs only) picks a free one")
+    unit_id: int = Field(1, ge=1, le=247, description="Modbus unit id")
+    revert_after_s: float | None = Field(
+        None, gt=0, le=86400,
+        description="Reversion timer written with every setpoint: the device falls back to its "
+                    "reversion value when no command comes for this long; default 1.05 x step_s "
+                    "[s]")
+
+
+class HILPVConfig(_DeviceAddress):
+    """A PV plant of the fleet replaced by a SunSpec inverter (models 1, 701, 702, 704).
+
+    The coordinator's curtailment becomes ``WMaxLimPct``, its reactive power request
+    ``VarSet``; the reversion values are full output and zero reactive power.
+    """
+
+    plant: int | str = Field(..., description="Name of the plant in pv.plants, or its index")
+
+
+class HILBatteryConfig(BatteryStubConfig):
+    """A stationary battery added at a bus, reached over SunSpec (704 ``WSet``, 802).
+
+    Its controller tracks a grid import target: ``p_set = p_prev + target_import_kw - import_prev``
+    (load convention, positive charges), from the grid's import of the previous step, clipped to
+    the ratings. The reversion value (fallback on a lost link) is 0 kW. The physical fields are
+    the battery model's: with ``start_stubs`` (or ``simulate``) the twin runs that model; with
+    external hardware the ratings are read from the device.
+    """
+
+    name: str = Field(..., min_length=1, description="Name of the battery")
+    bus: BusRef = Field(..., description="Grid bus (index or name) the battery connects to")
+    port: int = Field(0, ge=0, le=65535,
+                      description="TCP port; 0 (start_stubs only) picks a free one")
+    target_import_kw: float = Field(
+        ..., description="Grid import the battery steers towards [kW]")
+    revert_after_s: float | None = Field(
+        None, gt=0, le=86400, description="Reversion timer and controller heartbeat timeout; "
+        "default 1.05 x step_s [s]")
+
+    @field_validator("target_import_kw")
+    @classmethod
+    def _finite_target(cls, v: float) -> float:
+        return finite("target_import_kw", v)
+
+
+class HILChargingSiteConfig(StrictModel):
+    """A charging site of the EV fleet replaced by an OCPP 2.0.1 charging station.
+
+    Each step the site's simulated charging power (the EV fleet still simulates the site's EVs
+    under the coordinator's setpoints) goes to the station as a charging limit
+    (SetChargingProfile); the station's metered power then replaces the site's simulated power
+    in the grid. Charge only: OCPP 2.0.1 charging limits cannot command discharge, so the site
+    must have no V2G chargers.
+    """
+
+    site: str = Field(..., min_length=1, description="Name of the site in ev.sites")
+    station_id: str | None = Field(
+        None, description="Station identity; default HIL-<site index>")
+    password: SecretStr | None = Field(
+        None, description="Basic-auth password, 16-40 bytes; with start_stubs a random one is "
+        "made when absent; without, it is required (or SDG_TWIN_OCPP_STATIONS)")
+    offline_limit_kw: float = Field(
+        0.0, ge=0, description="Charging cap of the station while offline, and the twin's "
+        "value for a step the station does not answer [kW]")
+    car_battery_kwh: float = Field(
+        300.0, gt=0, le=300, description="start_stubs: battery of the stub's aggregate car [kWh]")
+    car_soc_init_pct: float = Field(
+        10.0, ge=0, lt=100, description="start_stubs: SoC of the aggregate car at start [%]")
+
+    @field_validator("station_id")
+    @classmethod
+    def _station_id(cls, v: str | None) -> str | None:
+        return None if v is None else _check_station_id(v)
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, v: SecretStr | None) -> SecretStr | None:
+        return _check_password(v, "password")
+
+
+class HILCSMSConfig(StrictModel):
+    """The twin's CSMS, which charging stations connect to."""
+
+    host: str = Field(LOOPBACK, min_length=1, description="Listen address (loopback by default)")
+    port: int = Field(0, ge=0, le=65535, description="TCP port; 0 picks a free one")
+    path: str = Field("/ocpp", description="URL path before the station id")
+    security_profile: Literal[1, 2] = Field(
+        1, description="1: HTTP Basic over ws://; 2: HTTP Basic over TLS >= 1.2 (wss://)")
+    certfile: str | None = Field(None, description="Server certificate chain, PEM (profile 2)")
+    keyfile: str | None = Field(None, description="Server private key, PEM (profile 2)")
+    ca_file: str | None = Field(None, description="start_stubs with profile 2: the CA the "
+                                "stub stations verify the CSMS certificate with")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return _url_path(v)
+
+    @field_validator("certfile", "keyfile", "ca_file")
+    @classmethod
+    def _files(cls, v: str | None) -> str | None:
+        return _existing_file(v)
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> HILCSMSConfig:
+        if self.security_profile == 2 and not (self.certfile and self.keyfile):
+            raise ValueError("security_profile 2 needs certfile and keyfile (TLS server "
+                             "certificate)")
+        return self
+
+
+class HILConfig(StrictModel):
+    """The ``hil`` section: devices that replace simulated elements (or add to them).
+
+    Every listener binds to 127.0.0.1 unless an address is given.
+    """
+
+    start_stubs: bool = Field(
+        False, description="Start protocol stubs of every device on this machine for a bench "
+        "(torn down at the end); false: the devices are hardware at the given addresses")
+    simulate: bool = Field(
+        False, description="Contact no device: replaced elements stay in their simulated "
+        "populations and batteries run their model in-process (the fully simulated reference)")
+    rt_factor: float | None = Field(
+        None, gt=0, le=10, description="Wall seconds per simulated second (mosaik real-time "
+        "mode); none: as fast as possible")
+    rt_strict: bool = Field(False, description="Fail the run when it falls behind real time")
+    timeout_s: float = Field(2.0, gt=0, le=60,
+                             description="Time a device has to answer one request [s]")
+    pv_plants: list[HILPVConfig] = Field(default_factory=list)
+    batteries: list[HILBatteryConfig] = Field(default_factory=list)
+    charging_sites: list[HILChargingSiteConfig] = Field(default_factory=list)
+    csms: HILCSMSConfig = HILCSMSConfig()
+
+    def address_problems(self) -> list[str]:
+        """Ports that must be given, addresses used twice, devices listed twice."""
+        problems = []
+        for i, d in enumerate([*self.pv_plants, *self.batteries]):
+            if d.port == 0 and not self.start_stubs:
+                kind, j = (("pv_plants", i) if i < len(self.pv_plants)
+                           else ("batteries", i - len(self.pv_plants)))
+                problems.append(f"{kind}.{j}.port: give the device's port (0 = any free port "
+                                "works only with start_stubs: true)")
+        if self.charging_sites and self.csms.port == 0 and not self.start_stubs:
+            problems.append("csms.port: give the port stations connect to (0 only with "
+                            "start_stubs: true)")
+        seen: dict[tuple[str, int], str] = {}
+        endpoints = [(f"pv_plants.{i}", d.host, d.port) for i, d in enumerate(self.pv_plants)]
+        endpoints += [(f"batteries.{i}", d.host, d.port) for i, d in enumerate(self.batteries)]
+        if self.charging_sites:
+            endpoints.append(("csms", self.csms.host, self.csms.port))
+        for where, host, port in endpoints:
+            if port == 0:
+                continue
+            if (host, port) in seen:
+                problems.append(f"{where}.port: address {host}:{port} is already used by "
+                                f"{seen[(host, port)]}; every device needs its own address")
+            seen.setdefault((host, port), where)
+        for field, key in (("pv_plants", "plant"), ("charging_sites", "site"),
+                           ("batteries", "name")):
+            values = [getattr(d, key) for d in getattr(self, field)]
+            dupes = sorted({str(v) for v in values if values.count(v) > 1})
+            if dupes:
+                problems.append(f"{field}: {key} listed twice: {', '.join(dupes)}")
+        ids = [s.station_id for s in self.charging_sites if s.station_id is not None]
+        if len(set(ids)) < len(ids):
+            problems.append("charging_sites: station_id listed twice")
+        return [f"hil.{p}" for p in problems]
+
+    @property
+    def has_devices(self) -> bool:
+        """True when the section names any device."""
+        return bool(self.pv_plants or self.batteries or self.charging_sites)
+
+
+def hil_problems(hil: HILConfig, pv_plants: list, ev_sites: list | None) -> list[str]:
+    """What the ``hil`` section needs of the other sections, one line per problem.
+
+    Parameters
+    ----------
+    hil : the section.
+    pv_plants : the explicit plants (``pv.plants``); generated plants cannot be replaced.
+    ev_sites : the charging sites (``ev.sites``), None without an EV fleet.
+    """
+    problems = hil.address_problems()
+    names = [p.name for p in pv_plants]
+    for i, d in enumerate(hil.pv_plants):
+        ref = d.plant
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            if not 0 <= ref < len(names):
+                problems.append(f"hil.pv_plants.{i}.plant: index {ref} is outside pv.plants "
+                                f"(0..{len(names) - 1})" if names else
+                                f"hil.pv_plants.{i}.plant: pv.plants is empty; only listed "
+                                "plants can be replaced (not generated ones)")
+        elif ref not in names:
+            problems.append(f"hil.pv_plants.{i}.plant: no plant named {ref!r} in pv.plants "
+                            f"(known: {', '.join(names) or 'none'}; generated plants cannot "
+                            "be replaced)")
+    if hil.pv_plants and len({plant_index(d.plant, names) for d in hil.pv_plants
+                              if plant_index(d.plant, names) is not None}) < sum(
+            plant_index(d.plant, names) is not None for d in hil.pv_plants):
+        problems.append("hil.pv_plants: the same plant is replaced twice (by name and index)")
+    site_names = [s.name for s in ev_sites] if ev_sites is not None else []
+    for i, d in enumerate(hil.charging_sites):
+        if ev_sites is None:
+            problems.append(f"hil.charging_sites.{i}.site: the scenario has no 'ev' section")
+            continue
+        if d.site not in site_names:
+            problems.append(f"hil.charging_sites.{i}.site: no site named {d.site!r} in ev.sites "
+                            f"(known: {', '.join(site_names)})")
+            continue
+        site = ev_sites[site_names.index(d.site)]
+        if any(g.discharge_kw > 0 and g.count > 0 for g in site.chargers):
+            problems.append(f"hil.charging_sites.{i}.site: site {d.site!r} has V2G chargers; an "
+                            "OCPP 2.0.1 charging limit cannot command discharge, so only "
+                            "charge-only sites can be replaced")
+        elif sum(g.count * g.charge_kw for g in site.chargers) <= 0:
+            problems.append(f"hil.charging_sites.{i}.site: site {d.site!r} has no chargers")
+        if not hil.start_stubs and not hil.simulate and d.password is None:
+            problems.append(f"hil.charging_sites.{i}.password: required for an external "
+                            "station (16-40 bytes)")
+    return problems
+
+
+def plant_index(ref: int | str, names: list[str]) -> int | None:
+    """Index in ``pv.plants`` of a plant named by index or name (None if unknown)."""
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        return ref if 0 <= ref < len(names) else None
+    return names.index(ref) if ref in names else None
 
 
 def finite(name: str, value: float) -> float:

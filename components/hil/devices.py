@@ -475,9 +475,34 @@ class PVProfile:
         self.available_w = fleet.available_ac_kw[:, 0] * 1000.0
         self.temp_air_c = weather["temp_air"].to_numpy(dtype=float)
         self.t_mid_s = (np.arange(n) + 0.5) * self.step_s
+        self.hold = False
+
+    @classmethod
+    def from_steps(cls, available_w: np.ndarray, temp_air_c: np.ndarray, step_s: float
+                   ) -> PVProfile:
+        """A profile that holds one value per step: step ``k`` covers ``[k, k+1) * step_s``.
+
+        A bench uses it to give the stub exactly the step means the simulated plant has.
+        """
+        avail = np.asarray(available_w, dtype=float)
+        temp = np.asarray(temp_air_c, dtype=float)
+        if avail.ndim != 1 or avail.shape != temp.shape or avail.size == 0:
+            raise ValueError("available_w and temp_air_c must be 1-D arrays of equal length")
+        if not (np.isfinite(avail).all() and np.isfinite(temp).all()) or step_s <= 0:
+            raise ValueError("profile values must be finite and step_s > 0")
+        self = cls.__new__(cls)
+        self.step_s = float(step_s)
+        self.horizon_s = avail.size * self.step_s
+        self.available_w = avail
+        self.temp_air_c = temp
+        self.t_mid_s = (np.arange(avail.size) + 0.5) * self.step_s
+        self.hold = True
+        return self
 
     def _interp(self, series: np.ndarray, t_s: float) -> float:
         t = float(t_s) % self.horizon_s  # the profile repeats after the horizon
+        if self.hold:
+            return float(series[min(int(t // self.step_s), series.size - 1)])
         return float(np.interp(t, self.t_mid_s, series))
 
     def available(self, t_s: float) -> float:

@@ -15,7 +15,9 @@ import asyncio
 import hmac
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from http import HTTPStatus
 from typing import Any, Self
 
@@ -62,6 +64,9 @@ class StationRecord:
     heartbeats: int = 0
     connections: int = 0
     duplicates: int = 0
+    read: dict[str, Any] = field(default_factory=dict)
+    """Values of the latest MeterValues message (what a TriggerMessage answers with)."""
+    reads: int = 0
 
     @property
     def connected(self) -> bool:
@@ -178,10 +183,13 @@ class CSMSSession(RobustChargePoint):
         return call_result.TransactionEvent()
 
     @on(Action.meter_values)
-    def on_meter_values(self, evse_id: int, meter_value: list[dict], **_: Any):
+    async def on_meter_values(self, evse_id: int, meter_value: list[dict], **_: Any):
         values = parse_meter_values(meter_value)
         if values:
             self.record.meter = {**self.record.meter, **values}
+            self.record.read = values
+            self.record.reads += 1
+            await self.csms._notify()
         return call_result.MeterValues()
 
     @on(Action.notify_event)
@@ -201,10 +209,14 @@ class CSMS:
     ----------
     cfg : CSMSConfig
         Listen address, security profile, known stations and their passwords, timeouts.
+    now : callable
+        Current UTC time (start of the charging schedules sent); a bench on simulated time
+        passes its simulated clock.
     """
 
-    def __init__(self, cfg: CSMSConfig) -> None:
+    def __init__(self, cfg: CSMSConfig, now: Callable[[], datetime] = utc_now) -> None:
         self.cfg = CSMSConfig.model_validate(cfg)
+        self._now = now
         self.stations: dict[str, StationRecord] = {
             sid: StationRecord(sid) for sid in self.cfg.stations}
         self.port: int | None = None
@@ -412,7 +424,7 @@ class CSMS:
             raise ValueError(f"station {station_id}: no transaction runs on EVSE {evse_id}; use "
                              "purpose='TxDefaultProfile'")
         schedule: dict[str, Any] = {
-            "id": 1, "charging_rate_unit": "W", "start_schedule": iso(utc_now()),
+            "id": 1, "charging_rate_unit": "W", "start_schedule": iso(self._now()),
             "charging_schedule_period": [{"start_period": 0, "limit": round(limit_w, 1)}]}
         if duration_s is not None:
             schedule["duration"] = int(duration_s)
@@ -453,6 +465,35 @@ class CSMS:
                                       f"{resp.status_info}", resp.status)
         return [{"start_s": p["start_period"], "limit_kw": p["limit"] / 1000.0}
                 for p in resp.schedule["charging_schedule_period"]]
+
+    async def read_meter(self, station_id: str, evse_id: int = 1,
+                         timeout_s: float | None = None) -> dict[str, Any]:
+        """Ask the station for its meter now (TriggerMessage MeterValues) and return the values
+        of the MeterValues message it sends in reply (``e_wh``, ``p_w``, ...).
+
+        Raises
+        ------
+        DeviceRejectedError
+            The station does not support the trigger.
+        DeviceTimeoutError, DeviceConnectionError
+            No answer (or no meter values) in time, or the station is not connected.
+        """
+        rec = self.record(station_id)
+        before = rec.reads
+        timeout = self.cfg.response_timeout_s if timeout_s is None else float(timeout_s)
+        resp = await self._call(station_id, call.TriggerMessage(
+            requested_message="MeterValues", evse={"id": evse_id}), timeout)
+        if resp.status != "Accepted":
+            raise DeviceRejectedError(f"station {station_id} answered TriggerMessage "
+                                      f"MeterValues with {resp.status}", resp.status)
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(lambda: rec.reads > before),
+                                       timeout)
+        except TimeoutError:
+            raise DeviceTimeoutError(f"station {station_id} sent no MeterValues within "
+                                     f"{timeout:g} s of the trigger") from None
+        return dict(rec.read)
 
     def meter_values(self, station_id: str) -> dict[str, Any]:
         """Latest meter values of a station: ``e_wh``, ``p_w``, ``soc_pct``, ``current_a``,

@@ -34,7 +34,7 @@ from typing import Any, Self
 import numpy as np
 import websockets
 from ocpp.exceptions import OCPPError
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v201 import call, call_result
 from ocpp.v201.enums import Action
 from websockets.exceptions import WebSocketException
@@ -84,6 +84,25 @@ class _StationSession(RobustChargePoint):
     def on_get_variables(self, get_variable_data: list[dict], **_: Any):
         return self.station.get_variables(get_variable_data)
 
+    @on(Action.trigger_message)
+    def on_trigger_message(self, requested_message: str, evse: dict | None = None, **_: Any):
+        ok = requested_message == "MeterValues" and (evse or {}).get("id", EVSE_ID) == EVSE_ID
+        return call_result.TriggerMessage(status="Accepted" if ok else "NotImplemented")
+
+    @after(Action.trigger_message)
+    async def send_triggered(self, requested_message: str, evse: dict | None = None,
+                             **_: Any) -> None:
+        """Answer a triggered MeterValues request with the meter read now."""
+        if requested_message != "MeterValues" or (evse or {}).get("id", EVSE_ID) != EVSE_ID:
+            return
+        self.station.advance()
+        try:
+            await self.call(call.MeterValues(
+                evse_id=EVSE_ID, meter_value=[self.station._meter_value("Trigger")]),
+                suppress=False)
+        except (*_LINK_ERRORS, OCPPError) as exc:
+            log.warning("%s: triggered MeterValues not delivered: %s", self.id, exc)
+
 
 class ChargingStation:
     """The charging-station stub.
@@ -94,11 +113,15 @@ class ChargingStation:
         Identity, CSMS endpoint, security, rating, timing, offline policy and the car.
     clock : callable
         Monotonic seconds (physics time).
+    now : callable
+        Current UTC time, consistent with ``clock`` (profile validity, message timestamps).
+        A bench on simulated time passes the simulated clock and its UTC here.
     """
 
-    def __init__(self, cfg: EVSEStubConfig, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(self, cfg: EVSEStubConfig, clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], datetime] = utc_now) -> None:
         self.cfg = cfg
+        self._now = now
         self.rating = EVSERating(cfg.voltage_v, cfg.phases, cfg.max_current_a)
         self.profiles = ProfileStore(self.rating, n_evse=1)
         # jitter differs between stations with the same seed: that is what it is for
@@ -156,7 +179,7 @@ class ChargingStation:
 
     def current_limit_w(self, t: datetime | None = None) -> float:
         """Charging limit now: composite schedule, offline fallback and offline cap. [W]"""
-        t = t or utc_now()
+        t = t or self._now()
         offline = not self.online
         limit = self.profiles.limit_w(
             EVSE_ID, t, self.tx_id, self.tx_start,
@@ -167,7 +190,7 @@ class ChargingStation:
 
     def advance(self) -> None:
         """Integrate the delivered energy and the car's SoC up to now."""
-        now_m, now_u = self._clock(), utc_now()
+        now_m, now_u = self._clock(), self._now()
         if self._t_mono is None:
             self._t_mono, self._t_utc = now_m, now_u
             return
@@ -212,7 +235,7 @@ class ChargingStation:
             ("Voltage", self.rating.voltage_v, "V"),
             ("SoC", round(self.ev_soc_pct, 2), "Percent"),
         ]
-        return {"timestamp": iso(utc_now()), "sampled_value": [
+        return {"timestamp": iso(self._now()), "sampled_value": [
             {"value": v, "measurand": m, "context": context, "unit_of_measure": {"unit": u}}
             for m, v, u in sv]}
 
@@ -223,7 +246,7 @@ class ChargingStation:
                                 "charging_state": self.charging_state}
         info.update(extra.pop("info", {}))
         payload: dict[str, Any] = {
-            "event_type": event_type, "timestamp": iso(utc_now()), "trigger_reason": trigger,
+            "event_type": event_type, "timestamp": iso(self._now()), "trigger_reason": trigger,
             "seq_no": self.seq_no, "transaction_info": info,
             "meter_value": [self._meter_value(context)], **extra,
         }
@@ -261,7 +284,7 @@ class ChargingStation:
                 status="Rejected", status_info={"reason_code": "UnknownEvse" if duration > 0
                                                 else "InvalidValue"})
         unit = unit or "W"
-        start = utc_now()
+        start = self._now()
         periods = self.profiles.composite(
             EVSE_ID, start, int(duration), unit, self.tx_id, self.tx_start,
             ignore_tx_profiles=not self.online and self.cfg.offline_fallback == "tx_default")
@@ -438,7 +461,7 @@ class ChargingStation:
         if self.session is None:
             return
         await self.session.call(call.StatusNotification(
-            timestamp=iso(utc_now()), connector_status="Occupied" if self.plugged else "Available",
+            timestamp=iso(self._now()), connector_status="Occupied" if self.plugged else "Available",
             evse_id=EVSE_ID, connector_id=CONNECTOR_ID), suppress=False)
 
     async def _try(self, what: str, coro) -> None:
@@ -466,7 +489,7 @@ class ChargingStation:
         self.advance()
         self.plugged = True
         self.tx_id = str(uuid.uuid4())  # unique across stations and restarts
-        self.tx_start = utc_now()
+        self.tx_start = self._now()
         self.seq_no = 0  # numbered per transaction, from 0 at Started
         self.charging_state = "EVConnected"
         self._queue_tx("Started", "CablePluggedIn", context="Transaction.Begin",

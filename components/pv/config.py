@@ -8,6 +8,7 @@ are resolved to pandapower bus indices by the framework.
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,6 +18,9 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from components.base import BusRef, StrictModel
 
 Mounting = Literal["roof", "carport", "ground"]
+InverterMode = Literal["unity", "volt_var", "volt_watt", "volt_var_watt"]
+"""Inverter control mode: ``unity`` (unity power factor unless the coordinator asks for reactive
+power), ``volt_var``, ``volt_watt`` or both curves at once (``volt_var_watt``)."""
 
 # SAPM cell-temperature parameter sets (King et al. 2004, as tabulated in
 # pvlib.temperature.TEMPERATURE_MODEL_PARAMETERS['sapm']) per mounting type. Roof arrays on the
@@ -177,6 +181,9 @@ class PVPlantConfig(StrictModel):
         None, gt=0, description=f"Inverter AC rating [kW]; default kwp / {DEFAULT_DC_AC_RATIO}"
     )
     mounting: Mounting = Field("roof", description="roof, carport or ground (thermal model)")
+    control: InverterMode = Field(
+        "unity", description="Inverter control: unity, volt_var, volt_watt or volt_var_watt"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -218,6 +225,10 @@ class PVGeneratedConfig(StrictModel):
     dc_ac_ratio: float = Field(DEFAULT_DC_AC_RATIO, gt=0, description="kWp per kW inverter [-]")
     mounting: Mounting = Field("roof", description="roof, carport or ground (thermal model)")
     name_prefix: str = Field("pv", min_length=1, description="Plants are named <prefix>-<i>")
+    control: InverterMode = Field(
+        "unity", description="Inverter control of every plant: unity, volt_var, volt_watt or "
+                             "volt_var_watt"
+    )
 
     @field_validator("tilt_deg")
     @classmethod
@@ -244,6 +255,7 @@ class PVGeneratedConfig(StrictModel):
                 name=name, bus=self.buses[i % len(self.buses)], kwp=kwp,
                 tilt_deg=float(tilts[i]), azimuth_deg=float(azimuths[i]),
                 inverter_kw=kwp / self.dc_ac_ratio, mounting=self.mounting,
+                control=self.control,
             )
             for i, name in enumerate(self.names())
         ]
@@ -264,6 +276,95 @@ def _first_duplicate(names: list[str]) -> None:
         seen.add(name)
 
 
+# IEEE Std 1547-2018, "Standard for Interconnection and Interoperability of Distributed Energy
+# Resources with Associated Electric Power Systems Interfaces", clause 5.3.3 and Table 8
+# (voltage-reactive power settings, Category B DER, default values): V1/V2/V3/V4 = 0.92/0.98/
+# 1.02/1.08 VN with Q1/Q2/Q3/Q4 = 44 % injection / 0 / 0 / 44 % absorption of the nameplate
+# apparent power rating, VRef = VN, open-loop response time 5 s (range 1-90 s).
+VOLT_VAR_V_PU: tuple[float, ...] = (0.92, 0.98, 1.02, 1.08)
+VOLT_VAR_Q_PCT: tuple[float, ...] = (44.0, 0.0, 0.0, -44.0)
+VOLT_VAR_RESPONSE_S = 5.0
+# IEEE Std 1547-2018 clause 5.4.2 and Table 10 (voltage-active power settings, Category A and B,
+# default values): V1 = 1.06 VN with P1 = Prated, V2 = 1.10 VN with, for a DER that can only
+# generate active power, P2 = the lesser of 0.2 Prated and Pmin; open-loop response time 10 s
+# (range 0.5-60 s). A PV inverter operates down to zero output (it can be curtailed to nothing
+# without tripping), so its Pmin is 0 and the default P2 is 0 % -- the same end point as the
+# California Rule 21 volt-watt default (100 % at 106 %, 0 % at 110 % of nominal voltage).
+# Set ``p_pct`` to [100, 20] for an inverter whose minimum stable output is 20 % or more.
+VOLT_WATT_V_PU: tuple[float, ...] = (1.06, 1.10)
+VOLT_WATT_P_PCT: tuple[float, ...] = (100.0, 0.0)
+VOLT_WATT_RESPONSE_S = 10.0
+
+
+def _increasing(v: tuple[float, ...]) -> tuple[float, ...]:
+    if any(b <= a for a, b in pairwise(v)):
+        raise ValueError(f"voltages must be strictly increasing, got {list(v)}")
+    if not all(0.5 <= x <= 1.5 for x in v):
+        raise ValueError(f"voltages must lie in [0.5, 1.5] pu, got {list(v)}")
+    return v
+
+
+class VoltVarConfig(StrictModel):
+    """Volt-var curve shared by the plants in ``volt_var`` or ``volt_var_watt`` mode.
+
+    Reactive power is in percent of each inverter's apparent-power rating (``inverter_kw``),
+    *injection positive* (capacitive, over-excited), as in IEEE 1547; the plant reports it in the
+    load convention (injection = negative ``q_kvar``). Between the points the curve is linear,
+    outside them flat.
+    """
+
+    v_pu: Annotated[tuple[float, ...], Field(min_length=4, max_length=4)] = Field(
+        VOLT_VAR_V_PU, description="V1..V4, strictly increasing [pu]")
+    q_pct: Annotated[tuple[float, ...], Field(min_length=4, max_length=4)] = Field(
+        VOLT_VAR_Q_PCT, description="Q1..Q4, injection positive [% of apparent-power rating]")
+    response_time_s: float = Field(
+        VOLT_VAR_RESPONSE_S, gt=0, le=90,
+        description="Open-loop response time: time to 90 % of a reference change [s]")
+
+    @field_validator("v_pu")
+    @classmethod
+    def _v_increasing(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        return _increasing(v)
+
+    @field_validator("q_pct")
+    @classmethod
+    def _q_in_rating(cls, q: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(-100.0 <= x <= 100.0 for x in q):
+            raise ValueError(f"every Q point must lie in [-100, 100] % of the rating, got {list(q)}")
+        if any(b > a for a, b in pairwise(q)):
+            raise ValueError("Q points must not increase with voltage (inject at low voltage, "
+                             f"absorb at high voltage), got {list(q)}")
+        return q
+
+
+class VoltWattConfig(StrictModel):
+    """Volt-watt curve shared by the plants in ``volt_watt`` or ``volt_var_watt`` mode.
+
+    Active power is capped at ``P1`` below ``V1``, falls linearly to ``P2`` at ``V2`` and stays at
+    ``P2`` above, in percent of each inverter's rating.
+    """
+
+    v_pu: Annotated[tuple[float, ...], Field(min_length=2, max_length=2)] = Field(
+        VOLT_WATT_V_PU, description="V1, V2, strictly increasing [pu]")
+    p_pct: Annotated[tuple[float, ...], Field(min_length=2, max_length=2)] = Field(
+        VOLT_WATT_P_PCT, description="P1, P2 [% of rated active power]")
+    response_time_s: float = Field(
+        VOLT_WATT_RESPONSE_S, gt=0, le=60,
+        description="Open-loop response time: time to 90 % of a reference change [s]")
+
+    @field_validator("v_pu")
+    @classmethod
+    def _v_increasing(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        return _increasing(v)
+
+    @field_validator("p_pct")
+    @classmethod
+    def _p_falling(cls, p: tuple[float, ...]) -> tuple[float, ...]:
+        if not (0.0 <= p[1] <= p[0] <= 100.0):
+            raise ValueError(f"need 0 <= P2 <= P1 <= 100 %, got {list(p)}")
+        return p
+
+
 class PVConfig(StrictModel):
     """The PV section: DC model, losses, and the plants (explicit and generated)."""
 
@@ -280,6 +381,10 @@ class PVConfig(StrictModel):
     gamma_pdc_per_c: float = Field(
         -0.0037, ge=-0.02, le=0, description="PVWatts DC temperature coefficient [1/°C]"
     )
+    volt_var: VoltVarConfig = Field(
+        VoltVarConfig(), description="Volt-var curve (IEEE 1547-2018 Category B defaults)")
+    volt_watt: VoltWattConfig = Field(
+        VoltWattConfig(), description="Volt-watt curve (IEEE 1547-2018 defaults)")
     plants: list[PVPlantConfig] = Field(default_factory=list, description="Explicit plants")
     generated: list[PVGeneratedConfig] = Field(
         default_factory=list, description="Populations of generated plants"
@@ -307,6 +412,10 @@ class PVConfig(StrictModel):
         explicit = [p.name for p in info.data.get("plants", [])]
         _first_duplicate(explicit + [n for g in v for n in g.names()])
         return v
+
+    def voltage_controlled(self) -> bool:
+        """Whether any plant (explicit or generated) follows a voltage-dependent curve."""
+        return any(p.control != "unity" for p in [*self.plants, *self.generated])
 
     def all_plants(self, seed: int) -> list[PVPlantConfig]:
         """Every plant in simulation order: explicit plants, then each generated population.

@@ -14,6 +14,10 @@ checked against it:
 7. inverter: PVWatts efficiency curve with ``pdc0 = inverter_kw / eta_nom``, which clips AC at
    ``inverter_kw``.
 
+At each step :meth:`PVFleet.dispatch` applies the operating limits: curtailment, reactive power
+and the inverters' autonomous volt-var / volt-watt functions (:mod:`components.pv.inverter`).
+``inverter_kw`` is the apparent-power rating ``S`` of the inverter: ``P² + Q² <= S²``.
+
 Sign: inside this module generation is positive (``ac_kw``); reactive power follows the load
 convention of :mod:`components.base` (positive = absorbed from the grid).
 """
@@ -29,6 +33,7 @@ import pvlib
 from pvlib import irradiance, pvsystem, temperature
 
 from components.pv.config import SAPM_MOUNTING, cec_module_database
+from components.pv.inverter import InverterControl
 
 ALBEDO = 0.25  # pvlib's default ground albedo
 ETA_INV_NOM = 0.96  # PVWatts nominal inverter efficiency
@@ -100,6 +105,9 @@ class PVFleet:
         PVWatts temperature coefficient of DC power. [1/°C]
     cec_module : str or mapping, optional
         CEC module name (pvlib database) or its parameters; required for ``dc_model='cec'``.
+    control : InverterControl, optional
+        Volt-var / volt-watt state of the plants' inverters (same plant order); ``None``: every
+        plant at unity power factor unless reactive power is requested.
 
     Attributes
     ----------
@@ -122,6 +130,7 @@ class PVFleet:
         losses_pct: float = 14.0,
         gamma_pdc_per_c: float = -0.0037,
         cec_module: str | Mapping[str, float] | None = None,
+        control: InverterControl | None = None,
     ) -> None:
         if dc_model not in DC_MODELS:
             raise ValueError(f"dc_model must be one of {sorted(DC_MODELS)}, not {dc_model!r}")
@@ -139,6 +148,9 @@ class PVFleet:
         self.gamma_pdc_per_c = float(gamma_pdc_per_c)
         self.losses_pct = float(losses_pct)
         self.dc_model = dc_model
+        if control is not None and len(control.modes) != len(self.names):
+            raise ValueError(f"control has {len(control.modes)} modes for {len(self.names)} plants")
+        self.control = control
         self.module: Mapping[str, float] | None = None
         if dc_model == "cec":
             if cec_module is None:
@@ -184,6 +196,7 @@ class PVFleet:
         self.available_ac_kw = np.nan_to_num(np.asarray(ac, dtype=float))
         np.clip(self.available_ac_kw, 0.0, self.inverter_kw[None, :],
                 out=self.available_ac_kw)
+        self._rating_sq = self.inverter_kw**2  # S² per plant, for the P-Q capability [kVA²]
 
     @property
     def n_plants(self) -> int:
@@ -200,8 +213,16 @@ class PVFleet:
         k: int,
         curtail_kw: np.ndarray | None = None,
         q_kvar_set: np.ndarray | None = None,
+        vm_pu: np.ndarray | None = None,
+        before: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Operate every plant at step ``k`` under set-points.
+        """Operate every plant at step ``k`` under set-points and its inverter functions.
+
+        Plants at unity power factor take ``q_kvar_set`` as far as the rating allows after their
+        active power (active priority). Plants in a volt-var mode ignore ``q_kvar_set`` and follow
+        their curve with reactive priority: active power yields so that ``P² + Q² <= S²``. Plants
+        in a volt-watt mode cap their active power by the curve. With a ``control``, each call
+        advances the inverters' response by one step: call it once per step, in order.
 
         Parameters
         ----------
@@ -213,27 +234,63 @@ class PVFleet:
         q_kvar_set : numpy.ndarray, optional
             Requested reactive power of each plant, load convention (positive = absorbed from
             the grid), shape (n,); ``None`` means zero. [kvar]
+        vm_pu : numpy.ndarray, optional
+            Voltage each plant measures at its bus, shape (n,); ``None`` means nominal (1 pu).
+            Used only by plants in a voltage-dependent mode. [pu]
+        before : tuple (share, curtail_kw, q_kvar_set), optional
+            Set-points that still applied at the start of the step (a late message): each plant
+            runs on them for the first ``share`` (0..1, shape (n,)) of the step and on
+            ``curtail_kw`` / ``q_kvar_set`` after; the results are step means.
 
         Returns
         -------
         ac_kw : numpy.ndarray
             Delivered AC power, generation positive, ``0 <= ac_kw <= available``. [kW]
         q_kvar : numpy.ndarray
-            Reactive power, load convention, limited to ``sqrt(S² - ac²)`` with ``S`` the
-            inverter rating. [kvar]
+            Reactive power, load convention, ``ac_kw² + q_kvar² <= inverter_kw²``. [kvar]
         curtailed_kw : numpy.ndarray
             Available power not delivered, ``available - ac_kw`` (>= 0). [kW]
         """
         if not 0 <= k < self.n_steps:
             raise IndexError(f"step {k} is outside the horizon [0, {self.n_steps})")
+        q_inj_pu = p_cap_pu = None
+        if self.control is not None and self.control.any_active:
+            v = np.ones(self.n_plants) if vm_pu is None else self._per_plant(vm_pu, "vm_pu")
+            q_inj_pu, p_cap_pu = self.control.step(v)
+        ac, q, curtailed = self._operate(k, curtail_kw, q_kvar_set, q_inj_pu, p_cap_pu)
+        if before is not None:
+            share = np.clip(self._per_plant(before[0], "before share"), 0.0, 1.0)
+            if share.any():
+                # the first part of the step ran on the earlier set-points: step means mix
+                ac0, q0, c0 = self._operate(k, before[1], before[2], q_inj_pu, p_cap_pu)
+                ac, q = share * ac0 + (1 - share) * ac, share * q0 + (1 - share) * q
+                curtailed = share * c0 + (1 - share) * curtailed
+        return ac, q, curtailed
+
+    def _operate(self, k: int, curtail_kw: np.ndarray | None, q_kvar_set: np.ndarray | None,
+                 q_inj_pu: np.ndarray | None, p_cap_pu: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         available = self.available_ac_kw[k]
-        ac = available.copy()
+        rating = self.inverter_kw
         if curtail_kw is not None:
-            ac = np.minimum(ac, np.maximum(self._per_plant(curtail_kw, "curtail_kw"), 0.0))
-        q = np.zeros(self.n_plants)
+            ac = np.minimum(available, np.maximum(self._per_plant(curtail_kw, "curtail_kw"), 0.0))
+        else:
+            ac = available.copy()
+        volt_var = None
+        if q_inj_pu is not None:
+            ac = np.minimum(ac, p_cap_pu * rating)
+            volt_var = self.control.volt_var
+            # reactive priority (IEEE 1547-2018 volt-var): Q as the curve says, P yields
+            q = np.where(volt_var, -np.nan_to_num(q_inj_pu) * rating, 0.0)
+            ac = np.where(volt_var, np.minimum(ac, np.sqrt(np.maximum(self._rating_sq - q**2,
+                                                                        0.0))), ac)
         if q_kvar_set is not None:
-            q_max = np.sqrt(np.maximum(self.inverter_kw**2 - ac**2, 0.0))
-            q = np.clip(self._per_plant(q_kvar_set, "q_kvar_set"), -q_max, q_max)
+            q_max = np.sqrt(np.maximum(self._rating_sq - ac**2, 0.0))
+            q_req = np.clip(self._per_plant(q_kvar_set, "q_kvar_set"), -q_max, q_max)
+            # plants on a volt-var curve keep its Q
+            q = q_req if volt_var is None else np.where(volt_var, q, q_req)
+        elif volt_var is None:
+            q = np.zeros(self.n_plants)
         return ac, q, available - ac
 
     def _per_plant(self, values: np.ndarray, name: str) -> np.ndarray:

@@ -4,6 +4,16 @@ Inputs (optional; several sources are combined):
 
     curtail_kw   upper limit of each plant's AC output [kW]; element-wise minimum over sources
     q_kvar_set   reactive power request per plant, load convention [kvar]; summed over sources
+                 (ignored by plants in a volt-var mode, which follow their curve)
+    vm_pu        bus voltage [pu] for the plants' volt-var / volt-watt curves, from one source:
+                 the grid's whole ``vm_pu`` vector once :meth:`PVSimulator.use_grid_buses` has
+                 told the bus order (each plant picks its bus), otherwise one value per plant.
+                 Connect it **time-shifted** (the previous step's power flow) with initial data
+                 1.0; a plant whose bus is missing or non-finite sees nominal voltage.
+    setpoint_delay_s
+                 seconds into the step before ``curtail_kw`` / ``q_kvar_set`` apply (from a
+                 communication channel); before that each plant runs on the set-points it
+                 applied in the previous step [s]
 
 Outputs (arrays aligned to the plant order, i.e. to the ``buses`` given at creation):
 
@@ -18,6 +28,7 @@ of step ``k`` approximates its mean over ``[t_k, t_k + step_s)``.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -25,15 +36,16 @@ import mosaik_api_v3
 import numpy as np
 import pandas as pd
 
-from components.base import require_finite, step_index
+from components.base import require_finite, step_index, step_ticks
 from components.pv.config import LocationConfig, PVConfig, WeatherConfig
+from components.pv.inverter import InverterControl
 from components.pv.model import PVFleet
 from components.pv.weather import synthetic_weather, weather_from_file
 
 MODEL = "PVFleet"
 EID = "pv"
 OUTPUTS = ["p_kw", "q_kvar", "p_avail_kw", "p_curtailed_kw"]
-INPUTS = ["curtail_kw", "q_kvar_set"]
+INPUTS = ["curtail_kw", "q_kvar_set", "vm_pu", "setpoint_delay_s"]
 
 META = {
     "api_version": "3.0",
@@ -45,7 +57,7 @@ META = {
             "attrs": OUTPUTS + INPUTS,
         },
     },
-    "extra_methods": ["plants"],
+    "extra_methods": ["plants", "use_grid_buses"],
 }
 
 # A weather file for a site farther than this from the configured location is probably a
@@ -60,7 +72,10 @@ class PVSimulator(mosaik_api_v3.Simulator):
         super().__init__(META)
         self.fleet: PVFleet | None = None
         self.buses: list[int] = []
+        self._vm_index: np.ndarray | None = None
+        self._applied: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self._out: dict[str, np.ndarray] = {}
+        self._finite: set[str] = set()  # outputs of this step already checked
 
     def init(
         self,
@@ -78,14 +93,8 @@ class PVSimulator(mosaik_api_v3.Simulator):
         self.start = pd.Timestamp(start)
         if self.start.tz is None:
             raise ValueError(f"{sid}: start {start!r} needs a UTC offset or time zone")
-        if step_s <= 0 or n_steps <= 0:
-            raise ValueError(f"{sid}: step_s and n_steps must be > 0")
-        ticks = step_s / time_resolution
-        if abs(ticks - round(ticks)) > 1e-9:
-            raise ValueError(f"{sid}: step_s={step_s} is not a whole number of mosaik time "
-                             f"units of {time_resolution} s")
+        self.step_ticks = step_ticks(sid, step_s, n_steps, time_resolution)
         self.step_s = int(step_s)
-        self.step_ticks = int(round(ticks))
         self.n_steps = int(n_steps)
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
@@ -111,10 +120,15 @@ class PVSimulator(mosaik_api_v3.Simulator):
             np.arange(self.n_steps) * self.step_s + self.step_s / 2, unit="s")
         loc = self.location
         self.weather = self._weather(pd.DatetimeIndex(times))
+        vv, vw = cfg.volt_var, cfg.volt_watt
+        control = InverterControl(
+            [p.control for p in plants], self.step_s, vv.v_pu, vv.q_pct, vv.response_time_s,
+            vw.v_pu, vw.p_pct, vw.response_time_s,
+        ) if cfg.voltage_controlled() else None
         self.fleet = PVFleet(
             plants, loc.latitude_deg, loc.longitude_deg, loc.altitude_m, self.weather,
             dc_model=cfg.dc_model, losses_pct=cfg.losses_pct,
-            gamma_pdc_per_c=cfg.gamma_pdc_per_c, cec_module=cfg.cec_module,
+            gamma_pdc_per_c=cfg.gamma_pdc_per_c, cec_module=cfg.cec_module, control=control,
         )
         return [{"eid": EID, "type": MODEL}]
 
@@ -142,8 +156,14 @@ class PVSimulator(mosaik_api_v3.Simulator):
         attrs = inputs.get(EID, {})
         curtail = _combine(attrs.get("curtail_kw"), np.minimum)
         q_set = _combine(attrs.get("q_kvar_set"), np.add)
+        vm = self._plant_voltages(attrs.get("vm_pu"), time)
+        delay = _combine(attrs.get("setpoint_delay_s"), np.maximum)
+        before = None
+        if delay is not None and (delay > 0).any():
+            before = (delay / self.step_s, *self._applied)
+        self._applied = (curtail, q_set)
         try:
-            ac, q, curtailed = self.fleet.dispatch(k, curtail, q_set)
+            ac, q, curtailed = self.fleet.dispatch(k, curtail, q_set, vm, before)
         except ValueError as exc:
             raise ValueError(f"{self.sid} at t={time} s: {exc}") from exc
         self._out = {
@@ -152,6 +172,7 @@ class PVSimulator(mosaik_api_v3.Simulator):
             "p_avail_kw": self.fleet.available_ac_kw[k].copy(),
             "p_curtailed_kw": curtailed,
         }
+        self._finite = set()
         return time + self.step_ticks
 
     def get_data(self, outputs: dict) -> dict:
@@ -165,15 +186,51 @@ class PVSimulator(mosaik_api_v3.Simulator):
                 raise ValueError(f"{self.sid}: {unknown} are not outputs (or no step ran yet); "
                                  f"outputs are {OUTPUTS}")
             values = {a: self._out[a] for a in attrs}
-            require_finite(f"{self.sid}.{eid}", **values)
+            # mosaik and the recorder ask separately: check each output once per step
+            for a in attrs:
+                if a not in self._finite:
+                    if not _all_finite(values[a]):
+                        require_finite(f"{self.sid}.{eid}", **{a: values[a]})
+                    self._finite.add(a)
             data[eid] = values
         return data
+
+    def _plant_voltages(self, by_source: dict | None, time: int) -> np.ndarray | None:
+        """Each plant's bus voltage from the ``vm_pu`` input (None if not connected)."""
+        values = [v for v in (by_source or {}).values() if v is not None]
+        if not values:
+            return None
+        if len(values) > 1:
+            raise ValueError(f"{self.sid} at t={time} s: vm_pu comes from {len(values)} sources; "
+                             "connect one grid only")
+        vm = np.asarray(values[0], dtype=float)
+        if self._vm_index is None:
+            return vm
+        if vm.shape != (self._n_grid_buses,):
+            raise ValueError(f"{self.sid} at t={time} s: vm_pu has shape {vm.shape}, but the grid "
+                             f"bus order given has {self._n_grid_buses} buses")
+        out = np.full(len(self.buses), np.nan)
+        known = self._vm_index >= 0
+        out[known] = vm[self._vm_index[known]]
+        return out
+
+    def use_grid_buses(self, bus_ids: list[int]) -> None:
+        """Read ``vm_pu`` as the grid's vector over ``bus_ids`` (pandapower bus indices).
+
+        A plant whose bus is not among them (e.g. out of service) sees nominal voltage.
+        """
+        if self.fleet is None:
+            raise RuntimeError(f"{self.sid}: use_grid_buses called before create")
+        ids = pd.Index([int(b) for b in bus_ids])
+        self._n_grid_buses = len(ids)
+        self._vm_index = ids.get_indexer(self.buses)
 
     def plants(self) -> list[dict[str, Any]]:
         """The plants in array order: name, kwp [kWp], inverter_kw [kW], bus, orientation."""
         return [
             {"name": p.name, "kwp": p.kwp, "inverter_kw": p.inverter_kw, "bus": bus,
-             "tilt_deg": p.tilt_deg, "azimuth_deg": p.azimuth_deg, "mounting": p.mounting}
+             "tilt_deg": p.tilt_deg, "azimuth_deg": p.azimuth_deg, "mounting": p.mounting,
+             "control": p.control}
             for p, bus in zip(self.plant_list, self.buses)
         ]
 
@@ -185,7 +242,18 @@ def _combine(by_source: dict | None, ufunc: np.ufunc) -> np.ndarray | None:
     values = [np.asarray(v, dtype=float) for v in by_source.values() if v is not None]
     if not values:
         return None
+    if len(values) == 1:  # the usual case: what the reduction of one value gives
+        if ufunc is np.add:
+            return values[0] + 0.0  # the sum starts from add's identity
+        if ufunc is np.minimum or ufunc is np.maximum:
+            return values[0].copy()
     return ufunc.reduce(np.stack(np.broadcast_arrays(*values)), axis=0)
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """Whether every value of the float array ``a`` is finite."""
+    # a finite sum means every value is finite: one pass and no temporary in the usual case
+    return math.isfinite(np.add.reduce(a, axis=None)) or bool(np.isfinite(a).all())
 
 
 def main() -> None:

@@ -78,3 +78,52 @@ def test_trades_below_the_ledger_resolution_are_left_out_of_the_list_only():
 def test_nothing_to_settle():
     s = settle([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
     assert s.transactions == [] and s.cost_cny == 0.0 and s.pv_to_ev_kw == 0.0
+
+
+def _reference_settle(pv, plant_bus, charge, site_bus):
+    """The table filled with the vectorised rule per bus, then the pool (the definition)."""
+    from components.coordinator.matching import _north_west
+
+    pv, ch = np.maximum(pv, 0.0), np.maximum(charge, 0.0)
+    flow = np.zeros((pv.size, ch.size))
+    for bus in np.intersect1d(plant_bus, site_bus):
+        pi, si = np.flatnonzero(plant_bus == bus), np.flatnonzero(site_bus == bus)
+        flow[np.ix_(pi, si)] = _north_west(pv[pi], ch[si])
+    same = flow.copy()
+    flow += _north_west(pv - flow.sum(axis=1), ch - flow.sum(axis=0))
+    return same, flow
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_matcher_equals_the_vectorised_rule_bit_for_bit(seed):
+    from components.coordinator.matching import Matcher
+
+    rng = np.random.default_rng(seed)
+    n_plants, n_sites = rng.integers(1, 12), rng.integers(1, 8)
+    plant_bus, site_bus = rng.integers(0, 5, n_plants), rng.integers(0, 5, n_sites)
+    # zeros of both signs, idle plants and sites, and exact ties between supply and demand
+    pv = rng.uniform(0, 300, n_plants) * (rng.random(n_plants) < 0.7)
+    pv[rng.random(n_plants) < 0.2] = -0.0
+    charge = rng.uniform(0, 250, n_sites) * (rng.random(n_sites) < 0.7)
+    if n_sites > 1:
+        charge[0] = pv[0]
+    plants = tuple(f"p{i}" for i in range(n_plants))
+    sites = tuple(f"s{j}" for j in range(n_sites))
+    s = Matcher(plant_bus, site_bus, plants, sites).settle(pv, charge, np.zeros(n_sites), 0.25,
+                                                          PRICES)
+    same, flow = _reference_settle(pv, plant_bus, charge, site_bus)
+    assert s.flow_kw.tobytes() == flow.tobytes()
+    # same-bus trades first, then the pool, each row by row
+    want = [(f"pv:{plants[i]}", f"site:{sites[j]}", part[i, j] * 0.25)
+            for part in (same, flow - same) for i, j in zip(*np.nonzero(part > 0), strict=True)
+            if part[i, j] * 0.25 >= MIN_TRADE_KWH]
+    got = [t[:3] for t in s.transactions if t[4] == "pv_to_ev"]
+    assert got == want
+
+
+def test_matcher_rejects_arrays_of_the_wrong_length():
+    from components.coordinator.matching import Matcher
+
+    m = Matcher(PLANT_BUS, SITE_BUS, PLANTS, SITES)
+    with pytest.raises(ValueError, match="3 plants and 3 sites"):
+        m.settle(np.ones(2), np.ones(3), np.zeros(3), 0.25, PRICES)

@@ -289,3 +289,37 @@ def test_retarget_moves_site_sums_within_bounds():
     assert sums[0] == pytest.approx(max(-20.0, lo[site == 0].sum()))
     assert sums[1] == pytest.approx(10.0)
     assert sums[2] == pytest.approx(hi[site == 2].sum())
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_dispatch_is_allocate_for_the_coordinators_arrays(seed):
+    from components.coordinator.core import dispatch
+    from ext.dispatch_api import allocate
+
+    rng = np.random.default_rng(seed)
+    n, n_site = 60, 4
+    args = (rng.uniform(0, 40, n), rng.uniform(900, 40_000, n), rng.uniform(0, 11, n),
+            -rng.uniform(0, 7, n) * (rng.random(n) < 0.5), rng.integers(0, n_site, n),
+            rng.uniform(50, 200, n_site), rng.uniform(0, 30, n_site))
+    budget = float(rng.uniform(-50, 100))
+    rate = rng.uniform(0, 22, n)
+    p, info = dispatch(*args, budget, 900.0, 0.92, 0.95, p_rate_kw=rate)
+    p_ref, ref = allocate(*args, budget, 900.0, 0.92, 0.95, p_rate_kw=rate)
+    assert p.tobytes() == p_ref.tobytes()
+    for name in ("mandatory_kw", "grid_kw", "discharge_kw", "charge_kw", "n_infeasible",
+                 "n_cap_limited"):
+        assert getattr(info, name) == getattr(ref, name)
+    for name in ("pv_used_kw", "site_shortfall_kw", "site_p_kw"):
+        assert getattr(info, name).tobytes() == getattr(ref, name).tobytes()
+    # what the kernel refuses goes through allocate: coerced, or its error
+    p_list, _ = dispatch(*(a.tolist() for a in args), budget, 900.0, 0.92, 0.95,
+                         p_rate_kw=rate.tolist())
+    assert p_list.tobytes() == p_ref.tobytes()
+    bad = args[0].copy()
+    bad[7] = np.nan
+    with pytest.raises(ValueError, match=r"need_kwh: .*element 7"):
+        dispatch(bad, *args[1:], budget, 900.0, 0.92, 0.95)
+    with pytest.raises(ValueError, match="grid_budget_kw"):
+        dispatch(*args, float("nan"), 900.0, 0.92, 0.95)
+    with pytest.raises(ValueError, match="site_pv_kw: has 3 values"):
+        dispatch(*args[:6], args[6][:3], budget, 900.0, 0.92, 0.95)

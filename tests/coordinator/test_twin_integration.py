@@ -9,38 +9,30 @@ from pathlib import Path
 
 import pytest
 import yaml
+from zones import TINY as ZONE
 
 from twin import ledger as ledger_mod
 from twin.run import run
 from twin.scenario import ScenarioError, load_scenario
 from twin.world import SimulationError
 
-TINY = {
-    "name": "tiny",
-    "start": "2026-06-03 00:00",
-    "days": 1,
-    "seed": 7,
-    "grid": {"source": "pandapower", "name": "case33bw"},
-    "factories": [{"name": "works", "bus": 5, "preset": "auto_parts"}],
-    "pv": {"plants": [{"name": "roof", "bus": 5, "kwp": 800, "tilt_deg": 10,
-                       "azimuth_deg": 180}],
-           "generated": [{"total_kwp": 600, "count": 3, "buses": [12, 20],
-                          "name_prefix": "res"}]},
-    "ev": {"fleet_size": 60,
-           "sites": [{"name": "homes", "kind": "home", "bus": 25,
-                      "chargers": [{"type": "ac7", "count": 40}, {"type": "v2g", "count": 10}]},
-                     {"name": "works", "kind": "workplace", "bus": 5,
-                      "chargers": [{"type": "ac7", "count": 20}, {"type": "v2g", "count": 10}]},
-                     {"name": "depot", "kind": "depot", "bus": 30,
-                      "chargers": [{"type": "ac7", "count": 6}]}]},
-    "coordinator": {"strategy": "v2g_peak_shaving"},
-}
+# the tiny case33bw zone with the V2G strategy
+TINY = {**ZONE, "coordinator": {"strategy": "v2g_peak_shaving"}}
 
 
 def write(tmp_path: Path, data: dict) -> Path:
     path = tmp_path / "scenario.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+@pytest.fixture(autouse=True)
+def own_temp_dir(tmp_path, monkeypatch):
+    """Temporary ledger folders go under this test's folder: other processes' runs cannot
+    disturb the counts below."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
 
 
 def ledger_temp_dirs() -> set[str]:

@@ -298,3 +298,26 @@ def test_random_plants_stay_within_ratings_and_steps_stay_exact(machines, air_kw
     per = step_s // 60
     np.testing.assert_allclose(coarse.p_kw, res.p_kw.reshape(-1, per, 1).mean(axis=1),
                                rtol=1e-9, atol=1e-9)
+
+
+class _RunUntil(FactoryFleet):
+    """The fleet driven by SimPy's own ``env.run(until=...)`` at every step end."""
+
+    def advance_to(self, k: int) -> None:
+        until = (k + 1) * self.step_s
+        if until > self.env.now:
+            self.env.run(until=until)
+
+
+def test_stepping_processes_the_events_simpy_run_would():
+    factories = _presets("auto_parts", "electronics", "food_processing")
+    section = FactoriesConfig.model_validate(factories)
+    n = 3 * DAY_S // 900
+    fleet = FactoryFleet(section, MONDAY, 900, n, np.random.default_rng(4))
+    reference = _RunUntil(section, MONDAY, 900, n, np.random.default_rng(4))
+    for k in range(n):
+        got, want = fleet.step(k), reference.step(k)
+        for channel in ("p_kw", "q_kvar", "critical_kw", "critical_q_kvar", "deferrable_kw"):
+            assert getattr(got, channel).tobytes() == getattr(want, channel).tobytes()
+        assert fleet.env.peek() >= (k + 1) * 900  # nothing before the step's end is pending
+    assert reference.step(n - 1).p_kw.max() > 0

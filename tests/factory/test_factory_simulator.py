@@ -118,5 +118,5 @@ def test_adapter_rejects_bad_config_buses_and_inputs():
     np.testing.assert_allclose(out["shed_applied_kw"], [0.0, 3.0])
     with pytest.raises(ValueError, match="needs a UTC offset"):
         FactorySimulator().init("F", start="2026-06-01T00:00:00")
-    with pytest.raises(ValueError, match="whole number of mosaik ticks"):
+    with pytest.raises(ValueError, match="whole number of mosaik time units"):
         FactorySimulator().init("F", time_resolution=60.0, step_s=90)

@@ -16,6 +16,7 @@ from components.grid.model import (
     GridModel,
     background_profiles,
     load_network,
+    load_shed_classes,
     profile_lookup,
     profile_rows,
     resolve_bus,
@@ -395,3 +396,45 @@ def test_balance_closes_with_every_kind_of_element():
         rel = _relative_scale(r.balance_residual_kw, r.import_kw, r.background_load_kw,
                               r.background_gen_kw, r.injection_kw, r.losses_kw)
         assert rel < 1e-6, r.balance_residual_kw
+
+
+def test_warnings_inside_the_kernel_stay_quiet_and_an_error_filter_means_divergence(
+        comm_net, monkeypatch):
+    import warnings
+
+    from scipy.sparse.linalg import MatrixRankWarning
+
+    times = _times("2026-06-01T00:00+08:00", 3)
+    model = GridModel(copy.deepcopy(comm_net), times, injection_buses=np.array([77, 102]))
+    network = model._flow.network
+    solve = network.solve
+
+    def noisy(*args, **kwargs):  # what a diverging fallback may raise
+        warnings.warn("Matrix is exactly singular", MatrixRankWarning, stacklevel=1)
+        warnings.warn("overflow encountered", RuntimeWarning, stacklevel=1)
+        _ = np.ones(2) / np.zeros(2)  # a floating-point warning from NumPy itself
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(network, "solve", noisy)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        quiet = model.solve_step(0, np.array([300.0, 200.0]), np.zeros(2))
+    assert quiet.converged and shown == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        failed = model.solve_step(1, np.array([300.0, 200.0]), np.zeros(2))
+    assert not failed.converged and model.nonconverged_at == [1]
+
+
+def test_background_classes_sum_each_steps_loads_like_bincount(comm_net):
+    times = _times("2026-01-05T00:00+08:00", 192)
+    model = GridModel(copy.deepcopy(comm_net), times, background_scale=1.3)
+    net = model.net
+    load_p = background_profiles(net, times)["load_p_mw"] * 1.3
+    w = net.load["scaling"].to_numpy(float) * net.load["in_service"].to_numpy(float)
+    classes = load_shed_classes(net)
+    assert 0 < classes.sum() < classes.size  # both classes present
+    for k in (0, 37, 100, 191):
+        got = model.solve_step(k, np.zeros(0), np.zeros(0)).background_class_kw
+        want = np.bincount(classes, weights=1e3 * load_p[k] * w, minlength=2)
+        assert got.tobytes() == want.tobytes()

@@ -200,3 +200,40 @@ def test_grid_in_a_mosaik_world(solver):
     # The large export in the last step lowers the import below the first step's.
     imports = [next(iter(r[1]["import_kw"].values())) for r in SinkSim.records]
     assert imports[3] < imports[0] - 2000.0
+
+
+def test_per_bus_sums_add_in_source_order_like_np_add_at():
+    # values of very different magnitude: the order of the additions shows in the last bits
+    sim = _grid({"PV-0.pv": [3, 5, 3, 11], "EV-0.fleet": [11, "Bus 5", 3]})
+    rng = np.random.default_rng(3)
+    pv = rng.normal(size=4) * np.array([1e6, 1.0, 1e-6, 1e3])
+    ev = rng.normal(size=3) * np.array([1e-3, 1e5, 1.0])
+    q_pv, q_ev = rng.normal(size=4), rng.normal(size=3) * 1e4
+    p_kw, q_kvar = sim._per_bus({"PV-0.pv": pv, "EV-0.fleet": ev},
+                                {"EV-0.fleet": q_ev, "PV-0.pv": q_pv}, 0)
+    pos = sim._source_pos
+    want_p, want_q = np.zeros(3), np.zeros(3)
+    for total, parts in ((want_p, [("PV-0.pv", pv), ("EV-0.fleet", ev)]),
+                         (want_q, [("EV-0.fleet", q_ev), ("PV-0.pv", q_pv)])):
+        for src, values in parts:
+            np.add.at(total, pos[src], values)
+    assert p_kw.tobytes() == want_p.tobytes() and q_kvar.tobytes() == want_q.tobytes()
+
+
+def test_each_output_is_checked_for_finiteness_once_per_step():
+    from dataclasses import replace
+
+    sim = _grid({"PV-0.pv": [3]})
+    sim.step(0, {"grid": {"p_kw": {"PV-0.pv": np.array([-500.0])}}}, 900)
+    first = sim.get_data({"grid": ["vm_pu", "import_kw", "energised"]})["grid"]
+    again = sim.get_data({"grid": ["vm_pu", "losses_kw"]})["grid"]
+    assert again["vm_pu"] is first["vm_pu"]  # the checked value of this step, not a new one
+    sim.step(900, {"grid": {"p_kw": {"PV-0.pv": np.array([-500.0])}}}, 1800)
+    # a non-finite output is an error at the sender, naming the attribute
+    bad = sim._result.vm_pu.copy()
+    bad[2] = np.nan
+    sim._result = replace(sim._result, vm_pu=bad, losses_kw=float("inf"))
+    with pytest.raises(ValueError, match="'vm_pu' has 1 non-finite value"):
+        sim.get_data({"grid": ["vm_pu"]})
+    with pytest.raises(ValueError, match="'losses_kw' has 1 non-finite value"):
+        sim.get_data({"grid": ["import_kw", "losses_kw"]})

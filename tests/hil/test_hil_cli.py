@@ -16,8 +16,8 @@ from components.hil.config import (
     BatteryStubConfig,
     CSMSConfig,
     EVSEStubConfig,
-    HILConfig,
     PVStubConfig,
+    StubFileConfig,
 )
 from components.hil.errors import HILError
 from components.hil.ocpp_csms import CSMS
@@ -76,7 +76,7 @@ def test_listeners_default_to_loopback():
 ])
 def test_hil_section_validation(data, message):
     with pytest.raises(ValidationError, match=message):
-        HILConfig.model_validate(data)
+        StubFileConfig.model_validate(data)
 
 
 def test_evse_stub_from_the_command_line_reaches_the_csms(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 
 from components.pv.config import LocationConfig, PVConfig, WeatherConfig
 from components.pv.model import PVFleet
-from components.pv.simulator import PVSimulator
+from components.pv.simulator import PVSimulator, _combine
 from components.pv.weather import synthetic_weather, weather_from_file
 
 # the sink lives next to this file; import it under the name pytest gave this package
@@ -153,3 +153,14 @@ def test_file_weather_and_site_mismatch_warning():
                                                                   "file": tmy3})
     with pytest.warns(UserWarning, match="far from the location"):
         far.create(1, "PVFleet", config=SECTION, buses=BUSES)
+
+
+def test_one_source_gives_what_the_reduction_over_sources_gives():
+    values = np.array([-0.0, 0.0, 3.5, -2.0, np.nan, 1e-310])
+    for ufunc in (np.minimum, np.maximum, np.add):
+        want = ufunc.reduce(np.stack([values]), axis=0)
+        got = _combine({"A.a": values}, ufunc)
+        assert got.tobytes() == want.tobytes() and got is not values
+    two = _combine({"A.a": values, "B.b": np.ones(6)}, np.add)
+    np.testing.assert_array_equal(two, values + 1.0)
+    assert _combine({}, np.add) is None and _combine({"A.a": None}, np.add) is None

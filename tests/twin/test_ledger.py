@@ -6,6 +6,7 @@ append-only triggers (dropping them, or editing the file's bytes), as an attacke
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import sqlite3
@@ -558,3 +559,12 @@ def test_duplicated_last_leaf_changes_the_root():
     """Bitcoin's duplicate-last-leaf rule would give these two lists the same root."""
     leaves = [L.leaf_hash(bytes([i])) for i in range(3)]
     assert L.merkle_root(leaves) != L.merkle_root(leaves + leaves[-1:])
+
+
+@pytest.mark.parametrize("name", ["pv:roof", 'site:"quoted"\\path', "pv:重庆-1", "site:\x01tab\t"])
+def test_leaf_bytes_are_the_canonical_json(name):
+    """The directly written leaf bytes equal json.dumps with sorted keys, for any participant."""
+    tx = L.Transaction(block=3, seq=12345, step=17, time="2026-06-01T04:15:00+08:00",
+                       seller=name, buyer="grid", kind="pv_export", e_wh=1500,
+                       price_ucny_per_kwh=391_500, amount_mcny=L.amount_mcny(1500, 391_500))
+    assert tx.canonical() == L._canonical_json({"v": L.FORMAT_VERSION, **dataclasses.asdict(tx)})

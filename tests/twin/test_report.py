@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY
+from zones import TINY
 
 from twin.report import (
     SOC_ATTR,

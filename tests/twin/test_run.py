@@ -84,7 +84,7 @@ def test_scenario_script_api(tiny, write_yaml, tmp_path):
     result = twin.run(scenario, out=tmp_path / "script", progress=False)
     assert result.kpis["pv_energy_mwh"] == pytest.approx(
         -result.frames["pv"].filter(like="p_kw[").to_numpy().sum() * 0.25 / 1000)
-    assert set(result.info["simulator_s"]) == {"PV", "Factory", "EV", "Grid", "Recorder"}
+    assert set(result.info["simulator_s"]) == {"PV", "Factory", "EV", "Grid"}
 
 
 def test_existing_out_is_not_overwritten(tiny, write_yaml, tmp_path, capsys):

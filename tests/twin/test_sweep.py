@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY
 from distributed import Client, LocalCluster
+from zones import TINY
 
 from twin.run import run
 from twin.scenario import load_scenario

@@ -1,0 +1,204 @@
+"""NumPy twin of ``ext.evstep``: the same per-step EV physics, the same outputs, without C.
+
+See ``ext/evstep.pyx`` for what each function does. The operations are the compiled kernel's,
+element by element and in the same order, so both give bit-identical results.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["advance", "gather_view", "limits_cc", "limits_cv", "serve_queue"]
+
+
+def limits_cc(ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, p_ch_lim: np.ndarray,
+              accept_kw: np.ndarray, p_dis_lim: np.ndarray, eta_c: float, eta_d: float,
+              soc_cv: float, soc_max: float, end_share: float, min_soc_v2g: float, dt_h: float,
+              full_tol_kwh: float, p_max: np.ndarray, p_min: np.ndarray, cv_pos: np.ndarray,
+              cv_arg: np.ndarray, cv_start: np.ndarray) -> int:
+    """Power limits of EVs ``ids`` [kW]; EVs entering the CV phase are listed, not finished."""
+    n = ids.size
+    width = soc_max - soc_cv
+    soc_full = soc_max - end_share * width
+    e, cap, acc = e_kwh[ids], cap_kwh[ids], accept_kw[ids]
+    soc0 = e / cap
+    p_batt = np.minimum(p_ch_lim[ids] * eta_c, acc)
+    rate = p_batt / cap
+    soc_x = soc_max - p_batt * width / acc
+    soc1 = soc0 + rate * dt_h
+    cv = soc1 > soc_x
+    pos = np.flatnonzero(cv)
+    n_cv = pos.size
+    if n_cv:
+        s0, r, sx = soc0[pos], rate[pos], soc_x[pos]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_cc = np.where(r > 0, np.maximum((sx - s0) / r, 0.0), dt_h)
+        k_cv = acc[pos] / (cap[pos] * width)
+        cv_pos[:n_cv] = pos
+        cv_arg[:n_cv] = -k_cv * (dt_h - t_cc)
+        cv_start[:n_cv] = np.maximum(s0, sx)
+    soc1 = np.clip(soc1, soc0, np.maximum(soc0, soc_full))
+    e_in = (soc1 - soc0) * cap / eta_c
+    done = np.where(e_in > full_tol_kwh, e_in, 0.0) / dt_h
+    if n_cv:
+        keep = ~cv
+        p_max[:n][keep] = done[keep]
+    else:
+        p_max[:n] = done
+    room = np.maximum(e - min_soc_v2g * cap, 0.0) * eta_d / dt_h
+    p_min[:n] = -np.minimum(p_dis_lim[ids], room)
+    return int(n_cv)
+
+
+def limits_cv(n_cv: int, cv_pos: np.ndarray, cv_exp: np.ndarray, cv_start: np.ndarray,
+              ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, eta_c: float,
+              soc_cv: float, soc_max: float, end_share: float, dt_h: float,
+              full_tol_kwh: float, p_max: np.ndarray) -> None:
+    """Finish ``p_max`` of the EVs listed by ``limits_cc``; ``cv_exp = exp(cv_arg)``."""
+    pos = cv_pos[:n_cv]
+    j = ids[pos]
+    cap = cap_kwh[j]
+    soc0 = e_kwh[j] / cap
+    soc_full = soc_max - end_share * (soc_max - soc_cv)
+    soc1 = soc_max - (soc_max - cv_start[:n_cv]) * cv_exp[:n_cv]
+    soc1 = np.clip(soc1, soc0, np.maximum(soc0, soc_full))
+    e_in = (soc1 - soc0) * cap / eta_c
+    p_max[pos] = np.where(e_in > full_tol_kwh, e_in, 0.0) / dt_h
+
+
+def advance(ids: np.ndarray, p_set: np.ndarray, controlled: bool, plug: np.ndarray,
+            p_max: np.ndarray, p_min: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray,
+            charged_kwh: np.ndarray, discharged_kwh: np.ndarray, site: np.ndarray,
+            p_site_kw: np.ndarray, last_dir: np.ndarray, extreme: np.ndarray,
+            tp_buf: np.ndarray, tp_n: np.ndarray, charging: np.ndarray, dt_h: float,
+            eta_c: float, eta_d: float, soc_full: float, full_tol_kwh: float,
+            ch_kw: np.ndarray, dis_kw: np.ndarray) -> tuple[int, int, bool]:
+    """One step of EVs ``ids`` (the plugged EVs when ``controlled``, else the charging ones)."""
+    n = ids.size
+    p = p_max[:n]
+    clamped = 0
+    if controlled:
+        stray = (plug < 0) & (np.abs(np.nan_to_num(p_set)) > 1e-6)
+        clamped += int(stray.sum())
+        ps = p_set[ids]
+        given = ~np.isnan(ps)
+        p = np.where(given, np.clip(ps, p_min[:n], p), p)
+        clamped += int((given & (np.abs(p - ps) > 1e-6)).sum())
+    moving = p != 0.0
+    mids, mp = ids[moving], p[moving]
+    m = mids.size
+    flush = False
+    if m:
+        e_old = e_kwh[mids]
+        ch = np.maximum(mp, 0.0)
+        dis = np.maximum(-mp, 0.0)
+        e_new = e_old + ch * (dt_h * eta_c) - dis * (dt_h / eta_d)
+        e_kwh[mids] = e_new
+        charged_kwh[mids] += ch * dt_h
+        discharged_kwh[mids] += dis * dt_h
+        p_site_kw += np.bincount(site[mids], weights=mp, minlength=p_site_kw.size)
+        ch_kw[:m] = ch
+        dis_kw[:m] = dis
+        cap = cap_kwh[mids]
+        flush = _turning_points(mids, e_old / cap, e_new / cap, last_dir, extreme, tp_buf,
+                                tp_n)
+        if not controlled:
+            done = e_new >= soc_full * cap - full_tol_kwh
+            charging[mids[done]] = 0
+    if controlled:
+        charging[ids] = e_kwh[ids] < soc_full * cap_kwh[ids] - full_tol_kwh
+    return m, clamped, flush
+
+
+def _turning_points(ids: np.ndarray, soc_old: np.ndarray, soc_new: np.ndarray,
+                    last_dir: np.ndarray, extreme: np.ndarray, tp_buf: np.ndarray,
+                    tp_n: np.ndarray) -> bool:
+    """Record turning points of SoC changes (changes below 1e-9 have no direction)."""
+    delta = soc_new - soc_old
+    move = np.abs(delta) > 1e-9
+    if not move.any():
+        return False
+    ids, soc_new = ids[move], soc_new[move]
+    direction = np.where(delta[move] > 0, 1, -1).astype(np.int8)
+    last = last_dir[ids]
+    turn = (last != 0) & (direction != last)
+    flush = False
+    if turn.any():
+        t = ids[turn]
+        n = tp_n[t]
+        tp_buf[t, n] = extreme[t]
+        tp_n[t] = n + 1
+        flush = bool((n + 1).max() >= tp_buf.shape[1])
+    last_dir[ids] = direction
+    extreme[ids] = soc_new
+    return flush
+
+
+def gather_view(ids: np.ndarray, site: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray,
+                req_kwh: np.ndarray, next_dep: np.ndarray, step_s: int,
+                p_dis_lim: np.ndarray, out_site: np.ndarray, out_soc: np.ndarray,
+                out_need_kwh: np.ndarray, out_departure_s: np.ndarray,
+                out_v2g: np.ndarray) -> None:
+    """Site, SoC, energy need, departure time [s] and V2G flag of EVs ``ids``."""
+    e = e_kwh[ids]
+    out_site[:] = site[ids]
+    out_soc[:] = e / cap_kwh[ids]
+    out_need_kwh[:] = np.maximum(req_kwh[ids] - e, 0.0)
+    out_departure_s[:] = next_dep[ids] * step_s
+    out_v2g[:] = p_dis_lim[ids] > 0
+
+
+def serve_queue(k: int, waiting: np.ndarray, wait_since: np.ndarray, wait_until: np.ndarray,
+                site: np.ndarray, site_kind: np.ndarray, pref: np.ndarray,
+                n_chargers: np.ndarray, used: np.ndarray, plug: np.ndarray,
+                charging: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, soc_full: float,
+                full_tol_kwh: float, ac_kw: np.ndarray, dc_kw: np.ndarray,
+                charger_kw: np.ndarray, charger_dis_kw: np.ndarray, v2g_user: np.ndarray,
+                v2g_kw: np.ndarray, p_ch_lim: np.ndarray, p_dis_lim: np.ndarray,
+                ac_max_type: int, v2g_type: int) -> tuple[int, int, int]:
+    """Plug waiting EVs into free compatible chargers, first come first served; then let EVs
+    whose patience ran out give up. Returns ``(n_plugged, n_expired, n_waiting)``."""
+    n_types = n_chargers.shape[1]
+    n_plugged = 0
+    q = np.flatnonzero(waiting)
+    free = n_chargers - used
+    if q.size:
+        q = q[free.sum(axis=1)[site[q]] > 0]  # at full sites, EVs just keep waiting
+    if q.size:
+        q = q[np.argsort(wait_since[q], kind="stable")]
+        at = site[q]
+        base = (q * pref.shape[1] + site_kind[at]) * n_types
+        flat_pref, flat_free = pref.ravel(), free.ravel()
+        for r in range(n_types):
+            t = flat_pref[base + r]
+            ok = t >= 0
+            if not ok.any():
+                break
+            key = at * n_types + np.where(ok, t, 0)
+            c = np.flatnonzero(ok & (flat_free[key] > 0))
+            if c.size == 0:
+                continue
+            got = []
+            for key_val in np.unique(key[c]):
+                in_key = c[key[c] == key_val][: flat_free[key_val]]  # queue order = arrival
+                flat_free[key_val] -= in_key.size
+                got.append(in_key)
+            got = np.sort(np.concatenate(got))
+            ids, s, ct = q[got], at[got], t[got]
+            np.add.at(used, (s, ct), 1)
+            plug[ids] = ct
+            charging[ids] = e_kwh[ids] < soc_full * cap_kwh[ids] - full_tol_kwh
+            waiting[ids] = 0
+            car_kw = np.where(ct <= ac_max_type, ac_kw[ids], dc_kw[ids])
+            p_ch_lim[ids] = np.minimum(charger_kw[s, ct], car_kw)
+            v2g = (ct == v2g_type) & (v2g_user[ids] != 0)
+            p_dis_lim[ids] = np.where(v2g, np.minimum(charger_dis_kw[s, ct], v2g_kw[ids]), 0.0)
+            n_plugged += ids.size
+            keep = np.ones(q.size, dtype=bool)
+            keep[got] = False
+            q, at, base = q[keep], at[keep], base[keep]
+            if q.size == 0:
+                break
+    expired = np.flatnonzero((waiting != 0) & (wait_until <= k))
+    waiting[expired] = 0
+    return n_plugged, int(expired.size), int(np.count_nonzero(waiting))

@@ -1,0 +1,174 @@
+"""The EV fleet's per-step kernel (``ext.evstep``) and its NumPy twin: same results, bit for bit,
+and the same numbers as the model's reference formulas."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from components.ev.config import example_config
+from components.ev.model import CHARGER_TYPES, EVFleet, max_charge_energy_kwh
+from ext import select_kernel
+
+pytestmark = pytest.mark.kernels
+
+HAS_COMPILED = importlib.util.find_spec("ext.evstep") is not None
+BACKENDS = ["numpy", pytest.param("compiled", marks=pytest.mark.skipif(
+    not HAS_COMPILED, reason="ext.evstep is not built"))]
+START = "2026-06-01T00:00:00+08:00"
+STEP_S = 900
+
+
+def fleet(backend: str, n: int = 250, days: int = 2, seed: int = 4, **overrides) -> EVFleet:
+    cfg = example_config(n, **overrides)
+    return EVFleet(cfg, [s.bus for s in cfg.sites], START, STEP_S, days * 96,
+                   np.random.default_rng(seed), backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_limits_equal_the_reference_integral_bit_for_bit(backend):
+    f = fleet(backend, v2g_willing_share=1.0)
+    rng = np.random.default_rng(7)
+    cfg = f.cfg
+    for _ in range(5):
+        # states over the whole SoC range, CC and CV phases, some chargers off
+        f.e_kwh[:] = rng.uniform(cfg.soc_min, cfg.soc_max, f.n_ev) * f.cap_kwh
+        f.p_ch_lim[:] = rng.choice([0.0, 3.7, 7.0, 11.0, 60.0, 120.0], f.n_ev)
+        f.p_dis_lim[:] = rng.choice([0.0, 7.0, 20.0], f.n_ev)
+        ids = np.sort(rng.choice(f.n_ev, 180, replace=False))
+        p_max, p_min = f.limits(ids)
+        e, cap = f.e_kwh[ids], f.cap_kwh[ids]
+        ref_max = max_charge_energy_kwh(e, cap, f.p_ch_lim[ids], f.accept_kw[ids],
+                                        cfg.charge_efficiency, cfg.cv_taper_soc, cfg.soc_max,
+                                        f.dt_h, cfg.cv_end_power_share) / f.dt_h
+        room = np.maximum(e - cfg.min_soc_v2g * cap, 0.0) * cfg.discharge_efficiency / f.dt_h
+        np.testing.assert_array_equal(p_max, ref_max)
+        np.testing.assert_array_equal(p_min, -np.minimum(f.p_dis_lim[ids], room))
+        assert (p_max > 0).any() and (p_max == 0).any() and (p_min < 0).any()
+    f.p_ch_lim[:] = 120.0  # fast chargers: most EVs reach the CV phase within the step
+    f.e_kwh[:] = 0.85 * f.cap_kwh
+    ids = np.arange(f.n_ev)
+    ref = max_charge_energy_kwh(f.e_kwh, f.cap_kwh, f.p_ch_lim, f.accept_kw,
+                                cfg.charge_efficiency, cfg.cv_taper_soc, cfg.soc_max, f.dt_h,
+                                cfg.cv_end_power_share) / f.dt_h
+    np.testing.assert_array_equal(f.limits(ids)[0], ref)
+
+
+def _run(backend: str, controlled: bool) -> dict[str, np.ndarray]:
+    f = fleet(backend, v2g_willing_share=0.7)
+    rng = np.random.default_rng(11)
+    rows = []
+    for k in range(f.n_steps):
+        view = f.plugged_view()
+        if controlled:
+            p_set = np.full(f.n_ev, np.nan)
+            ids = view["plugged_ids"]
+            p_set[ids] = rng.uniform(-15.0, 15.0, ids.size)  # many outside the limits
+            p_set[rng.choice(f.n_ev, 3)] = 2.0  # some for EVs that may not be plugged
+            f.step(k, p_set)
+        else:
+            f.step(k)
+        rows.append(np.r_[f.p_site_kw, f.q_site_kvar, f.charge_kw, f.discharge_kw,
+                          f.clamped_count, f.unmet_step_kwh, f.n_plugged,
+                          view["plugged_p_max_kw"].sum(), view["plugged_p_min_kw"].sum(),
+                          view["plugged_need_kwh"].sum(), view["plugged_soc"].sum(),
+                          view["plugged_departure_s"].sum(), view["plugged_v2g"].sum()])
+    out = {"rows": np.array(rows), "e_kwh": f.e_kwh, "charging": f.charging, "plug": f.plug,
+           "used": f.used, "fade": f.fade, "cycles": f.ageing.rainflow.n_cycles,
+           "tp_n": f.ageing.tp_n, "extreme": f.ageing.extreme,
+           "counters": np.array([f.plug_refusals, f.trips, f.trips_short, f.clamped_total])}
+    assert np.abs(f.energy_balance_error_kwh()).max() < 1e-9
+    return out
+
+
+@pytest.mark.skipif(not HAS_COMPILED, reason="ext.evstep is not built")
+@pytest.mark.parametrize("controlled", [False, True])
+def test_compiled_and_numpy_fleets_are_identical(controlled):
+    a, b = _run("compiled", controlled), _run("numpy", controlled)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    rows = a["rows"]
+    assert rows[:, -11].max() > 0  # EVs charged
+    if controlled:
+        assert rows[:, -10].max() > 0 and rows[:, -9].max() > 0  # V2G ran, setpoints clipped
+
+
+def _queue_case() -> dict:
+    """Two sites, one ac7 + one v2g charger at site 0 and one ac7 at site 1; five waiting EVs."""
+    n_types = len(CHARGER_TYPES)
+    ac7, v2g = CHARGER_TYPES.index("ac7"), CHARGER_TYPES.index("v2g")
+    n_chargers = np.zeros((2, n_types), dtype=np.int64)
+    n_chargers[0, ac7] = n_chargers[0, v2g] = n_chargers[1, ac7] = 1
+    pref = np.full((5, 4, n_types), -1, dtype=np.int64)
+    pref[:, :, 0], pref[:, :, 1] = ac7, v2g  # everyone: ac7 first, then v2g
+    pref[3, :, :2] = [v2g, ac7]  # EV 3 prefers v2g
+    return {
+        "k": 10,
+        "waiting": np.array([1, 1, 1, 1, 1], dtype=np.uint8),
+        "wait_since": np.array([9, 8, 10, 10, 7], dtype=np.int64),
+        "wait_until": np.array([20, 20, 10, 12, 20], dtype=np.int64),
+        "site": np.array([0, 0, 0, 0, 1], dtype=np.int64),
+        "site_kind": np.array([0, 0], dtype=np.int64),
+        "pref": pref, "n_chargers": n_chargers, "used": np.zeros((2, n_types), dtype=np.int64),
+        "plug": np.full(5, -1, dtype=np.int64), "charging": np.zeros(5, dtype=np.uint8),
+        "e_kwh": np.array([10.0, 20.0, 30.0, 40.0, 50.0]), "cap_kwh": np.full(5, 50.0),
+        "soc_full": 0.99, "full_tol_kwh": 1e-6,
+        "ac_kw": np.full(5, 7.0), "dc_kw": np.full(5, 50.0),
+        "charger_kw": np.where(n_chargers > 0, 7.0, 0.0) + np.eye(2, n_types, v2g) * 3.0,
+        "charger_dis_kw": np.eye(2, n_types, v2g) * 10.0,
+        "v2g_user": np.array([1, 0, 1, 1, 1], dtype=np.uint8), "v2g_kw": np.full(5, 6.0),
+        "p_ch_lim": np.zeros(5), "p_dis_lim": np.zeros(5),
+        "ac_max_type": CHARGER_TYPES.index("ac11"), "v2g_type": v2g,
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_queue_is_first_come_first_served_in_preference_rounds(backend):
+    kern = select_kernel("evstep", backend)
+    case = _queue_case()
+    n_plugged, n_expired, n_waiting = kern.serve_queue(**case)
+    ac7, v2g = CHARGER_TYPES.index("ac7"), CHARGER_TYPES.index("v2g")
+    # site 0 in arrival order: EV 1 (t=8) takes ac7; EV 0 (t=9) finds no ac7 and waits for the
+    # second round, where EV 3 (t=10, prefers v2g) has already taken v2g in the first round
+    np.testing.assert_array_equal(case["plug"], [-1, ac7, -1, v2g, ac7])
+    assert (n_plugged, n_expired, n_waiting) == (3, 1, 1)  # EV 2's patience ran out at k=10
+    np.testing.assert_array_equal(case["waiting"], [1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(case["used"][0, [ac7, v2g]], [1, 1])
+    np.testing.assert_allclose(case["p_ch_lim"], [0.0, 7.0, 0.0, 10.0, 7.0])
+    np.testing.assert_allclose(case["p_dis_lim"], [0.0, 0.0, 0.0, 6.0, 0.0])  # V2G user on v2g
+    np.testing.assert_array_equal(case["charging"], [0, 1, 0, 1, 0])  # EV 4 is full
+
+
+@pytest.mark.skipif(not HAS_COMPILED, reason="ext.evstep is not built")
+def test_queue_compiled_equals_numpy_on_random_queues():
+    rng = np.random.default_rng(3)
+    compiled, twin = select_kernel("evstep", "compiled"), select_kernel("evstep", "numpy")
+    n_types = len(CHARGER_TYPES)
+    for _ in range(30):
+        n, s = 60, 4
+        base = _queue_case()
+        case = dict(base)
+        case["n_chargers"] = rng.integers(0, 4, (s, n_types))
+        case["used"] = rng.integers(0, 2, (s, n_types)).clip(max=case["n_chargers"])
+        order = np.array([rng.permutation(n_types) for _ in range(n * 4)]).reshape(n, 4, n_types)
+        cut = rng.integers(1, n_types + 1, (n, 4))
+        case["pref"] = np.where(np.arange(n_types) < cut[..., None], order, -1)
+        case.update(
+            waiting=(rng.random(n) < 0.7).astype(np.uint8),
+            wait_since=rng.integers(0, 6, n), wait_until=rng.integers(3, 12, n),
+            site=rng.integers(0, s, n), site_kind=rng.integers(0, 4, s),
+            plug=np.full(n, -1, dtype=np.int64), charging=np.zeros(n, dtype=np.uint8),
+            e_kwh=rng.uniform(5, 60, n), cap_kwh=np.full(n, 60.0), ac_kw=np.full(n, 11.0),
+            dc_kw=rng.choice([0.0, 90.0], n),
+            charger_kw=rng.uniform(5, 120, (s, n_types)),
+            charger_dis_kw=rng.uniform(0, 20, (s, n_types)),
+            v2g_user=rng.integers(0, 2, n).astype(np.uint8), v2g_kw=rng.uniform(5, 15, n),
+            p_ch_lim=np.zeros(n), p_dis_lim=np.zeros(n), k=6)
+        a = {key: (v.copy() if isinstance(v, np.ndarray) else v) for key, v in case.items()}
+        b = {key: (v.copy() if isinstance(v, np.ndarray) else v) for key, v in case.items()}
+        assert compiled.serve_queue(**a) == twin.serve_queue(**b)
+        for key in ("waiting", "used", "plug", "charging", "p_ch_lim", "p_dis_lim"):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        assert (a["used"] <= a["n_chargers"]).all()
