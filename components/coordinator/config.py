@@ -125,9 +125,10 @@ class CoordinatorConfig(StrictModel):
         "leaving before the next PV hours: the grid fills them in the window [h]",
     )
     offpeak_fill_lead_h: float = Field(
-        2.0, ge=0, le=12,
+        0.0, ge=0, le=12,
         description="finish the off-peak fill this long before the window ends or the EV "
-        "leaves (where the window allows), away from the morning ramp of the load [h]",
+        "leaves (where the window allows), e.g. away from the morning ramp of the load; 0 "
+        "leaves the early-morning sun to EVs that leave after it [h]",
     )
     charge_pv_to_full: bool = Field(
         True, description="let EVs take local PV beyond their departure need, up to full",

@@ -71,7 +71,6 @@ from components.coordinator.optimal import OptimalStrategy
 from components.coordinator.tariffs import PERIODS
 
 _EPS_KW = 1e-6
-_DAY_S = 86_400.0
 
 
 class Uncontrolled(Strategy):
@@ -173,9 +172,11 @@ class PVFollowing(Strategy):
                 break
             cap_left = np.maximum(zone.site_charge_kw
                                   - site_sum(ev.site, p + extra, zone.n_sites), 0.0)
-            # one step of room as the "need", departures far away: no mandatory power, and
-            # water-filling gives every EV the same share of its room
-            x, info = dispatch(room * zone.eta_ch * snap.dt_h, np.full(ev.n, _DAY_S), room,
+            # one step of room as the "need" and departures one step past the planned ones: no
+            # mandatory power, and the EVs leaving soonest get the PV first (least laxity
+            # first), before those that stay for the afternoon sun
+            x, info = dispatch(room * zone.eta_ch * snap.dt_h,
+                               planned_t_dep_s(ev, self.cfg, self.step_s) + self.step_s, room,
                                np.zeros(ev.n), ev.site, cap_left, site_pv_kw, pool_kw,
                                self.step_s, zone.eta_ch, zone.eta_dis)
             extra += x

@@ -136,11 +136,12 @@ def test_pv_a_site_cannot_take_goes_to_evs_elsewhere(zone, pv_to_full):
 @pytest.mark.parametrize("target", ["morning_full", "need"])
 def test_off_peak_grid_charging_is_spread_evenly_and_done_early(zone, target):
     """Valley of 32 steps: EVs leaving at its end are filled (to full, or to their need),
-    spread over the window and done two hours early; EVs staying on wait for PV."""
+    spread over the window and done ``offpeak_fill_lead_h`` (two hours) early; EVs staying on
+    wait for PV."""
     rng = np.random.default_rng(2)
     state = fleet(20, rng, soc=(0.3, 0.5), need_kwh=(5.0, 5.0), dep_steps=(32, 33))
     state["dep_step"][10:] = 80  # these stay past the next PV hours
-    strat = strategy("pv_following", zone, departure_target=target)
+    strat = strategy("pv_following", zone, departure_target=target, offpeak_fill_lead_h=2.0)
     periods = np.r_[np.full(32, VALLEY), np.full(64, FLAT)]
     totals = []
     for k in range(32):
