@@ -59,6 +59,18 @@ def require_finite(sender: str, **arrays: np.ndarray) -> None:
             )
 
 
+def finite_output(sender: str, attr: str, value: Any) -> Any:
+    """``value`` once it is known to be finite; ``ValueError`` naming ``sender`` and ``attr`` if
+    not. Integers and booleans pass unchecked; for the per-step outputs of the adapters."""
+    kind = type(value)
+    if kind is int or kind is bool or (kind is float and math.isfinite(value)):
+        return value
+    if kind is np.ndarray and value.dtype.kind in "biu":
+        return value
+    require_finite(sender, **{attr: value})
+    return value
+
+
 def last_outputs(sender: str, eid: str, last: dict[str, Any], outputs: dict[str, list[str]],
                  unchecked: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """``get_data`` of a one-entity simulator that keeps its last step's outputs in ``last``.

@@ -57,13 +57,12 @@ grid -> coordinator are each broken by exactly one time-shifted connection.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import mosaik_api_v3
 import numpy as np
 
-from components.base import require_finite, step_index, step_ticks
+from components.base import finite_output, step_index, step_ticks
 from components.coordinator.config import CoordinatorConfig
 from components.coordinator.core import ZoneLayout
 from components.coordinator.island import GRID_TELEMETRY
@@ -242,12 +241,7 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
             value = int(np.isfinite(res.p_set_kw).sum())
         else:
             value = res.totals[attr]
-        if isinstance(value, (float, int)):
-            if not math.isfinite(value):
-                require_finite(sender, **{attr: value})
-        else:
-            require_finite(sender, **{attr: value})
-        return value
+        return finite_output(sender, attr, value)
 
 
 def _group(values: dict[str, Any], names: dict[str, str], require_all: bool = False

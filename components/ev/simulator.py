@@ -29,13 +29,12 @@ Timing: mosaik time ``t = k * step_s`` (in mosaik time units) is step ``k`` of t
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import mosaik_api_v3
 import numpy as np
 
-from components.base import require_finite, step_index, step_ticks
+from components.base import finite_output, require_finite, step_index, step_ticks
 from components.ev.config import EVConfig
 from components.ev.model import EVFleet
 
@@ -197,13 +196,7 @@ class EVSimulator(mosaik_api_v3.Simulator):
             raise ValueError(f"{self.sid}: p_set_kw is an input, not an output")
         else:
             raise ValueError(f"{self.sid}: unknown attribute {attr!r}")
-        # integers and booleans cannot be NaN or infinite: only floats are checked
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                require_finite(f"{self.sid}.{EID}", **{attr: value})
-        elif isinstance(value, np.ndarray) and value.dtype.kind in "fc":
-            require_finite(f"{self.sid}.{EID}", **{attr: value})
-        return value
+        return finite_output(f"{self.sid}.{EID}", attr, value)
 
 
 def main() -> None:

@@ -24,13 +24,12 @@ this step; outputs ``background_class_kw`` (what each class asked, before sheddi
 
 from __future__ import annotations
 
-import math
 
 import mosaik_api_v3
 import numpy as np
 import pandas as pd
 
-from components.base import require_finite, step_index, step_ticks
+from components.base import finite_output, step_index, step_ticks
 from components.grid.config import GridConfig
 from components.grid.model import SHED_CLASSES, GridModel, GridResult, load_network, resolve_bus
 
@@ -259,11 +258,4 @@ class GridSimulator(mosaik_api_v3.Simulator):
 
     def _checked(self, attr: str, value):
         """``value`` once it is known to be finite (``ValueError`` naming ``attr`` if not)."""
-        kind = type(value)
-        if kind is int or (kind is float and math.isfinite(value)):
-            return value
-        if kind is np.ndarray and (value.dtype.kind in "biu" or (
-                value.dtype == np.float64 and math.isfinite(np.add.reduce(value, axis=None)))):
-            return value  # integers are finite; a finite sum means finite values
-        require_finite(f"{self.sid}.{EID}", **{attr: value})
-        return value
+        return finite_output(f"{self.sid}.{EID}", attr, value)
