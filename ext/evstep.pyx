@@ -1,6 +1,6 @@
-"""Per-step physics of the EV fleet over its plugged EVs: compiled kernel.
+"""Per-step physics and trip events of the EV fleet: compiled kernel.
 
-Three passes that :class:`components.ev.model.EVFleet` runs every step, written as loops over
+The passes that :class:`components.ev.model.EVFleet` runs every step, written as loops over
 the EVs concerned instead of a few dozen NumPy operations on small gathered arrays:
 
 - ``limits_cc`` / ``limits_cv``: the mean power limits over the next step (the exact CC-CV
@@ -14,6 +14,10 @@ the EVs concerned instead of a few dozen NumPy operations on small gathered arra
 - ``gather_view``: what a coordinator sees of the plugged EVs.
 - ``serve_queue``: plug waiting EVs into free chargers (first come, first served), then let
   EVs whose patience ran out give up.
+- ``depart``, ``arrive``, ``settle``, ``next_trip``: the trip events at a step boundary (leave
+  on the next leg, arrive and park, decide whether to wait for a charger, plan the energy wanted
+  at the next departure). ``depart`` records the SoC drop as the ageing model's ``observe``
+  does; the caller sums the unmet energies with NumPy (its pairwise sum).
 
 Every value is computed with the same floating-point operations, in the same order, as the
 NumPy twin ``ext/evstep_np.py`` (and the model's vectorised reference code), so results are
@@ -24,6 +28,27 @@ are written into arrays the caller owns.
 from libc.math cimport fabs, isnan
 from libc.stdint cimport int8_t, int64_t, uint8_t
 from libc.stdlib cimport free, malloc, qsort
+
+
+cdef inline bint _turn(Py_ssize_t j, double soc_old, double soc_new, int8_t[::1] last_dir,
+                       double[::1] extreme, double[:, ::1] tp_buf, int64_t[::1] tp_n
+                       ) noexcept nogil:
+    """The ageing model's turning-point record (``ageing.observe``) for EV ``j`` moving from
+    ``soc_old`` to ``soc_new``; True when its buffer is full and must be flushed."""
+    cdef double delta = soc_new - soc_old
+    cdef int8_t direction
+    cdef int64_t t
+    cdef bint full = False
+    if fabs(delta) > 1e-9:
+        direction = 1 if delta > 0 else -1
+        if last_dir[j] != 0 and direction != last_dir[j]:
+            t = tp_n[j]
+            tp_buf[j, t] = extreme[j]
+            tp_n[j] = t + 1
+            full = t + 1 >= tp_buf.shape[1]
+        last_dir[j] = direction
+        extreme[j] = soc_new
+    return full
 
 
 def limits_cc(const int64_t[::1] ids, const double[::1] e_kwh, const double[::1] cap_kwh,
@@ -123,11 +148,8 @@ def advance(const int64_t[::1] ids, const double[::1] p_set, bint controlled,
     n_clamped, flush)``: ``flush`` is true when a turning-point buffer is full.
     """
     cdef Py_ssize_t i, j, n = ids.shape[0], n_ev = plug.shape[0], m = 0, clamped = 0
-    cdef Py_ssize_t buf = tp_buf.shape[1]
-    cdef int64_t t
     cdef bint flush = False
-    cdef int8_t direction
-    cdef double p, ps, ch, dis, e_old, e_new, cap, soc_old, soc_new, delta, v
+    cdef double p, ps, ch, dis, e_old, e_new, cap, v
     cdef double c_ch = dt_h * eta_c, c_dis = dt_h / eta_d
     if controlled:
         for j in range(n_ev):  # setpoints for EVs that are not plugged: ignored, counted
@@ -159,19 +181,8 @@ def advance(const int64_t[::1] ids, const double[::1] p_set, bint controlled,
             ch_kw[m] = ch
             dis_kw[m] = dis
             m += 1
-            soc_old = e_old / cap
-            soc_new = e_new / cap
-            delta = soc_new - soc_old
-            if fabs(delta) > 1e-9:
-                direction = 1 if delta > 0 else -1
-                if last_dir[j] != 0 and direction != last_dir[j]:
-                    t = tp_n[j]
-                    tp_buf[j, t] = extreme[j]
-                    tp_n[j] = t + 1
-                    if t + 1 >= buf:
-                        flush = True
-                last_dir[j] = direction
-                extreme[j] = soc_new
+            if _turn(j, e_old / cap, e_new / cap, last_dir, extreme, tp_buf, tp_n):
+                flush = True
             if not controlled and e_new >= soc_full * cap - full_tol_kwh:
                 charging[j] = 0
         if controlled:
@@ -296,3 +307,220 @@ def serve_queue(int64_t k, uint8_t[::1] waiting, const int64_t[::1] wait_since,
             else:
                 n_wait += 1
     return n_plugged, n_expired, n_wait
+
+
+cdef void _next_trip(const int64_t[::1] ids, Py_ssize_t n, const int64_t[::1] head,
+                     const int64_t[::1] tail, const int64_t[:, ::1] leg_dep,
+                     const double[:, ::1] leg_rest_km, int64_t[::1] next_dep,
+                     double[::1] req_kwh, const double[::1] cap_kwh, const int64_t[::1] site,
+                     const int64_t[::1] site_kind, const double[::1] kwh_per_km,
+                     int64_t horizon_step, double need_soc, double target_soc,
+                     double soc_full, int64_t home_kind, int64_t depot_kind,
+                     int64_t[::1] kind_out) noexcept:
+    cdef Py_ssize_t i, j, m = leg_dep.shape[1], slot
+    cdef double rest_km, cap, need, target
+    cdef int64_t kind
+    for i in range(n):
+        j = ids[i]
+        if head[j] < tail[j]:
+            slot = head[j] % m
+            next_dep[j] = leg_dep[j, slot]
+            rest_km = leg_rest_km[j, slot]
+        else:
+            next_dep[j] = horizon_step
+            rest_km = 0.0
+        cap = cap_kwh[j]
+        kind = site_kind[site[j]] if site[j] >= 0 else -1
+        need = need_soc * cap + rest_km * kwh_per_km[j]
+        target = target_soc * cap if (kind == home_kind or kind == depot_kind) else 0.0
+        if not need >= target:
+            need = target
+        target = soc_full * cap
+        req_kwh[j] = need if need < target else target
+        kind_out[i] = kind
+
+
+def next_trip(const int64_t[::1] ids, const int64_t[::1] head, const int64_t[::1] tail,
+              const int64_t[:, ::1] leg_dep, const double[:, ::1] leg_rest_km,
+              int64_t[::1] next_dep, double[::1] req_kwh, const double[::1] cap_kwh,
+              const int64_t[::1] site, const int64_t[::1] site_kind,
+              const double[::1] kwh_per_km, int64_t horizon_step, double need_soc,
+              double target_soc, double soc_full, int64_t home_kind, int64_t depot_kind,
+              int64_t[::1] kind_out):
+    """Next departure step and energy wanted then [kWh] of parked EVs ``ids``.
+
+    ``need_soc`` is ``soc_min + trip_reserve_soc``; ``target_soc`` (``departure_soc_target``)
+    applies when leaving a site of kind ``home_kind`` or ``depot_kind``. Without a planned leg
+    the departure is ``horizon_step``. Writes the site kind of ``ids[i]`` (-1 = no site) to
+    ``kind_out[i]``.
+    """
+    _next_trip(ids, ids.shape[0], head, tail, leg_dep, leg_rest_km, next_dep, req_kwh,
+               cap_kwh, site, site_kind, kwh_per_km, horizon_step, need_soc, target_soc,
+               soc_full, home_kind, depot_kind, kind_out)
+
+
+cdef Py_ssize_t _settle(const int64_t[::1] ids, const int64_t[::1] dest, int64_t k,
+                        int64_t[::1] site, const int64_t[::1] site_kind,
+                        const uint8_t[::1] site_has_chargers,
+                        const int64_t[::1] patience_steps, const double[::1] e_kwh,
+                        const double[::1] plug_soc, double public_plug_soc,
+                        int64_t public_kind, uint8_t[::1] wants, uint8_t[::1] waiting,
+                        int64_t[::1] wait_since, int64_t[::1] wait_until,
+                        int64_t[::1] kind_buf, const int64_t[::1] head,
+                        const int64_t[::1] tail, const int64_t[:, ::1] leg_dep,
+                        const double[:, ::1] leg_rest_km, int64_t[::1] next_dep,
+                        double[::1] req_kwh, const double[::1] cap_kwh,
+                        const double[::1] kwh_per_km, int64_t horizon_step, double need_soc,
+                        double target_soc, double soc_full, int64_t home_kind,
+                        int64_t depot_kind) noexcept:
+    cdef Py_ssize_t i, j, n = ids.shape[0], n_wait = 0
+    cdef int64_t d, until
+    cdef double soc
+    cdef bint want
+    for i in range(n):
+        site[ids[i]] = dest[i]
+    _next_trip(ids, n, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh, cap_kwh, site,
+               site_kind, kwh_per_km, horizon_step, need_soc, target_soc, soc_full, home_kind,
+               depot_kind, kind_buf)
+    for i in range(n):
+        j = ids[i]
+        d = dest[i]
+        want = False
+        if d >= 0 and site_has_chargers[d]:
+            soc = e_kwh[j] / cap_kwh[j]
+            if kind_buf[i] == public_kind:
+                want = soc < public_plug_soc
+            else:
+                want = soc < plug_soc[j]
+        wants[j] = want
+        if want:
+            n_wait += 1
+            waiting[j] = 1
+            wait_since[j] = k
+            until = k + patience_steps[d]
+            wait_until[j] = until if until < next_dep[j] else next_dep[j]
+    return n_wait
+
+
+def settle(const int64_t[::1] ids, const int64_t[::1] dest, int64_t k, int64_t[::1] site,
+           const int64_t[::1] site_kind, const uint8_t[::1] site_has_chargers,
+           const int64_t[::1] patience_steps, const double[::1] e_kwh,
+           const double[::1] plug_soc, double public_plug_soc, int64_t public_kind,
+           uint8_t[::1] wants, uint8_t[::1] waiting, int64_t[::1] wait_since,
+           int64_t[::1] wait_until, int64_t[::1] kind_buf, const int64_t[::1] head,
+           const int64_t[::1] tail, const int64_t[:, ::1] leg_dep,
+           const double[:, ::1] leg_rest_km, int64_t[::1] next_dep, double[::1] req_kwh,
+           const double[::1] cap_kwh, const double[::1] kwh_per_km, int64_t horizon_step,
+           double need_soc, double target_soc, double soc_full, int64_t home_kind,
+           int64_t depot_kind):
+    """EVs ``ids`` park at ``dest`` (-1 = no charging site) at step ``k``.
+
+    Plans their next trip (see ``next_trip``); those at a site with chargers whose SoC is below
+    their plug threshold (``public_plug_soc`` at public sites) want to charge and start waiting,
+    until their patience runs out or they leave. Returns the number of new waiting EVs.
+    """
+    return _settle(ids, dest, k, site, site_kind, site_has_chargers, patience_steps, e_kwh,
+                   plug_soc, public_plug_soc, public_kind, wants, waiting, wait_since,
+                   wait_until, kind_buf, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh,
+                   cap_kwh, kwh_per_km, horizon_step, need_soc, target_soc, soc_full,
+                   home_kind, depot_kind)
+
+
+def arrive(const int64_t[::1] ids, int64_t k, const int64_t[:, ::1] leg_arr,
+           const int64_t[:, ::1] leg_dest, int64_t[::1] head, uint8_t[::1] driving,
+           int64_t[::1] dest_buf, int64_t[::1] site, const int64_t[::1] site_kind,
+           const uint8_t[::1] site_has_chargers, const int64_t[::1] patience_steps,
+           const double[::1] e_kwh, const double[::1] plug_soc, double public_plug_soc,
+           int64_t public_kind, uint8_t[::1] wants, uint8_t[::1] waiting,
+           int64_t[::1] wait_since, int64_t[::1] wait_until, int64_t[::1] kind_buf,
+           const int64_t[::1] tail, const int64_t[:, ::1] leg_dep,
+           const double[:, ::1] leg_rest_km, int64_t[::1] next_dep, double[::1] req_kwh,
+           const double[::1] cap_kwh, const double[::1] kwh_per_km, int64_t horizon_step,
+           double need_soc, double target_soc, double soc_full, int64_t home_kind,
+           int64_t depot_kind):
+    """EVs ``ids`` arrive at step ``k`` at the destination of their current leg and settle
+    there (see ``settle``). Returns the number of new waiting EVs, or -1 (nothing changed) when
+    the trip plan does not match (a leg not arriving at ``k``, or an EV not driving)."""
+    cdef Py_ssize_t i, j, n = ids.shape[0], m = leg_arr.shape[1], slot
+    for i in range(n):
+        j = ids[i]
+        slot = head[j] % m
+        if leg_arr[j, slot] != k or not driving[j]:
+            return -1
+    for i in range(n):
+        j = ids[i]
+        slot = head[j] % m
+        dest_buf[i] = leg_dest[j, slot]
+        head[j] += 1
+        driving[j] = 0
+    return _settle(ids, dest_buf[:n], k, site, site_kind, site_has_chargers, patience_steps,
+                   e_kwh, plug_soc, public_plug_soc, public_kind, wants, waiting, wait_since,
+                   wait_until, kind_buf, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh,
+                   cap_kwh, kwh_per_km, horizon_step, need_soc, target_soc, soc_full,
+                   home_kind, depot_kind)
+
+
+def depart(const int64_t[::1] ids, int64_t k, const int64_t[:, ::1] leg_dep,
+           const double[:, ::1] leg_km, const int64_t[::1] head, uint8_t[::1] driving,
+           int64_t[::1] plug, int64_t[::1] site, int64_t[:, ::1] used, uint8_t[::1] charging,
+           uint8_t[::1] wants, uint8_t[::1] waiting, const double[::1] req_kwh,
+           double[::1] e_kwh, const double[::1] cap_kwh, const double[::1] kwh_per_km,
+           double soc_min, double[::1] unmet_kwh, double[::1] driven_kwh,
+           double[::1] shortfall_kwh, double[::1] p_ch_lim, double[::1] p_dis_lim,
+           int8_t[::1] last_dir, double[::1] extreme, double[:, ::1] tp_buf,
+           int64_t[::1] tp_n, double[::1] unmet_buf):
+    """EVs ``ids`` leave at step ``k`` on their current leg.
+
+    Unplugs them (frees the charger), books the energy still missing of those that wanted to
+    charge (``unmet_kwh``; the values, in ``ids`` order, also in ``unmet_buf``), ends waiting,
+    and takes the trip's energy from the battery down to ``soc_min`` (the rest is a shortfall),
+    recording the SoC change as the ageing model's ``observe`` does. Returns ``(n_unplugged,
+    n_unmet, n_gave_up, n_short, flush)``, or ``None`` (nothing changed) when the trip plan
+    does not match (a leg not departing at ``k``, or an EV already driving).
+    """
+    cdef Py_ssize_t i, j, n = ids.shape[0], m = leg_dep.shape[1]
+    cdef Py_ssize_t n_unplugged = 0, n_unmet = 0, n_gave_up = 0, n_short = 0
+    cdef bint flush = False
+    cdef double unmet, e_trip, avail, used_kwh, cap, e_old, e_new
+    for i in range(n):
+        j = ids[i]
+        if leg_dep[j, head[j] % m] != k or driving[j]:
+            return None
+    for i in range(n):
+        j = ids[i]
+        if plug[j] >= 0:
+            used[site[j], plug[j]] -= 1
+            charging[j] = 0
+            n_unplugged += 1
+        if wants[j]:
+            unmet = req_kwh[j] - e_kwh[j]
+            if not unmet > 0.0:
+                unmet = 0.0
+            unmet_kwh[j] += unmet
+            unmet_buf[n_unmet] = unmet
+            n_unmet += 1
+        if waiting[j]:
+            n_gave_up += 1
+        e_trip = leg_km[j, head[j] % m] * kwh_per_km[j]
+        cap = cap_kwh[j]
+        e_old = e_kwh[j]
+        avail = e_old - soc_min * cap
+        if not avail > 0.0:
+            avail = 0.0
+        used_kwh = e_trip if e_trip < avail else avail
+        if e_trip > avail + 1e-9:
+            n_short += 1
+        e_new = e_old - used_kwh
+        e_kwh[j] = e_new
+        driven_kwh[j] += used_kwh
+        shortfall_kwh[j] += e_trip - used_kwh
+        if _turn(j, e_old / cap, e_new / cap, last_dir, extreme, tp_buf, tp_n):
+            flush = True
+        plug[j] = -1
+        p_ch_lim[j] = 0.0
+        p_dis_lim[j] = 0.0
+        waiting[j] = 0
+        wants[j] = 0
+        site[j] = -1
+        driving[j] = 1
+    return n_unplugged, n_unmet, n_gave_up, n_short, flush

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["advance", "gather_view", "limits_cc", "limits_cv", "serve_queue"]
+__all__ = ["advance", "arrive", "depart", "gather_view", "limits_cc", "limits_cv", "next_trip",
+           "serve_queue", "settle"]
 
 
 def limits_cc(ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, p_ch_lim: np.ndarray,
@@ -202,3 +203,118 @@ def serve_queue(k: int, waiting: np.ndarray, wait_since: np.ndarray, wait_until:
     expired = np.flatnonzero((waiting != 0) & (wait_until <= k))
     waiting[expired] = 0
     return n_plugged, int(expired.size), int(np.count_nonzero(waiting))
+
+
+def next_trip(ids: np.ndarray, head: np.ndarray, tail: np.ndarray, leg_dep: np.ndarray,
+              leg_rest_km: np.ndarray, next_dep: np.ndarray, req_kwh: np.ndarray,
+              cap_kwh: np.ndarray, site: np.ndarray, site_kind: np.ndarray,
+              kwh_per_km: np.ndarray, horizon_step: int, need_soc: float, target_soc: float,
+              soc_full: float, home_kind: int, depot_kind: int, kind_out: np.ndarray) -> None:
+    """Next departure step and energy wanted then [kWh] of parked EVs ``ids``; site kinds."""
+    m = leg_dep.shape[1]
+    has_next = head[ids] < tail[ids]
+    nslot = head[ids] % m
+    next_dep[ids] = np.where(has_next, leg_dep[ids, nslot], horizon_step)
+    rest_km = np.where(has_next, leg_rest_km[ids, nslot], 0.0)
+    cap = cap_kwh[ids]
+    s = site[ids]
+    kind = np.where(s >= 0, site_kind[np.maximum(s, 0)], -1)
+    base = (kind == home_kind) | (kind == depot_kind)
+    trip_need = need_soc * cap + rest_km * kwh_per_km[ids]
+    target = np.where(base, target_soc * cap, 0.0)
+    req_kwh[ids] = np.minimum(np.maximum(trip_need, target), soc_full * cap)
+    kind_out[: ids.size] = kind
+
+
+def settle(ids: np.ndarray, dest: np.ndarray, k: int, site: np.ndarray, site_kind: np.ndarray,
+           site_has_chargers: np.ndarray, patience_steps: np.ndarray, e_kwh: np.ndarray,
+           plug_soc: np.ndarray, public_plug_soc: float, public_kind: int, wants: np.ndarray,
+           waiting: np.ndarray, wait_since: np.ndarray, wait_until: np.ndarray,
+           kind_buf: np.ndarray, head: np.ndarray, tail: np.ndarray, leg_dep: np.ndarray,
+           leg_rest_km: np.ndarray, next_dep: np.ndarray, req_kwh: np.ndarray,
+           cap_kwh: np.ndarray, kwh_per_km: np.ndarray, horizon_step: int, need_soc: float,
+           target_soc: float, soc_full: float, home_kind: int, depot_kind: int) -> int:
+    """EVs ``ids`` park at ``dest`` (-1 = no charging site) at step ``k``; returns the number
+    of new waiting EVs."""
+    n = ids.size
+    site[ids] = dest
+    next_trip(ids, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh, cap_kwh, site,
+              site_kind, kwh_per_km, horizon_step, need_soc, target_soc, soc_full, home_kind,
+              depot_kind, kind_buf)
+    kind = kind_buf[:n]
+    soc = e_kwh[ids] / cap_kwh[ids]
+    want = (dest >= 0) & (site_has_chargers[np.maximum(dest, 0)] != 0)
+    want &= np.where(kind == public_kind, soc < public_plug_soc, soc < plug_soc[ids])
+    wants[ids] = want
+    w = ids[want]
+    waiting[w] = 1
+    wait_since[w] = k
+    wait_until[w] = np.minimum(k + patience_steps[site[w]], next_dep[w])
+    return int(w.size)
+
+
+def arrive(ids: np.ndarray, k: int, leg_arr: np.ndarray, leg_dest: np.ndarray, head: np.ndarray,
+           driving: np.ndarray, dest_buf: np.ndarray, site: np.ndarray, site_kind: np.ndarray,
+           site_has_chargers: np.ndarray, patience_steps: np.ndarray, e_kwh: np.ndarray,
+           plug_soc: np.ndarray, public_plug_soc: float, public_kind: int, wants: np.ndarray,
+           waiting: np.ndarray, wait_since: np.ndarray, wait_until: np.ndarray,
+           kind_buf: np.ndarray, tail: np.ndarray, leg_dep: np.ndarray,
+           leg_rest_km: np.ndarray, next_dep: np.ndarray, req_kwh: np.ndarray,
+           cap_kwh: np.ndarray, kwh_per_km: np.ndarray, horizon_step: int, need_soc: float,
+           target_soc: float, soc_full: float, home_kind: int, depot_kind: int) -> int:
+    """EVs ``ids`` arrive at step ``k`` and settle; -1 (nothing changed) when the trip plan
+    does not match."""
+    n = ids.size
+    slot = head[ids] % leg_arr.shape[1]
+    if np.any(leg_arr[ids, slot] != k) or not np.all(driving[ids] != 0):
+        return -1
+    dest_buf[:n] = leg_dest[ids, slot]
+    head[ids] += 1
+    driving[ids] = 0
+    return settle(ids, dest_buf[:n], k, site, site_kind, site_has_chargers, patience_steps,
+                  e_kwh, plug_soc, public_plug_soc, public_kind, wants, waiting, wait_since,
+                  wait_until, kind_buf, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh,
+                  cap_kwh, kwh_per_km, horizon_step, need_soc, target_soc, soc_full,
+                  home_kind, depot_kind)
+
+
+def depart(ids: np.ndarray, k: int, leg_dep: np.ndarray, leg_km: np.ndarray, head: np.ndarray,
+           driving: np.ndarray, plug: np.ndarray, site: np.ndarray, used: np.ndarray,
+           charging: np.ndarray, wants: np.ndarray, waiting: np.ndarray, req_kwh: np.ndarray,
+           e_kwh: np.ndarray, cap_kwh: np.ndarray, kwh_per_km: np.ndarray, soc_min: float,
+           unmet_kwh: np.ndarray, driven_kwh: np.ndarray, shortfall_kwh: np.ndarray,
+           p_ch_lim: np.ndarray, p_dis_lim: np.ndarray, last_dir: np.ndarray,
+           extreme: np.ndarray, tp_buf: np.ndarray, tp_n: np.ndarray, unmet_buf: np.ndarray
+           ) -> tuple[int, int, int, int, bool] | None:
+    """EVs ``ids`` leave at step ``k``. Returns ``(n_unplugged, n_unmet, n_gave_up, n_short,
+    flush)``, or ``None`` (nothing changed) when the trip plan does not match."""
+    slot = head[ids] % leg_dep.shape[1]
+    if np.any(leg_dep[ids, slot] != k) or np.any(driving[ids] != 0):
+        return None
+    plugged = ids[plug[ids] >= 0]
+    if plugged.size:
+        np.subtract.at(used, (site[plugged], plug[plugged]), 1)
+        charging[plugged] = 0
+    want = ids[wants[ids] != 0]
+    unmet = np.maximum(req_kwh[want] - e_kwh[want], 0.0)
+    unmet_kwh[want] += unmet
+    unmet_buf[: want.size] = unmet
+    gave_up = int(np.count_nonzero(waiting[ids]))
+    e_trip = leg_km[ids, slot] * kwh_per_km[ids]
+    avail = np.maximum(e_kwh[ids] - soc_min * cap_kwh[ids], 0.0)
+    use = np.minimum(e_trip, avail)
+    short = e_trip > avail + 1e-9
+    cap = cap_kwh[ids]
+    soc_old = e_kwh[ids] / cap
+    e_kwh[ids] -= use
+    driven_kwh[ids] += use
+    shortfall_kwh[ids] += e_trip - use
+    flush = _turning_points(ids, soc_old, e_kwh[ids] / cap, last_dir, extreme, tp_buf, tp_n)
+    plug[ids] = -1
+    p_ch_lim[ids] = 0.0
+    p_dis_lim[ids] = 0.0
+    waiting[ids] = 0
+    wants[ids] = 0
+    site[ids] = -1
+    driving[ids] = 1
+    return int(plugged.size), int(want.size), gave_up, int(np.count_nonzero(short)), flush

@@ -30,7 +30,8 @@ minute on two cores):
   step, clipped to ``[p_min, p_max]`` (counted when clipped); NaN means uncontrolled: charge at the
   maximum until full. Discharge (V2G) is limited by charger, car, willingness and ``min_soc_v2g``.
   The per-step passes over the plugged EVs (limits, setpoints, battery update, charger queue)
-  run in the kernel ``ext.evstep`` (compiled, or its bit-identical NumPy twin); the limits of
+  and the trip events (departures, arrivals, planning the next trip) run in the kernel
+  ``ext.evstep`` (compiled, or its bit-identical NumPy twin); the limits of
   the plugged EVs are computed once between two steps, for the coordinator's view and the step.
 - **Users.** An EV parked at a site with chargers plugs in if its user wants to: private users
   below a personal SoC threshold (``behaviour.plug_soc_threshold``), V2G users and the commercial
@@ -397,6 +398,13 @@ class EVFleet:
         self._charging_u8 = self.charging.view(np.uint8)  # the kernel's views of them
         self._waiting_u8 = self.waiting.view(np.uint8)
         self._v2g_user_u8 = self.v2g_user.view(np.uint8)
+        self._driving_u8 = self.driving.view(np.uint8)
+        self._wants_u8 = self.wants.view(np.uint8)
+        self._has_chargers_u8 = self.site_has_chargers.view(np.uint8)
+        # work buffers of the trip events (unmet energies, destinations, site kinds)
+        self._unmet_buf = np.zeros(n)
+        self._dest_buf = np.zeros(n, dtype=np.int64)
+        self._kind_buf = np.zeros(n, dtype=np.int64)
         self._charging_ids: np.ndarray | None = None
         # limits of the EVs plugged now, valid until the next step changes any state
         self._plugged_lim: tuple[np.ndarray, np.ndarray] | None = None
@@ -721,51 +729,54 @@ class EVFleet:
         self._plugged_lim = None
 
     def _depart(self, ids: np.ndarray, k: int) -> None:
-        slot = self.head[ids] % self._m
-        if np.any(self.leg_dep[ids, slot] != k) or np.any(self.driving[ids]):
+        """EVs ``ids`` leave at step ``k``: unplug, book unmet energy, take the trip's energy."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        ageing = self.ageing
+        res = self._kernel.depart(
+            ids, k, self.leg_dep, self.leg_km, self.head, self._driving_u8, self.plug, self.site,
+            self.used, self._charging_u8, self._wants_u8, self._waiting_u8, self.req_kwh,
+            self.e_kwh, self.cap_kwh, self.kwh_per_km, self.cfg.soc_min, self.unmet_kwh,
+            self.driven_kwh, self.shortfall_kwh, self.p_ch_lim, self.p_dis_lim, ageing.last_dir,
+            ageing.extreme, ageing.tp_buf, ageing.tp_n, self._unmet_buf)
+        if res is None:
             raise RuntimeError(f"EV trip plan inconsistent at step {k}")
-        plugged = ids[self.plug[ids] >= 0]
-        if plugged.size:
-            np.subtract.at(self.used, (self.site[plugged], self.plug[plugged]), 1)
-            self.charging[plugged] = False
+        n_unplugged, n_unmet, gave_up, n_short, flush = res
+        if n_unplugged:
             self._charging_ids = None
             self._plugged_dirty = True
             self._queue_dirty |= self._n_waiting > 0
-        want = ids[self.wants[ids]]
-        unmet = np.maximum(self.req_kwh[want] - self.e_kwh[want], 0.0)
-        self.unmet_kwh[want] += unmet
-        self.unmet_step_kwh += float(unmet.sum())
-        gave_up = int(self.waiting[ids].sum())  # still waiting when leaving
-        self.plug_refusals += gave_up
+        # NumPy's (pairwise) sum, as over the unmet energies of these EVs
+        self.unmet_step_kwh += float(self._unmet_buf[:n_unmet].sum())
+        self.plug_refusals += gave_up  # still waiting when leaving
         self._n_waiting -= gave_up
-        # the trip's energy leaves the battery now; what the battery lacks is a short trip
-        e_trip = self.leg_km[ids, slot] * self.kwh_per_km[ids]
-        avail = np.maximum(self.e_kwh[ids] - self.cfg.soc_min * self.cap_kwh[ids], 0.0)
-        used = np.minimum(e_trip, avail)
-        short = e_trip > avail + 1e-9
         self.trips += ids.size
-        self.trips_short += int(short.sum())
-        soc_old = self.e_kwh[ids] / self.cap_kwh[ids]
-        self.e_kwh[ids] -= used
-        self.driven_kwh[ids] += used
-        self.shortfall_kwh[ids] += e_trip - used
-        self.ageing.observe(ids, soc_old, self.e_kwh[ids] / self.cap_kwh[ids])
-        self.plug[ids] = -1
-        self.p_ch_lim[ids] = 0.0
-        self.p_dis_lim[ids] = 0.0
-        self.waiting[ids] = False
-        self.wants[ids] = False
-        self.site[ids] = -1
-        self.driving[ids] = True
+        self.trips_short += n_short
+        if flush:  # a turning-point buffer is full
+            ageing.flush()
+
+    def _plan_args(self) -> tuple:
+        """Arguments of the kernel's trip planning (``next_trip``, tail of ``settle``)."""
+        cfg = self.cfg
+        return (self.leg_dep, self.leg_rest_km, self.next_dep, self.req_kwh, self.cap_kwh,
+                self.kwh_per_km, self._horizon_step, cfg.soc_min + cfg.trip_reserve_soc,
+                cfg.departure_soc_target, self.soc_full, HOME, DEPOT)
+
+    def _settle_args(self) -> tuple:
+        """Arguments of the kernel's parking (``settle``, ``arrive``), up to the trip planning."""
+        return (self.site, self.site_kind, self._has_chargers_u8, self.patience_steps,
+                self.e_kwh, self.plug_soc, self.cfg.behaviour.public_plug_soc, PUBLIC,
+                self._wants_u8, self._waiting_u8, self.wait_since, self.wait_until,
+                self._kind_buf)
 
     def _arrive(self, ids: np.ndarray, k: int) -> None:
-        slot = self.head[ids] % self._m
-        if np.any(self.leg_arr[ids, slot] != k) or not np.all(self.driving[ids]):
+        """EVs ``ids`` reach the destination of their leg at step ``k`` and settle there."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        n_wait = self._kernel.arrive(ids, k, self.leg_arr, self.leg_dest, self.head,
+                                     self._driving_u8, self._dest_buf, *self._settle_args(),
+                                     self.tail, *self._plan_args())
+        if n_wait < 0:
             raise RuntimeError(f"EV trip plan inconsistent at step {k}")
-        dest = self.leg_dest[ids, slot]
-        self.head[ids] += 1
-        self.driving[ids] = False
-        self._settle(ids, dest, k)
+        self._waiters(n_wait)
 
     def _next_trip(self, ids: np.ndarray) -> np.ndarray:
         """Set next departure and energy wanted then for parked EVs ``ids``; return site kinds.
@@ -775,38 +786,25 @@ class EVFleet:
         Without a planned trip (none within the planning horizon yet) the departure is the end
         of the horizon.
         """
-        cfg = self.cfg
-        has_next = self.head[ids] < self.tail[ids]
-        nslot = self.head[ids] % self._m
-        self.next_dep[ids] = np.where(has_next, self.leg_dep[ids, nslot], self._horizon_step)
-        rest_km = np.where(has_next, self.leg_rest_km[ids, nslot], 0.0)
-        cap = self.cap_kwh[ids]
-        site = self.site[ids]
-        kind = np.where(site >= 0, self.site_kind[np.maximum(site, 0)], -1)
-        base = (kind == HOME) | (kind == DEPOT)
-        trip_need = (cfg.soc_min + cfg.trip_reserve_soc) * cap + rest_km * self.kwh_per_km[ids]
-        target = np.where(base, cfg.departure_soc_target * cap, 0.0)
-        self.req_kwh[ids] = np.minimum(np.maximum(trip_need, target), self.soc_full * cap)
-        return kind
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        a = self._plan_args()
+        self._kernel.next_trip(ids, self.head, self.tail, a[0], a[1], a[2], a[3], a[4],
+                               self.site, self.site_kind, *a[5:], self._kind_buf)
+        return self._kind_buf[: ids.size].copy()
 
     def _settle(self, ids: np.ndarray, dest: np.ndarray, k: int) -> None:
         """EVs ``ids`` park at ``dest`` (-1 = no charging site) at step ``k``."""
-        cfg = self.cfg
-        self.site[ids] = dest
-        kind = self._next_trip(ids)
-        at_site = dest >= 0
-        soc = self.e_kwh[ids] / self.cap_kwh[ids]
-        wants = at_site & self.site_has_chargers[np.maximum(dest, 0)]
-        wants &= np.where(kind == PUBLIC, soc < cfg.behaviour.public_plug_soc,
-                          soc < self.plug_soc[ids])
-        self.wants[ids] = wants
-        w = ids[wants]
-        if w.size:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        dest = np.ascontiguousarray(dest, dtype=np.int64)
+        n_wait = self._kernel.settle(ids, dest, k, *self._settle_args(), self.head, self.tail,
+                                     *self._plan_args())
+        self._waiters(n_wait)
+
+    def _waiters(self, n_wait: int) -> None:
+        """``n_wait`` EVs just started waiting for a charger."""
+        if n_wait:
             self._queue_dirty = True
-            self._n_waiting += w.size
-        self.waiting[w] = True
-        self.wait_since[w] = k
-        self.wait_until[w] = np.minimum(k + self.patience_steps[self.site[w]], self.next_dep[w])
+            self._n_waiting += n_wait
 
     def _serve_queue(self, k: int) -> None:
         """Plug waiting EVs into free compatible chargers, first come first served; then let

@@ -8,7 +8,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from components.ev.config import example_config
+from components.ev.config import EVConfig, example_config
 from components.ev.model import CHARGER_TYPES, EVFleet, max_charge_energy_kwh
 from ext import select_kernel
 
@@ -56,8 +56,20 @@ def test_limits_equal_the_reference_integral_bit_for_bit(backend):
     np.testing.assert_array_equal(f.limits(ids)[0], ref)
 
 
-def _run(backend: str, controlled: bool) -> dict[str, np.ndarray]:
-    f = fleet(backend, v2g_willing_share=0.7)
+def scarce_fleet(backend: str, n: int = 250, days: int = 2, seed: int = 4) -> EVFleet:
+    """A fleet with an eighth of the chargers and low SoC at the start: long queues, plug
+    refusals, trips the battery cannot cover, unmet energy at departure."""
+    d = example_config(n, v2g_willing_share=0.7, initial_soc=(0.1, 0.4)).model_dump(mode="json")
+    for site in d["sites"]:
+        for group in site["chargers"]:
+            group["count"] = max(1, group["count"] // 8)
+    cfg = EVConfig.model_validate(d)
+    return EVFleet(cfg, [s.bus for s in cfg.sites], START, STEP_S, days * 96,
+                   np.random.default_rng(seed), backend=backend)
+
+
+def _run(backend: str, controlled: bool, scarce: bool = False) -> dict[str, np.ndarray]:
+    f = scarce_fleet(backend) if scarce else fleet(backend, v2g_willing_share=0.7)
     rng = np.random.default_rng(11)
     rows = []
     for k in range(f.n_steps):
@@ -78,21 +90,50 @@ def _run(backend: str, controlled: bool) -> dict[str, np.ndarray]:
     out = {"rows": np.array(rows), "e_kwh": f.e_kwh, "charging": f.charging, "plug": f.plug,
            "used": f.used, "fade": f.fade, "cycles": f.ageing.rainflow.n_cycles,
            "tp_n": f.ageing.tp_n, "extreme": f.ageing.extreme,
-           "counters": np.array([f.plug_refusals, f.trips, f.trips_short, f.clamped_total])}
+           "counters": np.array([f.plug_refusals, f.trips, f.trips_short, f.clamped_total]),
+           "driven_kwh": f.driven_kwh, "shortfall_kwh": f.shortfall_kwh,
+           "unmet_kwh": f.unmet_kwh, "req_kwh": f.req_kwh, "next_dep": f.next_dep,
+           "site": f.site, "head": f.head, "driving": f.driving, "wants": f.wants,
+           "waiting": f.waiting, "wait_until": f.wait_until}
     assert np.abs(f.energy_balance_error_kwh()).max() < 1e-9
     return out
 
 
 @pytest.mark.skipif(not HAS_COMPILED, reason="ext.evstep is not built")
 @pytest.mark.parametrize("controlled", [False, True])
-def test_compiled_and_numpy_fleets_are_identical(controlled):
-    a, b = _run("compiled", controlled), _run("numpy", controlled)
+@pytest.mark.parametrize("scarce", [False, True])
+def test_compiled_and_numpy_fleets_are_identical(controlled, scarce):
+    a, b = _run("compiled", controlled, scarce), _run("numpy", controlled, scarce)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     rows = a["rows"]
     assert rows[:, -11].max() > 0  # EVs charged
+    assert a["counters"][1] > 0 and a["head"].sum() > 0  # trips departed and arrived
     if controlled:
         assert rows[:, -10].max() > 0 and rows[:, -9].max() > 0  # V2G ran, setpoints clipped
+    if scarce:  # the trip events' rarer branches ran
+        assert a["counters"][0] > 0 and a["counters"][2] > 0  # refusals, short trips
+        assert a["shortfall_kwh"].sum() > 0 and a["unmet_kwh"].sum() > 0
+        assert rows[:, -8].max() > 0  # unmet energy booked in a step
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("event", ["depart", "arrive"])
+def test_trip_events_off_plan_raise_and_change_nothing(backend, event):
+    f = fleet(backend)
+    for k in range(40):
+        f.step(k)
+    parked = np.flatnonzero(~f.driving)[:5]
+    moving = np.flatnonzero(f.driving)[:5]
+    assert parked.size and moving.size
+    before = {key: v.copy() for key, v in vars(f).items() if isinstance(v, np.ndarray)}
+    with pytest.raises(RuntimeError, match="trip plan inconsistent"):
+        if event == "depart":  # EVs already driving, or not leaving now
+            f._depart(np.r_[parked, moving], f.k)
+        else:  # EVs parked, or not arriving now
+            f._arrive(np.r_[moving, parked], f.k)
+    for key, v in before.items():
+        np.testing.assert_array_equal(getattr(f, key), v, err_msg=key)
 
 
 def _queue_case() -> dict:
