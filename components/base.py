@@ -12,6 +12,7 @@ that interval, so its energy is ``p_kw * step_s / 3600`` kWh.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -69,6 +70,25 @@ def finite_output(sender: str, attr: str, value: Any) -> Any:
         return value
     require_finite(sender, **{attr: value})
     return value
+
+
+def step_outputs(sender: str, eid: str, outputs: dict[str, list[str]], cache: dict[str, Any],
+                 compute: Callable[[str], Any]) -> dict[str, dict[str, Any]]:
+    """``get_data`` of a one-entity simulator whose outputs are computed (and checked) once per
+    step: ``compute(attr)`` fills ``cache``, which the adapter clears when it steps. The world
+    asks twice per step (mosaik's connections, then the recorder), for different attributes."""
+    data: dict[str, dict[str, Any]] = {}
+    for name, attrs in outputs.items():
+        if name != eid:
+            raise ValueError(f"{sender}: unknown entity {name!r}")
+        values: dict[str, Any] = {}
+        for attr in attrs:
+            value = cache.get(attr, cache)  # the cache itself: not computed yet
+            if value is cache:
+                value = cache[attr] = compute(attr)
+            values[attr] = value
+        data[eid] = values
+    return data
 
 
 def last_outputs(sender: str, eid: str, last: dict[str, Any], outputs: dict[str, list[str]],

@@ -62,7 +62,7 @@ from typing import Any
 import mosaik_api_v3
 import numpy as np
 
-from components.base import finite_output, step_index, step_ticks
+from components.base import finite_output, step_index, step_outputs, step_ticks
 from components.coordinator.config import CoordinatorConfig
 from components.coordinator.core import ZoneLayout
 from components.coordinator.island import GRID_TELEMETRY
@@ -196,23 +196,14 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         if self.coord is None:
             raise RuntimeError(f"{self.sid}: get_data called before create")
         res = self._result
-        data: dict[str, dict[str, Any]] = {}
-        for eid, attrs in outputs.items():
-            if eid != EID:
-                raise ValueError(f"{self.sid}: unknown entity {eid!r}")
+        for attrs in outputs.values():
             unknown = [a for a in attrs if a not in _OUTPUT_SET]
             if unknown:
                 raise ValueError(f"{self.sid}: {unknown} are not outputs; outputs: {OUTPUTS}")
             if res is None:
                 raise RuntimeError(f"{self.sid}: get_data before the first step")
-            checked = self._checked
-            values: dict[str, Any] = {}
-            for attr in attrs:
-                if attr not in checked:
-                    checked[attr] = self._output(res, attr, eid)
-                values[attr] = checked[attr]
-            data[eid] = values
-        return data
+        return step_outputs(self.sid, EID, outputs, self._checked,
+                            lambda attr: self._output(res, attr, EID))
 
     def _output(self, res: StepResult, attr: str, eid: str) -> Any:
         """Output ``attr`` of the step, checked: numbers finite, ``p_set_kw`` not infinite."""

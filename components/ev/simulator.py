@@ -34,7 +34,7 @@ from typing import Any
 import mosaik_api_v3
 import numpy as np
 
-from components.base import finite_output, require_finite, step_index, step_ticks
+from components.base import finite_output, require_finite, step_index, step_outputs, step_ticks
 from components.ev.config import EVConfig
 from components.ev.model import EVFleet
 
@@ -149,19 +149,7 @@ class EVSimulator(mosaik_api_v3.Simulator):
         """Arrays by reference; every numeric value is checked to be finite before it leaves."""
         if self.fleet is None:
             raise RuntimeError(f"{self.sid}: get_data called before create")
-        data: dict[str, dict[str, Any]] = {}
-        out = self._out
-        for eid, attrs in outputs.items():
-            if eid != EID:
-                raise ValueError(f"{self.sid}: unknown entity {eid!r}")
-            values: dict[str, Any] = {}
-            for attr in attrs:
-                value = out.get(attr, out)
-                if value is out:
-                    value = out[attr] = self._output(attr)
-                values[attr] = value
-            data[eid] = values
-        return data
+        return step_outputs(self.sid, EID, outputs, self._out, self._output)
 
     def _output(self, attr: str) -> Any:
         """The value of ``attr`` after the last step, checked to be finite."""

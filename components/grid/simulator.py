@@ -24,12 +24,11 @@ this step; outputs ``background_class_kw`` (what each class asked, before sheddi
 
 from __future__ import annotations
 
-
 import mosaik_api_v3
 import numpy as np
 import pandas as pd
 
-from components.base import finite_output, step_index, step_ticks
+from components.base import finite_output, step_index, step_outputs, step_ticks
 from components.grid.config import GridConfig
 from components.grid.model import SHED_CLASSES, GridModel, GridResult, load_network, resolve_bus
 
@@ -225,19 +224,8 @@ class GridSimulator(mosaik_api_v3.Simulator):
         return arr
 
     def get_data(self, outputs: dict) -> dict:
-        sent = self._sent
-        data = {}
-        for eid, attrs in outputs.items():
-            if eid != EID:
-                raise ValueError(f"{self.sid}: unknown entity {eid!r}")
-            out = {}
-            for attr in attrs:
-                value = sent.get(attr, sent)  # the dict itself: not there yet
-                if value is sent:
-                    value = sent[attr] = self._checked(attr, self._output(attr))
-                out[attr] = value
-            data[eid] = out
-        return data
+        return step_outputs(self.sid, EID, outputs, self._sent,
+                            lambda attr: self._checked(attr, self._output(attr)))
 
     def _output(self, attr: str):
         res = self._result
