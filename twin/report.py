@@ -501,42 +501,58 @@ def fig_compare_kpis(runs: list[RunData]):
 # -- sweep figure ----------------------------------------------------------------------------
 
 def fig_sweep(table: pd.DataFrame, parameters: list[str], kpis: list[str]):
-    """Each KPI (rows) against each varied parameter (columns), one point per finished run."""
+    """Each KPI (rows) against each varied parameter (columns), one point per finished run.
+
+    The grid of axes is laid out here rather than with ``make_subplots`` and one update per
+    axis: plotly validates every such update, which took most of a sweep report's time (the
+    last, serial, step of a sweep).
+    """
     import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     ok = table[table["status"] == "ok"]
     kpis = [k for k in kpis if k in ok and pd.to_numeric(ok[k], errors="coerce").notna().any()]
     parameters = [p for p in parameters if p in ok and ok[p].notna().any()]
     if ok.empty or not kpis or not parameters:
         return None
-    fig = make_subplots(rows=len(kpis), cols=len(parameters), shared_xaxes="columns",
-                        horizontal_spacing=min(0.08, 0.5 / len(parameters)),
-                        vertical_spacing=min(0.02, 0.5 / len(kpis)))
+    rows, cols = len(kpis), len(parameters)
+    h_gap, v_gap = min(0.08, 0.5 / cols), min(0.02, 0.5 / rows)
+    width, height = (1 - h_gap * (cols - 1)) / cols, (1 - v_gap * (rows - 1)) / rows
     hover = [f"run {r['run']} ({r['run_id']}), seed {r['seed']}<br>"
              + "<br>".join(f"{p} = {r[p]}" for p in parameters)
              for r in ok[["run", "run_id", "seed", *parameters]].to_dict("records")]
     seeds = sorted(ok["seed"].unique())
-    for i, kpi in enumerate(kpis, start=1):
+    marker = {"size": 7, "opacity": 0.8, "color": [seeds.index(s) for s in ok["seed"]],
+              "colorscale": "Viridis", "cmin": 0, "cmax": max(1, len(seeds) - 1)}
+    traces: list[dict[str, Any]] = []
+    layout: dict[str, Any] = {}
+    for i, kpi in enumerate(kpis):
         y = pd.to_numeric(ok[kpi], errors="coerce")
-        for j, param in enumerate(parameters, start=1):
+        y0 = (rows - 1 - i) * (height + v_gap)
+        for j, param in enumerate(parameters):
+            n = i * cols + j + 1
+            bottom = (rows - 1) * cols + j + 1  # the column's x axis, shared by its rows
+            suffix = "" if n == 1 else str(n)
             x = ok[param]
-            fig.add_trace(go.Scatter(
-                x=x, y=y, mode="markers", showlegend=False, text=hover, hoverinfo="text+y",
-                marker={"size": 7, "opacity": 0.8, "color": [seeds.index(s) for s in ok["seed"]],
-                        "colorscale": "Viridis", "cmin": 0, "cmax": max(1, len(seeds) - 1)}),
-                row=i, col=j)
-            if j == 1:
-                fig.update_yaxes(title_text=_with_unit(kpi), title_font={"size": 10},
-                                 row=i, col=j)
-            if i == len(kpis):
-                fig.update_xaxes(title_text=param, row=i, col=j)
+            traces.append({"type": "scatter", "x": x.to_numpy(), "y": y.to_numpy(),
+                           "mode": "markers", "showlegend": False, "text": hover,
+                           "hoverinfo": "text+y", "marker": marker,
+                           "xaxis": f"x{suffix}", "yaxis": f"y{suffix}"})
+            xaxis: dict[str, Any] = {"domain": [j * (width + h_gap), j * (width + h_gap) + width],
+                                     "anchor": f"y{suffix}"}
+            if n != bottom:
+                xaxis.update(matches=f"x{bottom}", showticklabels=False)
+            else:
+                xaxis["title"] = {"text": param}
             if not pd.api.types.is_numeric_dtype(x):
-                fig.update_xaxes(type="category", row=i, col=j)
-    fig.update_layout(template="plotly_white", height=60 + 170 * len(kpis),
-                      title="KPIs against the varied parameters (colour: seed)",
-                      margin={"l": 90, "r": 20, "t": 60, "b": 60})
-    return fig
+                xaxis["type"] = "category"
+            yaxis: dict[str, Any] = {"domain": [y0, y0 + height], "anchor": f"x{suffix}"}
+            if j == 0:
+                yaxis["title"] = {"text": _with_unit(kpi), "font": {"size": 10}}
+            layout[f"xaxis{suffix}"], layout[f"yaxis{suffix}"] = xaxis, yaxis
+    layout.update(template="plotly_white", height=60 + 170 * rows,
+                  title={"text": "KPIs against the varied parameters (colour: seed)"},
+                  margin={"l": 90, "r": 20, "t": 60, "b": 60})
+    return go.Figure(data=traces, layout=layout)
 
 
 # -- pages -----------------------------------------------------------------------------------

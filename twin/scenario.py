@@ -138,6 +138,12 @@ class Scenario(StrictModel):
 
 # -- loading ---------------------------------------------------------------------------------
 
+# libyaml's safe loader and dumper when PyYAML has them (its wheels do): the same documents,
+# ~10x faster than the pure-Python ones on a scenario file, which a sweep reads on every run.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a scenario file into a plain dict, or raise ScenarioError saying why not."""
     path = Path(path)
@@ -148,7 +154,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError([f"{path}: cannot be read ({exc})"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -445,5 +451,5 @@ def _prefixed(section: str, exc: Exception) -> str:
 def to_yaml(scenario: Scenario) -> str:
     """The resolved scenario (defaults filled in) as YAML, as written into run folders."""
     data = scenario.model_dump(mode="json", exclude_none=True)
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return yaml.dump(data, Dumper=_YAML_DUMPER, sort_keys=False, allow_unicode=True)
 

@@ -12,11 +12,14 @@ from hypothesis import strategies as st
 
 from components.grid.config import GridConfig
 from components.grid.model import (
+    CACHE_ENV,
     INJECTION_LOAD_TYPE,
     GridModel,
+    _label_day_and_second,
     background_profiles,
     load_network,
     load_shed_classes,
+    network_cache_dir,
     profile_lookup,
     profile_rows,
     resolve_bus,
@@ -165,6 +168,68 @@ def test_profile_lookup_follows_wall_clock_labels(comm_net):
     assert lookup[303, 9] == first and (labels == "30.10.2016 02:15").sum() == 2
     # Without labels the rows are positional.
     assert profile_lookup(SIMBENCH_ROWS)[195, 8] == 195 * 96 + 8
+
+
+def test_label_parser_matches_pandas_and_rejects_bad_labels(comm_net):
+    labels = pd.concat([comm_net.profiles["load"]["time"],
+                        pd.Series(["29.02.2016 23:45", "31.12.2017 00:15"])], ignore_index=True)
+    day0, second = _label_day_and_second(labels)
+    stamps = pd.to_datetime(labels, format="%d.%m.%Y %H:%M")
+    np.testing.assert_array_equal(day0, stamps.dt.dayofyear.to_numpy() - 1)
+    np.testing.assert_array_equal(second, stamps.dt.hour.to_numpy() * 3600
+                                  + stamps.dt.minute.to_numpy() * 60)
+    # Not a date (30 February), another layout, out-of-range time: pandas' parser says which.
+    for bad in ("30.02.2016 00:00", "2016-01-01 00:00", "01.01.2016 24:00"):
+        with pytest.raises(ValueError):
+            _label_day_and_second(pd.Series(["01.01.2016 00:00", bad]))
+    # Other widths go through pandas as well.
+    day0, second = _label_day_and_second(pd.Series(["1.1.2016 0:15"]))
+    assert (day0.tolist(), second.tolist()) == ([0], [900])
+
+
+def test_short_run_profiles_equal_the_whole_year_rows(comm_net):
+    times = _times("2026-06-03T18:00+08:00", 8)
+    short = background_profiles(comm_net, times)
+    year = background_profiles(comm_net, _times("2026-01-01T00:00+08:00", 365 * 96))
+    step_of_row = {row: j for j, row in reversed(list(enumerate(year["row"].tolist())))}
+    steps = [step_of_row[row] for row in short["row"].tolist()]
+    for key, values in short.items():
+        if key != "row":
+            np.testing.assert_array_equal(values, year[key][steps])
+    assert "time" in comm_net.profiles["load"] and len(comm_net.profiles["load"]) == SIMBENCH_ROWS
+
+
+def test_network_cache_returns_the_built_network(tmp_path, monkeypatch):
+    from pandapower.toolbox import nets_equal
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    cfg = GridConfig(source="pandapower", name="case33bw")
+    built = load_network(cfg)
+    entries = list((tmp_path / "cache").glob("net-*.pickle"))
+    assert len(entries) == 1
+    cached = load_network(cfg)
+    assert cached is not built and nets_equal(built, cached, check_only_results=False)
+    # An unreadable entry is rebuilt and replaced.
+    entries[0].write_bytes(b"not a pickle")
+    assert nets_equal(load_network(cfg), built, check_only_results=False)
+    assert entries[0].stat().st_size > 1000
+    # Another network has its own entry; nothing half-written is left behind.
+    load_network(GridConfig(source="pandapower", name="case9", solver="pandapower"))
+    assert sorted(p.name.startswith("net-") for p in (tmp_path / "cache").iterdir()) == [True] * 2
+
+
+def test_network_cache_off_or_unwritable(tmp_path, monkeypatch):
+    cfg = GridConfig(source="pandapower", name="case33bw")
+    monkeypatch.setenv(CACHE_ENV, "off")
+    assert network_cache_dir() is None
+    assert len(load_network(cfg).bus) == 33
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(blocked / "cache"))  # cannot be created
+    assert len(load_network(cfg).bus) == 33
+    monkeypatch.delenv(CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert network_cache_dir() == tmp_path / "xdg" / "sdg-twin"
 
 
 def test_profile_rows_use_local_wall_clock():
