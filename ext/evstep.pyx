@@ -138,12 +138,13 @@ def advance(const int64_t[::1] ids, const double[::1] p_set, bint controlled,
             int8_t[::1] last_dir, double[::1] extreme, double[:, ::1] tp_buf,
             int64_t[::1] tp_n, uint8_t[::1] charging, double dt_h, double eta_c,
             double eta_d, double soc_full, double full_tol_kwh, double[::1] ch_kw,
-            double[::1] dis_kw):
+            double[::1] dis_kw, double[::1] ch_site_kw, double[::1] dis_site_kw):
     """One step of EVs ``ids`` (the plugged EVs when ``controlled``, else the charging ones).
 
     ``p_set`` is over all EVs (NaN = uncontrolled) when ``controlled``; otherwise every EV draws
     ``p_max``. Updates the battery, accounts, turning points, ``charging`` in place; adds the
-    power of each moving EV to ``p_site_kw`` (zeroed by the caller) and lists its charge and
+    power of each moving EV to ``p_site_kw`` and its charge and discharge power to
+    ``ch_site_kw`` / ``dis_site_kw`` (all zeroed by the caller), and lists its charge and
     discharge power in ``ch_kw`` / ``dis_kw`` in ``ids`` order. Returns ``(n_moving,
     n_clamped, flush)``: ``flush`` is true when a turning-point buffer is full.
     """
@@ -178,6 +179,8 @@ def advance(const int64_t[::1] ids, const double[::1] p_set, bint controlled,
             charged_kwh[j] += ch * dt_h
             discharged_kwh[j] += dis * dt_h
             p_site_kw[site[j]] += p
+            ch_site_kw[site[j]] += ch
+            dis_site_kw[site[j]] += dis
             ch_kw[m] = ch
             dis_kw[m] = dis
             m += 1

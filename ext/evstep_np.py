@@ -73,7 +73,8 @@ def advance(ids: np.ndarray, p_set: np.ndarray, controlled: bool, plug: np.ndarr
             p_site_kw: np.ndarray, last_dir: np.ndarray, extreme: np.ndarray,
             tp_buf: np.ndarray, tp_n: np.ndarray, charging: np.ndarray, dt_h: float,
             eta_c: float, eta_d: float, soc_full: float, full_tol_kwh: float,
-            ch_kw: np.ndarray, dis_kw: np.ndarray) -> tuple[int, int, bool]:
+            ch_kw: np.ndarray, dis_kw: np.ndarray, ch_site_kw: np.ndarray,
+            dis_site_kw: np.ndarray) -> tuple[int, int, bool]:
     """One step of EVs ``ids`` (the plugged EVs when ``controlled``, else the charging ones)."""
     n = ids.size
     p = p_max[:n]
@@ -98,6 +99,8 @@ def advance(ids: np.ndarray, p_set: np.ndarray, controlled: bool, plug: np.ndarr
         charged_kwh[mids] += ch * dt_h
         discharged_kwh[mids] += dis * dt_h
         p_site_kw += np.bincount(site[mids], weights=mp, minlength=p_site_kw.size)
+        ch_site_kw += np.bincount(site[mids], weights=ch, minlength=ch_site_kw.size)
+        dis_site_kw += np.bincount(site[mids], weights=dis, minlength=dis_site_kw.size)
         ch_kw[:m] = ch
         dis_kw[:m] = dis
         cap = cap_kwh[mids]

@@ -101,6 +101,10 @@ _COORD_ISLAND = ["islanded", "island_held", "islanded_next", "gfm_demand_kw", "g
                  "background_gen_unserved_kw", "losses_kw"]
 
 
+EV_METERED = ["charge_site_kw", "discharge_site_kw"]
+"""What the world reads of the EV fleet after each step to settle it (see ``_instrument``)."""
+
+
 class SimulationError(Exception):
     """A simulator failed during the run; the message names it and the simulated time."""
 
@@ -431,32 +435,53 @@ def _instrument(assembly: Assembly, sid: str, name: str) -> None:
         return SimulationError(f"simulator {sid} ({name}) failed in {what} at t={t_s} s "
                                f"({when:%Y-%m-%d %H:%M %Z}): {type(exc).__name__}: {exc}")
 
-    def record(time: int) -> None:
+    settled: tuple[str, ...] = ()
+    if name == "Coordinator":
+        from components.coordinator.model import SETTLEMENT_TOTALS as settled
+
+    def record(time: int) -> float:
+        """Record the step's outputs; return the time spent settling for the coordinator [s]."""
         entity = assembly.entities.get(name)
         if entity is None or name not in RECORDED:
-            return
+            return 0.0
         attrs = recorded(scenario, name)
-        if name == "Coordinator":
-            attrs = [*attrs, "transactions"]
+        if settled:  # recorded once the sites have metered the step (settle below)
+            attrs = [a for a in attrs if a not in settled]
         values = get_data({entity.eid: attrs})[entity.eid]
         k = time // scenario.step_s
-        if name == "Coordinator":
-            trades = values.pop("transactions")
-            if assembly.ledger is not None:
-                recorder.record(k, "Ledger", assembly.ledger.add(k, trades))
         recorder.record(k, name, values)
+        if name == "EV" and "Coordinator" in assembly.entities:
+            return settle(k, time, entity.eid)
+        return 0.0
+
+    def settle(k: int, time: int, eid: str) -> float:
+        """Settle step ``k`` on the sites' metered powers, now that the fleet has made it (the
+        trades then describe what was drawn, also when set-points were lost or clamped)."""
+        t0 = wallclock.perf_counter()
+        coordinator = _instance(assembly.world, assembly.entities["Coordinator"].sid)
+        metered = get_data({eid: EV_METERED})[eid]
+        totals = coordinator.settle_metered(time, metered["charge_site_kw"],
+                                            metered["discharge_site_kw"])
+        trades = totals.pop("transactions")
+        if assembly.ledger is not None:
+            recorder.record(k, "Ledger", assembly.ledger.add(k, trades))
+        recorder.record(k, "Coordinator", totals)
+        spent = wallclock.perf_counter() - t0
+        timing.add("Coordinator", spent)
+        return spent
 
     def timed_step(time, inputs, max_advance):
         last["t"] = time
         t0 = wallclock.perf_counter()
+        settling = 0.0
         try:
             next_time = step(time, inputs, max_advance)
-            record(time)
+            settling = record(time)
             return next_time
         except Exception as exc:
             raise fail("step", time, exc) from exc
         finally:
-            timing.add(name, wallclock.perf_counter() - t0)
+            timing.add(name, wallclock.perf_counter() - t0 - settling)
 
     def timed_get_data(outputs):
         t0 = wallclock.perf_counter()

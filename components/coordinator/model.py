@@ -53,6 +53,9 @@ from components.coordinator.strategies import STRATEGIES
 TOTALS = ("pv_to_ev_kw", "grid_to_ev_kw", "v2g_kw", "pv_export_kw", "pv_curtailed_kw",
           "cost_cny", "ev_user_revenue_cny", "grid_cost_cny", "pv_revenue_cny")
 """Per-step totals the coordinator reports (powers are means over the step)."""
+SETTLEMENT_TOTALS = ("pv_to_ev_kw", "grid_to_ev_kw", "v2g_kw", "pv_export_kw", "cost_cny",
+                     "ev_user_revenue_cny", "grid_cost_cny", "pv_revenue_cny")
+"""The totals that come from the step's settlement (:func:`settlement_totals`)."""
 
 
 @dataclass
@@ -150,6 +153,8 @@ class Coordinator:
             self.island = IslandController(cfg, zone, self.start, self.step_s, self.n_steps,
                                            outage, grid_forming)
         self.factory_shed_kw = np.zeros(zone.n_factories)  # requested for the step now
+        # the last step decided: (k, PV per plant [kW], prices), for settle_metered
+        self._to_settle: tuple[int, np.ndarray, Prices] | None = None
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -310,17 +315,9 @@ class Coordinator:
 
         p_set = np.full(zone.n_ev, np.nan)
         p_set[ev.ids] = p
-        totals = {
-            "pv_to_ev_kw": settle.pv_to_ev_kw,
-            "grid_to_ev_kw": settle.grid_to_ev_kw,
-            "v2g_kw": settle.v2g_kw,
-            "pv_export_kw": float(settle.pv_export_kw.sum()),
-            "pv_curtailed_kw": float(np.maximum(pv_avail - pv_kw, 0.0).sum()),
-            "cost_cny": settle.cost_cny,
-            "ev_user_revenue_cny": settle.ev_user_revenue_cny,
-            "grid_cost_cny": settle.grid_cost_cny,
-            "pv_revenue_cny": settle.pv_revenue_cny,
-        }
+        totals = {**settlement_totals(settle),
+                  "pv_curtailed_kw": float(np.maximum(pv_avail - pv_kw, 0.0).sum())}
+        self._to_settle = (k, pv_kw, snap.prices)
         shed_kw = (np.zeros(zone.n_factories) if sp.shed_kw is None
                    else np.asarray(sp.shed_kw, dtype=float))
         self.factory_shed_kw = shed_kw.copy()
@@ -337,6 +334,41 @@ class Coordinator:
             shed_background_share=(np.zeros(N_SHED_CLASSES) if island is None
                                    else island.shed_background_share),
             island_mode=int(island is not None and island.p_kw is not None))
+
+
+    def settle_metered(self, k: int, charge_site_kw: np.ndarray,
+                       discharge_site_kw: np.ndarray) -> Settlement:
+        """Settle step ``k`` on what the sites metered instead of what was dispatched.
+
+        :meth:`step` settles its own set-points, which is what the sites draw when every
+        set-point arrives and is followed. Where one is lost or late on the channel, or the
+        fleet clamps it, the sites' metered mean powers of the step (``charge_site_kw``,
+        ``discharge_site_kw`` per site, from the fleet once it has stepped) are what was
+        delivered and paid; the step's PV and prices are the ones :meth:`step` saw.
+        """
+        if self._to_settle is None or self._to_settle[0] != k:
+            last = None if self._to_settle is None else self._to_settle[0]
+            raise ValueError(f"settle_metered: step {k} is not the last step decided ({last})")
+        _, pv_kw, prices = self._to_settle
+        metered = {"charge_kw": charge_site_kw, "discharge_kw": discharge_site_kw}
+        n = self.zone.n_sites
+        return self.matcher.settle(pv_kw, _vector(metered, "charge_kw", n),
+                                   _vector(metered, "discharge_kw", n), self.dt_h, prices)
+
+
+def settlement_totals(settle: Settlement) -> dict[str, float]:
+    """A step's settlement as the coordinator's per-step totals (:data:`SETTLEMENT_TOTALS`)
+    [kW, CNY]."""
+    return {
+        "pv_to_ev_kw": settle.pv_to_ev_kw,
+        "grid_to_ev_kw": settle.grid_to_ev_kw,
+        "v2g_kw": settle.v2g_kw,
+        "pv_export_kw": float(settle.pv_export_kw.sum()),
+        "cost_cny": settle.cost_cny,
+        "ev_user_revenue_cny": settle.ev_user_revenue_cny,
+        "grid_cost_cny": settle.grid_cost_cny,
+        "pv_revenue_cny": settle.pv_revenue_cny,
+    }
 
 
 def _apply_island(sp: Setpoints, island: IslandDecision) -> None:

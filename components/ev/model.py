@@ -427,6 +427,8 @@ class EVFleet:
         self.q_site_kvar = np.zeros(self.n_sites)
         self.charge_kw = 0.0
         self.discharge_kw = 0.0
+        self.charge_site_kw = np.zeros(self.n_sites)
+        self.discharge_site_kw = np.zeros(self.n_sites)
         self.clamped_count = 0
         self.unmet_step_kwh = 0.0
 
@@ -920,19 +922,22 @@ class EVFleet:
             p_max, p_min = self._plugged_limits()
             controlled = True
         p_site_kw = np.zeros(self.n_sites)
+        ch_site_kw, dis_site_kw = np.zeros(self.n_sites), np.zeros(self.n_sites)
         ageing = self.ageing
         n_moving, clamped, flush = self._kernel.advance(
             ids, p_set, controlled, self.plug, p_max, p_min, self.e_kwh, self.cap_kwh,
             self.charged_kwh, self.discharged_kwh, self.site, p_site_kw, ageing.last_dir,
             ageing.extreme, ageing.tp_buf, ageing.tp_n, self._charging_u8, self.dt_h,
             cfg.charge_efficiency, cfg.discharge_efficiency, self.soc_full, FULL_TOL_KWH,
-            self._ch_kw, self._dis_kw)
+            self._ch_kw, self._dis_kw, ch_site_kw, dis_site_kw)
         if flush:  # a turning-point buffer is full
             ageing.flush()
         self._charging_ids = None
         self.clamped_count = clamped
         self.clamped_total += clamped
         self.p_site_kw = p_site_kw
+        # what each site metered, both ways: one EV may charge while another feeds back
+        self.charge_site_kw, self.discharge_site_kw = ch_site_kw, dis_site_kw
         if n_moving:
             self.charge_kw = float(self._ch_kw[:n_moving].sum())
             self.discharge_kw = float(self._dis_kw[:n_moving].sum())

@@ -11,6 +11,10 @@ Outputs for the grid (aligned to ``site_buses``, i.e. to the charging sites in c
 
     p_kw, q_kvar   mean power drawn over the step, load convention (V2G is negative) [kW, kvar]
 
+Metered per site (same alignment), both directions, for settlement:
+
+    charge_site_kw, discharge_site_kw   mean charging and V2G power over the step, >= 0 [kW]
+
 Outputs for a coordinator, describing the EVs plugged at the *start of the next step* (the EVs
 the next setpoints apply to):
 
@@ -42,6 +46,7 @@ MODEL = "EVFleet"
 EID = "fleet"
 INPUTS = ["p_set_kw"]
 GRID_OUTPUTS = ["p_kw", "q_kvar"]
+METERED_OUTPUTS = ["charge_site_kw", "discharge_site_kw"]
 PLUGGED_OUTPUTS = [
     "plugged_ids", "plugged_site", "plugged_soc", "plugged_need_kwh", "plugged_departure_s",
     "plugged_p_max_kw", "plugged_p_min_kw", "plugged_v2g",
@@ -61,8 +66,8 @@ META = {
         MODEL: {
             "public": True,
             "params": ["config", "site_buses", "shifts", "temperature_c"],
-            "attrs": INPUTS + GRID_OUTPUTS + PLUGGED_OUTPUTS + STEP_OUTPUTS + KPI_OUTPUTS
-            + STATIC_OUTPUTS,
+            "attrs": INPUTS + GRID_OUTPUTS + METERED_OUTPUTS + PLUGGED_OUTPUTS + STEP_OUTPUTS
+            + KPI_OUTPUTS + STATIC_OUTPUTS,
         },
     },
 }
@@ -163,6 +168,10 @@ class EVSimulator(mosaik_api_v3.Simulator):
             if view is None:
                 view = self._out["_plugged"] = fleet.plugged_view()
             value = view[attr]
+        elif attr == "charge_site_kw":
+            value = fleet.charge_site_kw
+        elif attr == "discharge_site_kw":
+            value = fleet.discharge_site_kw
         elif attr == "charge_kw":
             value = fleet.charge_kw
         elif attr == "discharge_kw":

@@ -83,6 +83,19 @@ def test_latency_moves_energy_and_every_balance_still_closes(no_channel):
     assert soc.min() >= 0.0 and soc.max() <= 1.0 + 1e-9
 
 
+def test_lost_set_points_are_settled_as_the_sites_metered_them(no_channel):
+    # chargers that miss their set-points hold the last one: they draw other power than was
+    # dispatched, and the settlement (KPIs and ledger) follows what they drew
+    kpis, frames, _ = _run({"technology": "5g", "loss_probability": 0.4},
+                           coordinator={"strategy": "v2g_peak_shaving"})
+    coord, ev = frames["coordinator"], frames["ev"]
+    assert kpis["messages_lost"] > 0 and ev["discharge_kw"].max() > 0
+    np.testing.assert_allclose(coord["pv_to_ev_kw"] + coord["grid_to_ev_kw"], ev["charge_kw"],
+                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(coord["v2g_kw"], ev["discharge_kw"], rtol=1e-9, atol=1e-9)
+    assert kpis["v2g_mwh"] == pytest.approx(kpis["ev_discharge_energy_mwh"], rel=1e-9)
+
+
 def test_same_seed_same_messages():
     comm = {"technology": "lte", "loss_probability": 0.2}
     a, _, _ = _run(comm)

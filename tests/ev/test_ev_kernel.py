@@ -72,6 +72,7 @@ def _run(backend: str, controlled: bool, scarce: bool = False) -> dict[str, np.n
     f = scarce_fleet(backend) if scarce else fleet(backend, v2g_willing_share=0.7)
     rng = np.random.default_rng(11)
     rows = []
+    both = 0  # site-steps with EVs charging and EVs feeding back at once
     for k in range(f.n_steps):
         view = f.plugged_view()
         if controlled:
@@ -82,7 +83,15 @@ def _run(backend: str, controlled: bool, scarce: bool = False) -> dict[str, np.n
             f.step(k, p_set)
         else:
             f.step(k)
-        rows.append(np.r_[f.p_site_kw, f.q_site_kvar, f.charge_kw, f.discharge_kw,
+        # what each site metered, both ways: it nets to the site's power and sums to the totals
+        np.testing.assert_allclose(f.charge_site_kw - f.discharge_site_kw, f.p_site_kw,
+                                   rtol=0, atol=1e-9)
+        assert f.charge_site_kw.sum() == pytest.approx(f.charge_kw, rel=1e-12, abs=1e-9)
+        assert f.discharge_site_kw.sum() == pytest.approx(f.discharge_kw, rel=1e-12, abs=1e-9)
+        assert f.charge_site_kw.min() >= 0 and f.discharge_site_kw.min() >= 0
+        both += int(((f.charge_site_kw > 0) & (f.discharge_site_kw > 0)).sum())
+        rows.append(np.r_[f.charge_site_kw, f.discharge_site_kw,
+                          f.p_site_kw, f.q_site_kvar, f.charge_kw, f.discharge_kw,
                           f.clamped_count, f.unmet_step_kwh, f.n_plugged,
                           view["plugged_p_max_kw"].sum(), view["plugged_p_min_kw"].sum(),
                           view["plugged_need_kwh"].sum(), view["plugged_soc"].sum(),
@@ -96,6 +105,8 @@ def _run(backend: str, controlled: bool, scarce: bool = False) -> dict[str, np.n
            "site": f.site, "head": f.head, "driving": f.driving, "wants": f.wants,
            "waiting": f.waiting, "wait_until": f.wait_until}
     assert np.abs(f.energy_balance_error_kwh()).max() < 1e-9
+    if controlled and not scarce:
+        assert both > 0  # netting per site would have hidden those trades
     return out
 
 
