@@ -1,8 +1,7 @@
 """The SDG coordinator of a zone, stepped at a fixed resolution (no mosaik here).
 
 Each step :meth:`Coordinator.step` turns what the coordinator observes into a
-:class:`~components.coordinator.core.Snapshot`, lets the configured strategy decide, settles the
-step (:mod:`.matching`) and keeps the little state it needs: the injections of the previous
+:class:`~components.coordinator.core.Snapshot`, lets the configured strategy decide and keeps the little state it needs: the injections of the previous
 step (to predict the zone import and, for ``grid_aware``, the grid state), the highest import
 so far, the charge and discharge power each EV was last seen to take, the battery energy the
 coordinator has added to or taken from each EV since it plugged in (V2G gives back what it
@@ -13,9 +12,9 @@ step ``k`` are the EVs plugged at ``t_k``, PV and factory power of step ``k`` an
 after step ``k - 1``; the EV set-points returned apply to step ``k``, the PV and factory
 set-points to step ``k + 1``. While the upstream grid is out (or, with an announced schedule,
 one step before), island mode (:mod:`.island`) overrides the strategy's set-points and asks the
-grid to shed background load in step ``k``. The settlement is the one of step ``k``: the EV
-powers are the set-points (within the EVs' own bounds, so the fleet applies them as given;
-NaN = maximum).
+grid to shed background load in step ``k``. :meth:`Coordinator.settle` then settles step ``k``
+(:mod:`.matching`): on the sites' metered powers once the fleet has made the step, or on the
+set-points (within the EVs' own bounds; NaN = maximum).
 """
 
 from __future__ import annotations
@@ -60,7 +59,8 @@ SETTLEMENT_TOTALS = ("pv_to_ev_kw", "grid_to_ev_kw", "v2g_kw", "pv_export_kw", "
 
 @dataclass
 class StepResult:
-    """What one step produces: set-points, the step's settlement totals and its trades."""
+    """What one step produces: set-points and totals; the settlement totals, ``transactions``
+    and ``settlement`` once the step is settled (:meth:`Coordinator.settle`)."""
 
     p_set_kw: np.ndarray
     curtail_kw: np.ndarray
@@ -153,8 +153,9 @@ class Coordinator:
             self.island = IslandController(cfg, zone, self.start, self.step_s, self.n_steps,
                                            outage, grid_forming)
         self.factory_shed_kw = np.zeros(zone.n_factories)  # requested for the step now
-        # the last step decided: (k, PV per plant [kW], prices), for settle_metered
-        self._to_settle: tuple[int, np.ndarray, Prices] | None = None
+        # the last step decided, for settle: k, PV per plant, prices, dispatched charging and
+        # V2G per site [kW]
+        self._to_settle: tuple[int, np.ndarray, Prices, np.ndarray, np.ndarray] | None = None
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -298,7 +299,6 @@ class Coordinator:
         p_done = np.clip(np.where(np.isnan(p), ev.p_max_kw, p), ev.p_min_kw, ev.p_max_kw)
         charge_site = site_sum(ev.site, np.maximum(p_done, 0.0), zone.n_sites)
         discharge_site = site_sum(ev.site, np.maximum(-p_done, 0.0), zone.n_sites)
-        settle = self.matcher.settle(pv_kw, charge_site, discharge_site, self.dt_h, snap.prices)
 
         # state for the next step
         self.delta_e_kwh[ev.ids] += (zone.eta_ch * np.maximum(p_done, 0.0)
@@ -315,9 +315,8 @@ class Coordinator:
 
         p_set = np.full(zone.n_ev, np.nan)
         p_set[ev.ids] = p
-        totals = {**settlement_totals(settle),
-                  "pv_curtailed_kw": float(np.maximum(pv_avail - pv_kw, 0.0).sum())}
-        self._to_settle = (k, pv_kw, snap.prices)
+        totals = {"pv_curtailed_kw": float(np.maximum(pv_avail - pv_kw, 0.0).sum())}
+        self._to_settle = (k, pv_kw, snap.prices, charge_site, discharge_site)
         shed_kw = (np.zeros(zone.n_factories) if sp.shed_kw is None
                    else np.asarray(sp.shed_kw, dtype=float))
         self.factory_shed_kw = shed_kw.copy()
@@ -328,32 +327,34 @@ class Coordinator:
             q_kvar_set=(np.zeros(zone.n_plants) if sp.q_kvar is None
                         else np.asarray(sp.q_kvar, dtype=float)),
             shed_kw=shed_kw,
-            totals=totals, transactions=settle.transactions,
-            peak_threshold_kw=float(sp.peak_threshold_kw), settlement=settle, setpoints=sp,
+            totals=totals, transactions=[],
+            peak_threshold_kw=float(sp.peak_threshold_kw), settlement=None, setpoints=sp,
             info=dict(sp.info),
             shed_background_share=(np.zeros(N_SHED_CLASSES) if island is None
                                    else island.shed_background_share),
             island_mode=int(island is not None and island.p_kw is not None))
 
 
-    def settle_metered(self, k: int, charge_site_kw: np.ndarray,
-                       discharge_site_kw: np.ndarray) -> Settlement:
-        """Settle step ``k`` on what the sites metered instead of what was dispatched.
+    def settle(self, k: int, charge_site_kw: np.ndarray | None = None,
+               discharge_site_kw: np.ndarray | None = None) -> Settlement:
+        """Settle step ``k``, the last step decided: what each PV plant sold to which site and to
+        the grid, what the sites bought from the grid and fed back, at the step's prices.
 
-        :meth:`step` settles its own set-points, which is what the sites draw when every
-        set-point arrives and is followed. Where one is lost or late on the channel, or the
-        fleet clamps it, the sites' metered mean powers of the step (``charge_site_kw``,
-        ``discharge_site_kw`` per site, from the fleet once it has stepped) are what was
-        delivered and paid; the step's PV and prices are the ones :meth:`step` saw.
+        Without site powers the dispatch is settled (the set-points as the fleet will clip
+        them), which is what the sites draw when every set-point arrives and is followed. Where
+        one is lost or late on the channel, or clamped, the sites' metered mean powers of the
+        step (``charge_site_kw``, ``discharge_site_kw`` per site, from the fleet once it has
+        made the step) are what was delivered and paid.
         """
         if self._to_settle is None or self._to_settle[0] != k:
             last = None if self._to_settle is None else self._to_settle[0]
-            raise ValueError(f"settle_metered: step {k} is not the last step decided ({last})")
-        _, pv_kw, prices = self._to_settle
-        metered = {"charge_kw": charge_site_kw, "discharge_kw": discharge_site_kw}
-        n = self.zone.n_sites
-        return self.matcher.settle(pv_kw, _vector(metered, "charge_kw", n),
-                                   _vector(metered, "discharge_kw", n), self.dt_h, prices)
+            raise ValueError(f"settle: step {k} is not the last step decided ({last})")
+        _, pv_kw, prices, charge, discharge = self._to_settle
+        if charge_site_kw is not None or discharge_site_kw is not None:
+            metered = {"charge_kw": charge_site_kw, "discharge_kw": discharge_site_kw}
+            charge = _vector(metered, "charge_kw", self.zone.n_sites)
+            discharge = _vector(metered, "discharge_kw", self.zone.n_sites)
+        return self.matcher.settle(pv_kw, charge, discharge, self.dt_h, prices)
 
 
 def settlement_totals(settle: Settlement) -> dict[str, float]:

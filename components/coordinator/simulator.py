@@ -47,10 +47,10 @@ Outputs:
     n_controlled   EVs given a finite set-point this step
     transactions   the trades of step k: list of (seller, buyer, kWh, CNY/kWh, kind)
 
-Settlement: after its step the coordinator has settled its own set-points. A world that can
-read the EV fleet's metered site powers once the fleet has made the step calls
-:meth:`CoordinatorSimulator.settle_metered` to settle on those instead (``twin`` does); the
-settlement totals and ``transactions`` then describe what the sites drew.
+Settlement: a world that can read the EV fleet's metered site powers once the fleet has made
+the step calls :meth:`CoordinatorSimulator.settle_metered` (``twin`` does); the settlement totals
+and ``transactions`` then describe what the sites drew. Asked for before that, they settle the
+coordinator's own set-points.
 
 Why this wiring: the coordinator needs the PV and factory power of the step it decides (so it
 runs after them and its PV/factory set-points wait one step) and the EVs plugged at its start
@@ -71,7 +71,13 @@ from components.base import finite_output, step_index, step_outputs, step_ticks
 from components.coordinator.config import CoordinatorConfig
 from components.coordinator.core import ZoneLayout
 from components.coordinator.island import GRID_TELEMETRY
-from components.coordinator.model import TOTALS, Coordinator, StepResult, settlement_totals
+from components.coordinator.model import (
+    SETTLEMENT_TOTALS,
+    TOTALS,
+    Coordinator,
+    StepResult,
+    settlement_totals,
+)
 
 MODEL = "Coordinator"
 EID = "coord"
@@ -189,24 +195,30 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
     def settle_metered(self, time: int, charge_kw: np.ndarray, discharge_kw: np.ndarray
                        ) -> dict[str, Any]:
         """Settle the step at ``time`` on the sites' metered powers (see
-        :meth:`Coordinator.settle_metered`); return its settlement totals and ``transactions``,
-        which ``get_data`` gives from then on. A world calls this once the EV fleet has made the
-        step; run alone, the coordinator settles its dispatch."""
+        :meth:`Coordinator.settle`); return its settlement totals and ``transactions``, which
+        ``get_data`` gives from then on. A world calls this once the EV fleet has made the
+        step; otherwise the first ``get_data`` of those settles the dispatch."""
         if self.coord is None or self._result is None:
             raise RuntimeError(f"{self.sid}: settle_metered before the first step")
         k = step_index(self.sid, time, self.step_ticks, self.n_steps)
+        self._settle(k, charge_kw, discharge_kw)
+        res = self._result
+        return {**{a: self._output(res, a, EID) for a in SETTLEMENT_TOTALS},
+                "transactions": res.transactions}
+
+    def _settle(self, k: int, charge_kw: np.ndarray | None = None,
+                discharge_kw: np.ndarray | None = None) -> None:
+        """Settle step ``k`` into the step's result (dispatch unless metered powers given)."""
         try:
-            settle = self.coord.settle_metered(k, charge_kw, discharge_kw)
+            settle = self.coord.settle(k, charge_kw, discharge_kw)
         except ValueError as exc:
-            raise RuntimeError(f"{self.sid}.{EID} at t={time} (step {k}): {exc}") from exc
-        totals = settlement_totals(settle)
-        self._result.totals.update(totals)
-        self._result.transactions = settle.transactions
-        self._result.settlement = settle
-        for attr in (*totals, "transactions"):
+            raise RuntimeError(f"{self.sid}.{EID} (step {k}): {exc}") from exc
+        res = self._result
+        res.totals.update(settlement_totals(settle))
+        res.transactions = settle.transactions
+        res.settlement = settle
+        for attr in (*SETTLEMENT_TOTALS, "transactions"):
             self._checked.pop(attr, None)
-        return {**{a: finite_output(f"{self.sid}.{EID}", a, v) for a, v in totals.items()},
-                "transactions": settle.transactions}
 
     def _one(self, attr: str, by_source: dict, time: int) -> Any:
         if len(by_source) == 1:  # the usual case: one source
@@ -240,6 +252,8 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
             if np.isinf(value).any():  # NaN is allowed: uncontrolled
                 raise ValueError(f"{sender}: attribute 'p_set_kw' has infinite values")
             return value
+        if res.settlement is None and (attr == "transactions" or attr in SETTLEMENT_TOTALS):
+            self._settle(self.coord.k - 1)  # not settled on metered power: the dispatch
         if attr == "transactions":
             return res.transactions
         if attr == "curtail_kw":
