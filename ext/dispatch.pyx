@@ -36,14 +36,26 @@ within a site whose connection cannot carry it all; (2) each site's PV surplus t
 per-site level; (4) for a negative budget, discharge of V2G EVs that are not charging until
 ``-grid_budget_kw`` is delivered, each site held to ``-capacity`` net.
 
+Phases 2 and 3 share one level per site: an EV's power is the same line ``a_i * (lam - c_i)``
+in every phase, only clipped, so after phase 2 at level ``lam2`` and a cap level ``lamc``
+the zone-wide level sees a site's EVs as ``p_i(median(lam2, lam, lamc))``, whose sum is
+``S_s(lam)`` clamped to [its PV share, its connection]. When the zone-wide level is charging,
+phases 2 and 3 are therefore solved together: the zone-wide level runs over the sites' sums
+clamped to those bounds (``_level_clamped``), and a site's own level is computed only where a
+bound binds at the result (usually a few sites out of many). The powers are those of the
+phases one after the other up to rounding (within 1e-10 kW on random zones).
+
 Layout: the EVs are copied once, grouped by site (counting sort, index order kept within a
 site), into one 64-byte record each, so that every per-site pass reads contiguous memory; a
-site's PV level and cap level run back to back while its records are in cache. The hot loops
-are branch-free (min/max clipping, 0/1 flags, compaction by an advancing slot): written as
-conditionals, the compiler turns some clips into branches that mispredict on every other EV,
-so the clips use the processor's min/max instructions directly (``_min``/``_max``). Everything runs
-without the GIL; the Python wrapper validates scalars and turns the status code into an
-exception.
+site's levels run while its records are in cache. The hot loops are branch-free (min/max
+clipping, 0/1 flags, compaction by an advancing slot): written as conditionals, the compiler
+turns some clips into branches that mispredict on every other EV, so the clips use the
+processor's min/max instructions directly (``_min``/``_max``). The loops that touch every EV
+(the per-EV pass, the segments of a level, its rounds, the final pass) are written in C with
+SSE2 intrinsics, two EVs per instruction; SSE2 is part of every x86-64 processor, other
+processors (or a build with ``-DSDG_NO_SIMD``) take the plain C loops, which do the same
+operations in the same order and give identical results. Everything runs without the GIL; the
+Python wrapper validates scalars and turns the status code into an exception.
 
 Numerical guards (the same in the twin): inputs are limited to ranges that keep every
 intermediate finite (see ``ext.dispatch_api``), charge rates below 1e-9 kW count as 0 and
@@ -56,6 +68,8 @@ from libc.stdlib cimport free, malloc
 
 cdef extern from *:
     """
+    #include <stdint.h>
+    #include <string.h>
     /* max(x, y) = x > y ? x : y and min(x, y) = x < y ? x : y (a NaN x gives y) as single
        instructions on x86-64: as plain conditionals the compiler emits branches in some
        loops, and a mispredicted branch per EV costs more than all of its arithmetic. */
@@ -76,36 +90,493 @@ cdef extern from *:
     double _max "sdg_max"(double x, double y) noexcept nogil
     double _min "sdg_min"(double x, double y) noexcept nogil
 
-cdef double EPS_KW = 1e-9
-cdef double FEAS_TOL = 1e-9
-# Input ranges that keep every intermediate finite (see ext.dispatch_api): energies, times and
-# powers; charge rates below RATE_FLOOR_KW count as 0 and laxities are held within LAX_MAX_H.
-cdef double MAX_KWH = 1e9
-cdef double MAX_S = 1e12
-cdef double MAX_KW = 1e9
-cdef double RATE_FLOOR_KW = 1e-9
-cdef double LAX_MAX_H = 1e9
-cdef double INV_3600 = 1.0 / 3600.0
+# Constants as C macros, not module variables: the compiler must reload a variable after every
+# store through a pointer in the loops, a literal costs nothing.
+cdef extern from *:
+    """
+    #define SDG_EPS_KW 1e-9
+    #define SDG_FEAS_TOL 1e-9
+    #define SDG_MAX_KWH 1e9
+    #define SDG_MAX_S 1e12
+    #define SDG_MAX_KW 1e9
+    #define SDG_RATE_FLOOR_KW 1e-9
+    #define SDG_LAX_MAX_H 1e9
+    #define SDG_INV_3600 (1.0 / 3600.0)
+    """
+    const double EPS_KW "SDG_EPS_KW"
+    const double FEAS_TOL "SDG_FEAS_TOL"
+    # Input ranges that keep every intermediate finite (see ext.dispatch_api): energies, times
+    # and powers; charge rates below RATE_FLOOR_KW count as 0, laxities are held within
+    # LAX_MAX_H.
+    const double MAX_KWH "SDG_MAX_KWH"
+    const double MAX_S "SDG_MAX_S"
+    const double MAX_KW "SDG_MAX_KW"
+    const double RATE_FLOOR_KW "SDG_RATE_FLOOR_KW"
+    const double LAX_MAX_H "SDG_LAX_MAX_H"
+    const double INV_3600 "SDG_INV_3600"
+
+cdef extern from *:
+    """
+    /* The two loops of a level's rounds, two EVs per instruction with SSE2 (part of every
+       x86-64 processor) and plainly elsewhere or with SDG_NO_SIMD. Lane 0 holds the even
+       positions, lane 1 the odd ones: the same accumulators, added in the same order, as the
+       scalar code, so both give identical results. */
+    #if defined(__SSE2__) && !defined(SDG_NO_SIMD)
+    #include <emmintrin.h>
+    #define SDG_SIMD 1
+    /* Lane 0 or 1 of a pair. */
+    static inline double sdg_lane(__m128d v, int lane) {
+        return _mm_cvtsd_f64(lane ? _mm_unpackhi_pd(v, v) : v);
+    }
+    #else
+    #define SDG_SIMD 0
+    #endif
+
+    /* Sum over k < n of min(max(lo + a * (v - bl), lo), hi); accumulator k mod 4, the tail
+       into the first, summed as (s0 + s1) + (s2 + s3). */
+    static double sdg_sum_at(double v, Py_ssize_t n, const double* lo, const double* hi,
+                             const double* a, const double* bl) {
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+        Py_ssize_t k = 0;
+    #if SDG_SIMD
+        __m128d vv = _mm_set1_pd(v), acc01 = _mm_setzero_pd(), acc23 = _mm_setzero_pd();
+        for (; k + 4 <= n; k += 4) {
+            __m128d l01 = _mm_loadu_pd(lo + k), l23 = _mm_loadu_pd(lo + k + 2);
+            __m128d t01 = _mm_add_pd(l01, _mm_mul_pd(_mm_loadu_pd(a + k),
+                                                     _mm_sub_pd(vv, _mm_loadu_pd(bl + k))));
+            __m128d t23 = _mm_add_pd(l23, _mm_mul_pd(_mm_loadu_pd(a + k + 2),
+                                                     _mm_sub_pd(vv, _mm_loadu_pd(bl + k + 2))));
+            t01 = _mm_min_pd(_mm_max_pd(t01, l01), _mm_loadu_pd(hi + k));
+            t23 = _mm_min_pd(_mm_max_pd(t23, l23), _mm_loadu_pd(hi + k + 2));
+            acc01 = _mm_add_pd(acc01, t01);
+            acc23 = _mm_add_pd(acc23, t23);
+        }
+        s0 = _mm_cvtsd_f64(acc01);
+        s1 = _mm_cvtsd_f64(_mm_unpackhi_pd(acc01, acc01));
+        s2 = _mm_cvtsd_f64(acc23);
+        s3 = _mm_cvtsd_f64(_mm_unpackhi_pd(acc23, acc23));
+    #else
+        for (; k + 4 <= n; k += 4) {
+            s0 += sdg_min(sdg_max(lo[k] + a[k] * (v - bl[k]), lo[k]), hi[k]);
+            s1 += sdg_min(sdg_max(lo[k + 1] + a[k + 1] * (v - bl[k + 1]), lo[k + 1]), hi[k + 1]);
+            s2 += sdg_min(sdg_max(lo[k + 2] + a[k + 2] * (v - bl[k + 2]), lo[k + 2]), hi[k + 2]);
+            s3 += sdg_min(sdg_max(lo[k + 3] + a[k + 3] * (v - bl[k + 3]), lo[k + 3]), hi[k + 3]);
+        }
+    #endif
+        for (; k < n; k++)
+            s0 += sdg_min(sdg_max(lo[k] + a[k] * (v - bl[k]), lo[k]), hi[k]);
+        return (s0 + s1) + (s2 + s3);
+    }
+
+    /* Moves the segments constant or linear on [lo_b, hi_b] into the sums (fixed: their
+       constant powers; sa: their slopes; s_ref: their powers at ref) and compacts the rest
+       into the arrays d* (at or before the source arrays); returns how many are kept. Every
+       segment is copied to the next free slot, the slot advances only for kept ones;
+       accumulators by position parity. */
+    static Py_ssize_t sdg_filter(const double* lo, const double* hi, const double* a,
+                                 const double* bl, const double* bh, double* dlo, double* dhi,
+                                 double* da, double* dbl, double* dbh,
+                                 Py_ssize_t n, double lo_b, double hi_b, double ref,
+                                 double* fixed, double* sa, double* s_ref) {
+        double f0 = 0.0, f1 = 0.0, a0 = 0.0, a1 = 0.0, r0 = 0.0, r1 = 0.0;
+        Py_ssize_t k = 0, n2 = 0;
+    #if SDG_SIMD
+        __m128d lob = _mm_set1_pd(lo_b), hib = _mm_set1_pd(hi_b), rf = _mm_set1_pd(ref);
+        __m128d f = _mm_setzero_pd(), sl = _mm_setzero_pd(), r = _mm_setzero_pd();
+        for (; k + 2 <= n; k += 2) {
+            __m128d l = _mm_loadu_pd(lo + k), h = _mm_loadu_pd(hi + k);
+            __m128d aa = _mm_loadu_pd(a + k), b0 = _mm_loadu_pd(bl + k);
+            __m128d b1 = _mm_loadu_pd(bh + k);
+            __m128d hf = _mm_cmple_pd(b1, lob), lf = _mm_cmpge_pd(b0, hib);
+            __m128d li = _mm_and_pd(_mm_cmple_pd(b0, lob), _mm_cmpge_pd(b1, hib));
+            int gone = _mm_movemask_pd(_mm_or_pd(_mm_or_pd(hf, lf), li));
+            /* a flag times a value is the value or zero, as the masks give */
+            f = _mm_add_pd(f, _mm_add_pd(_mm_and_pd(hf, h), _mm_and_pd(lf, l)));
+            sl = _mm_add_pd(sl, _mm_and_pd(li, aa));
+            r = _mm_add_pd(r, _mm_and_pd(li, _mm_add_pd(l, _mm_mul_pd(aa, _mm_sub_pd(rf, b0)))));
+            _mm_storel_pd(dlo + n2, l);
+            _mm_storel_pd(dhi + n2, h);
+            _mm_storel_pd(da + n2, aa);
+            _mm_storel_pd(dbl + n2, b0);
+            _mm_storel_pd(dbh + n2, b1);
+            n2 += 1 - (gone & 1);
+            _mm_storeh_pd(dlo + n2, l);
+            _mm_storeh_pd(dhi + n2, h);
+            _mm_storeh_pd(da + n2, aa);
+            _mm_storeh_pd(dbl + n2, b0);
+            _mm_storeh_pd(dbh + n2, b1);
+            n2 += 1 - (gone >> 1);
+        }
+        f0 = _mm_cvtsd_f64(f);
+        f1 = _mm_cvtsd_f64(_mm_unpackhi_pd(f, f));
+        a0 = _mm_cvtsd_f64(sl);
+        a1 = _mm_cvtsd_f64(_mm_unpackhi_pd(sl, sl));
+        r0 = _mm_cvtsd_f64(r);
+        r1 = _mm_cvtsd_f64(_mm_unpackhi_pd(r, r));
+    #endif
+        for (; k < n; k++) {
+            double l = lo[k], h = hi[k], aa = a[k], b0 = bl[k], b1 = bh[k];
+            int hf = b1 <= lo_b, lf = b0 >= hi_b, li = (b0 <= lo_b) & (b1 >= hi_b);
+            double lin = (double)li;
+            dlo[n2] = l;
+            dhi[n2] = h;
+            da[n2] = aa;
+            dbl[n2] = b0;
+            dbh[n2] = b1;
+            n2 += 1 - (hf | lf | li);
+            if (k & 1) {
+                f1 += (double)hf * h + (double)lf * l;
+                a1 += lin * aa;
+                r1 += lin * (l + aa * (ref - b0));
+            } else {
+                f0 += (double)hf * h + (double)lf * l;
+                a0 += lin * aa;
+                r0 += lin * (l + aa * (ref - b0));
+            }
+        }
+        *fixed += f0 + f1;
+        *sa += a0 + a1;
+        *s_ref += r0 + r1;
+        return n2;
+    }
+    """
+    double _sum_at_c "sdg_sum_at"(double v, Py_ssize_t n, const double* lo, const double* hi,
+                                  const double* a, const double* bl) noexcept nogil
+    Py_ssize_t _filter_c "sdg_filter"(const double* lo, const double* hi, const double* a,
+                                      const double* bl, const double* bh, double* dlo,
+                                      double* dhi, double* da, double* dbl, double* dbh,
+                                      Py_ssize_t n, double lo_b, double hi_b, double ref,
+                                      double* fixed, double* sa, double* s_ref) noexcept nogil
+
 cdef Py_ssize_t _N_TOTALS = 6
 N_TOTALS = _N_TOTALS
 
-# Fields of an EV record (8 doubles, one cache line).
-cdef enum:
-    R_A = 0       # charge slope p_rate / dt [kW/h]
-    R_INV_A = 1   # dt / p_rate (0 when p_rate = 0) [h/kW]
-    R_C = 2       # laxity - dt [h]
-    R_HMAX = 3    # most charge power this step; later the site-capped bound [kW]
-    R_DMAX = 4    # most discharge power keeping the need feasible; 0 if not a candidate [kW]
-    R_P = 5       # power so far [kW]
-    R_PNEED = 6   # power that leaves the need exactly feasible (any sign, unclamped) [kW]
-    R_IDX = 7     # index of the EV in the inputs
-    R_LEN = 8
+cdef extern from *:
+    """
+    /* Fields of an EV record (8 doubles, one cache line) and what the bounds of a level are,
+       per phase; described where Cython declares them below. */
+    enum { R_A = 0, R_INV_A = 1, R_C = 2, R_HMAX = 3, R_DMAX = 4, R_P = 5, R_PNEED = 6,
+           R_IDX = 7, R_LEN = 8 };
+    enum { MODE_MAND = 0, MODE_CHG = 1, MODE_DIS = 2 };
 
-# What the bounds of a level are, per phase.
-cdef enum:
-    MODE_MAND = 0  # lo 0, hi p (the mandatory power)
-    MODE_CHG = 1   # lo p, hi hmax
-    MODE_DIS = 2   # lo 0, hi dmax, mirrored laxity, slopes scaled by eta_ch * eta_dis
+    /* The input index of an EV is kept as the bits of an integer in its record's last slot
+       (no conversions). */
+    static inline void sdg_set_idx(double* rec, Py_ssize_t i) {
+        int64_t v = (int64_t)i;
+        memcpy(rec + R_IDX, &v, sizeof v);
+    }
+    static inline Py_ssize_t sdg_idx(const double* rec) {
+        int64_t v;
+        memcpy(&v, rec + R_IDX, sizeof v);
+        return (Py_ssize_t)v;
+    }
+
+    /* Appends the segments of the m records at rec that can move (hi > lo) to the arrays at
+       position n, adds their sum(lo) to sums[0] and sum(hi - lo) to sums[1], in record
+       order; returns the new count. Segment of a record in mode: see _seg. */
+    static Py_ssize_t sdg_push(const double* rec, Py_ssize_t m, int mode, double k_a,
+                               double k_inv, double* lo, double* hi, double* a, double* bl,
+                               double* bh, Py_ssize_t n, double* sums) {
+        double sum_lo = sums[0], room = sums[1];
+        /* lo is the power so far (charging) or 0; a and 1/a are scaled and the laxity
+           mirrored when discharging (times 1.0 and a zero sign flip change nothing) */
+        int f_hi = mode == MODE_CHG ? R_HMAX : (mode == MODE_MAND ? R_P : R_DMAX);
+        double ka = mode == MODE_DIS ? k_a : 1.0, ki = mode == MODE_DIS ? k_inv : 1.0;
+        Py_ssize_t k = 0;
+    #if SDG_SIMD
+        __m128d lo_mask = _mm_castsi128_pd(_mm_set1_epi32(mode == MODE_CHG ? -1 : 0));
+        __m128d c_sign = _mm_set1_pd(mode == MODE_DIS ? -0.0 : 0.0);
+        __m128d vka = _mm_set1_pd(ka), vki = _mm_set1_pd(ki);
+        for (; k + 2 <= m; k += 2) {
+            const double* r0 = rec + k * R_LEN;
+            const double* r1 = r0 + R_LEN;
+            __m128d l = _mm_and_pd(lo_mask, _mm_loadh_pd(_mm_load_sd(r0 + R_P), r1 + R_P));
+            __m128d h = _mm_loadh_pd(_mm_load_sd(r0 + f_hi), r1 + f_hi);
+            __m128d aa = _mm_mul_pd(_mm_loadh_pd(_mm_load_sd(r0 + R_A), r1 + R_A), vka);
+            __m128d inv = _mm_mul_pd(_mm_loadh_pd(_mm_load_sd(r0 + R_INV_A), r1 + R_INV_A), vki);
+            __m128d c = _mm_xor_pd(_mm_loadh_pd(_mm_load_sd(r0 + R_C), r1 + R_C), c_sign);
+            __m128d b0 = _mm_add_pd(c, _mm_mul_pd(l, inv));
+            __m128d b1 = _mm_add_pd(c, _mm_mul_pd(h, inv));
+            __m128d act = _mm_cmpgt_pd(h, l);
+            int mv = _mm_movemask_pd(act);
+            __m128d t_lo = _mm_and_pd(act, l), t_room = _mm_and_pd(act, _mm_sub_pd(h, l));
+            sum_lo += _mm_cvtsd_f64(t_lo);
+            room += _mm_cvtsd_f64(t_room);
+            sum_lo += _mm_cvtsd_f64(_mm_unpackhi_pd(t_lo, t_lo));
+            room += _mm_cvtsd_f64(_mm_unpackhi_pd(t_room, t_room));
+            _mm_storel_pd(lo + n, l);
+            _mm_storel_pd(hi + n, h);
+            _mm_storel_pd(a + n, aa);
+            _mm_storel_pd(bl + n, b0);
+            _mm_storel_pd(bh + n, b1);
+            n += mv & 1;
+            _mm_storeh_pd(lo + n, l);
+            _mm_storeh_pd(hi + n, h);
+            _mm_storeh_pd(a + n, aa);
+            _mm_storeh_pd(bl + n, b0);
+            _mm_storeh_pd(bh + n, b1);
+            n += mv >> 1;
+        }
+    #endif
+        for (; k < m; k++) {
+            const double* r = rec + k * R_LEN;
+            double l = mode == MODE_CHG ? r[R_P] : 0.0, h = r[f_hi];
+            double aa = r[R_A] * ka, inv = r[R_INV_A] * ki;
+            double c = mode == MODE_DIS ? -r[R_C] : r[R_C];
+            int act = h > l;
+            lo[n] = l;
+            hi[n] = h;
+            a[n] = aa;
+            bl[n] = c + l * inv;
+            bh[n] = c + h * inv;
+            sum_lo += (double)act * l;
+            room += (double)act * (h - l);
+            n += act;
+        }
+        sums[0] = sum_lo;
+        sums[1] = room;
+        return n;
+    }
+    """
+    # Fields of an EV record (8 doubles, one cache line).
+    enum:
+        R_A       # charge slope p_rate / dt [kW/h]
+        R_INV_A   # dt / p_rate (0 when p_rate = 0) [h/kW]
+        R_C       # laxity - dt [h]
+        R_HMAX    # most charge power this step; later the site-capped bound [kW]
+        R_DMAX    # most discharge power keeping the need feasible; 0 if not a candidate [kW]
+        R_P       # power so far [kW]
+        R_PNEED   # power that leaves the need exactly feasible (any sign, unclamped) [kW]
+        R_IDX     # index of the EV in the inputs (an int64, see sdg_idx)
+        R_LEN
+    # What the bounds of a level are, per phase.
+    enum:
+        MODE_MAND  # lo 0, hi p (the mandatory power)
+        MODE_CHG   # lo p, hi hmax
+        MODE_DIS   # lo 0, hi dmax, mirrored laxity, slopes scaled by eta_ch * eta_dis
+    Py_ssize_t _push_c "sdg_push"(const double* rec, Py_ssize_t m, int mode, double k_a,
+                                  double k_inv, double* lo, double* hi, double* a, double* bl,
+                                  double* bh, Py_ssize_t n, double* sums) noexcept nogil
+
+
+cdef extern from *:
+    """
+    /* The per-EV pass of _allocate (see there): each EV's fields into its record, at the next
+       free slot of its site, and the mandatory power and charge room summed per site and in
+       total, in input order. Returns 0 at the first pair of EVs with an input out of range
+       (the caller then looks for the culprit), else 1. The SSE2 path computes two EVs at a
+       time with exactly the operations of the scalar one. */
+    typedef struct {
+        double dt_h, inv_dt, inv_den, eta_ch, neg_eta_cd;
+    } sdg_step;
+
+    static inline int sdg_ev_one(const sdg_step* st, double nd, double td, double pmx,
+                                 double pmn, double prt, double* rec, double* room) {
+        int ok = (nd >= 0.0) & (nd <= SDG_MAX_KWH) & (td > 0.0) & (td <= SDG_MAX_S)
+                 & (pmx >= 0.0) & (pmx <= SDG_MAX_KW) & (pmn <= 0.0) & (pmn >= -SDG_MAX_KW)
+                 & (prt >= 0.0) & (prt <= SDG_MAX_KW);
+        double rate = sdg_max(prt, pmx);  /* never below this step's */
+        rate = rate >= SDG_RATE_FLOOR_KW ? rate : 0.0;
+        double r = st->eta_ch * rate, t_h = td * SDG_INV_3600, after = t_h - st->dt_h;
+        if (after < 0.0) after = 0.0;
+        double inv_a = rate > 0.0 ? st->dt_h / rate : 0.0, lax;
+        if (r > 0.0) lax = t_h - nd * (inv_a * st->inv_den);  /* need / r, one division */
+        else lax = nd > 0.0 ? -SDG_LAX_MAX_H : t_h;
+        lax = sdg_max(lax, -SDG_LAX_MAX_H);
+        lax = sdg_min(lax, SDG_LAX_MAX_H);
+        double x = sdg_min(pmx >= SDG_RATE_FLOOR_KW ? pmx : 0.0, nd * st->inv_den);
+        double y = (nd - r * after) * st->inv_den;
+        double pm = sdg_min(x, sdg_max(y, 0.0));
+        rec[R_A] = rate * st->inv_dt;
+        rec[R_INV_A] = inv_a;
+        rec[R_C] = lax - st->dt_h;
+        rec[R_HMAX] = x;
+        rec[R_DMAX] = sdg_max(sdg_min(-pmn, st->neg_eta_cd * y), 0.0);
+        rec[R_P] = pm;
+        rec[R_PNEED] = y;
+        *room = sdg_max(x - pm, 0.0);
+        return ok;
+    }
+
+    static int sdg_ev_records(const sdg_step* st, Py_ssize_t n, const double* need,
+                              const double* t_dep, const double* p_max, const double* p_min,
+                              const double* p_rate, const int64_t* site, double* recs,
+                              int64_t* fill, double* room_s, double* mand_s,
+                              double* mand_total) {
+        double total = *mand_total, room, *rec;
+        Py_ssize_t k = 0;
+    #if SDG_SIMD
+        const __m128d zero = _mm_setzero_pd(), floor_kw = _mm_set1_pd(SDG_RATE_FLOOR_KW);
+        const __m128d sign = _mm_set1_pd(-0.0), lax_max = _mm_set1_pd(SDG_LAX_MAX_H);
+        const __m128d lax_min = _mm_set1_pd(-SDG_LAX_MAX_H), max_kw = _mm_set1_pd(SDG_MAX_KW);
+        const __m128d max_kwh = _mm_set1_pd(SDG_MAX_KWH), max_s = _mm_set1_pd(SDG_MAX_S);
+        const __m128d min_kw = _mm_set1_pd(-SDG_MAX_KW), inv_3600 = _mm_set1_pd(SDG_INV_3600);
+        const __m128d dt_h = _mm_set1_pd(st->dt_h), inv_dt = _mm_set1_pd(st->inv_dt);
+        const __m128d inv_den = _mm_set1_pd(st->inv_den), eta_ch = _mm_set1_pd(st->eta_ch);
+        const __m128d neg_eta_cd = _mm_set1_pd(st->neg_eta_cd);
+        for (; k + 2 <= n; k += 2) {
+            __m128d nd = _mm_loadu_pd(need + k), td = _mm_loadu_pd(t_dep + k);
+            __m128d pmx = _mm_loadu_pd(p_max + k), pmn = _mm_loadu_pd(p_min + k);
+            __m128d prt = _mm_loadu_pd(p_rate + k);
+            __m128d c = _mm_and_pd(_mm_cmpge_pd(nd, zero), _mm_cmple_pd(nd, max_kwh));
+            c = _mm_and_pd(c, _mm_and_pd(_mm_cmpgt_pd(td, zero), _mm_cmple_pd(td, max_s)));
+            c = _mm_and_pd(c, _mm_and_pd(_mm_cmpge_pd(pmx, zero), _mm_cmple_pd(pmx, max_kw)));
+            c = _mm_and_pd(c, _mm_and_pd(_mm_cmple_pd(pmn, zero), _mm_cmpge_pd(pmn, min_kw)));
+            c = _mm_and_pd(c, _mm_and_pd(_mm_cmpge_pd(prt, zero), _mm_cmple_pd(prt, max_kw)));
+            if (_mm_movemask_pd(c) != 3) {
+                *mand_total = total;
+                return 0;
+            }
+            __m128d rate = _mm_max_pd(prt, pmx);
+            rate = _mm_and_pd(_mm_cmpge_pd(rate, floor_kw), rate);
+            __m128d r = _mm_mul_pd(eta_ch, rate);
+            __m128d t_h = _mm_mul_pd(td, inv_3600);
+            __m128d after = _mm_sub_pd(t_h, dt_h);
+            after = _mm_andnot_pd(_mm_cmplt_pd(after, zero), after);
+            __m128d inv_a = _mm_and_pd(_mm_cmpgt_pd(rate, zero), _mm_div_pd(dt_h, rate));
+            __m128d lax_r = _mm_sub_pd(t_h, _mm_mul_pd(nd, _mm_mul_pd(inv_a, inv_den)));
+            __m128d need_pos = _mm_cmpgt_pd(nd, zero);
+            __m128d lax_0 = _mm_or_pd(_mm_and_pd(need_pos, lax_min),
+                                      _mm_andnot_pd(need_pos, t_h));
+            __m128d r_pos = _mm_cmpgt_pd(r, zero);
+            __m128d lax = _mm_or_pd(_mm_and_pd(r_pos, lax_r), _mm_andnot_pd(r_pos, lax_0));
+            lax = _mm_min_pd(_mm_max_pd(lax, lax_min), lax_max);
+            __m128d x = _mm_min_pd(_mm_and_pd(_mm_cmpge_pd(pmx, floor_kw), pmx),
+                                   _mm_mul_pd(nd, inv_den));
+            __m128d y = _mm_mul_pd(_mm_sub_pd(nd, _mm_mul_pd(r, after)), inv_den);
+            __m128d pm = _mm_min_pd(x, _mm_max_pd(y, zero));
+            __m128d f_a = _mm_mul_pd(rate, inv_dt), f_c = _mm_sub_pd(lax, dt_h);
+            __m128d f_d = _mm_max_pd(_mm_min_pd(_mm_xor_pd(pmn, sign),
+                                                _mm_mul_pd(neg_eta_cd, y)), zero);
+            __m128d f_room = _mm_max_pd(_mm_sub_pd(x, pm), zero);
+            for (int lane = 0; lane < 2; lane++) {  /* unrolled by the compiler */
+                int64_t s = site[k + lane];
+                rec = recs + fill[s]++ * R_LEN;
+                rec[R_A] = sdg_lane(f_a, lane);
+                rec[R_INV_A] = sdg_lane(inv_a, lane);
+                rec[R_C] = sdg_lane(f_c, lane);
+                rec[R_HMAX] = sdg_lane(x, lane);
+                rec[R_DMAX] = sdg_lane(f_d, lane);
+                rec[R_P] = sdg_lane(pm, lane);
+                rec[R_PNEED] = sdg_lane(y, lane);
+                sdg_set_idx(rec, k + lane);
+                room_s[s] += sdg_lane(f_room, lane);
+                mand_s[s] += sdg_lane(pm, lane);
+                total += sdg_lane(pm, lane);
+            }
+        }
+    #endif
+        for (; k < n; k++) {
+            rec = recs + fill[site[k]]++ * R_LEN;
+            if (!sdg_ev_one(st, need[k], t_dep[k], p_max[k], p_min[k], p_rate[k], rec, &room)) {
+                *mand_total = total;
+                return 0;
+            }
+            sdg_set_idx(rec, k);
+            room_s[site[k]] += room;
+            mand_s[site[k]] += rec[R_P];
+            total += rec[R_P];
+        }
+        *mand_total = total;
+        return 1;
+    }
+    """
+    ctypedef struct StepConsts "sdg_step":
+        double dt_h
+        double inv_dt
+        double inv_den
+        double eta_ch
+        double neg_eta_cd
+    bint _ev_records "sdg_ev_records"(const StepConsts* st, Py_ssize_t n, const double* need,
+                                      const double* t_dep, const double* p_max,
+                                      const double* p_min, const double* p_rate,
+                                      const int64_t* site, double* recs, int64_t* fill,
+                                      double* room_s, double* mand_s,
+                                      double* mand_total) noexcept nogil
+
+
+cdef extern from *:
+    """
+    /* The final pass over the m records of one site (see _allocate): each EV's power at the
+       zone-wide level lam (mode MODE_CHG or MODE_DIS; any other mode keeps the power so far)
+       into p_out at its input index; the site's charging and discharging powers summed in
+       record order into *chg and *dis; returns how many EVs are left unable to meet their
+       departure need. The SSE2 path does exactly the scalar operations, two EVs at a time. */
+    static inline double sdg_final_one(const double* q, int mode, double lam, double eta_cd,
+                                       double k_cd) {
+        if (mode == MODE_CHG) {
+            double lo = q[R_P], bl = q[R_C] + lo * q[R_INV_A];
+            return sdg_min(sdg_max(lo + q[R_A] * (lam - bl), lo), q[R_HMAX]);
+        }
+        if (mode == MODE_DIS && q[R_DMAX] > 0.0) {
+            double inv = q[R_INV_A] * k_cd, bl = -q[R_C] + 0.0 * inv;
+            return -sdg_min(sdg_max(0.0 + q[R_A] * eta_cd * (lam - bl), 0.0), q[R_DMAX]);
+        }
+        return q[R_P];
+    }
+
+    static Py_ssize_t sdg_final(double* rec, Py_ssize_t m, int mode, double lam,
+                                double eta_cd, double k_cd, double* p_out, double* chg,
+                                double* dis) {
+        double x = 0.0, y = 0.0, p, y_need, pm;
+        Py_ssize_t k = 0, n_bad = 0;
+    #if SDG_SIMD
+        const __m128d zero = _mm_setzero_pd(), sign = _mm_set1_pd(-0.0);
+        const __m128d one = _mm_set1_pd(1.0), tol = _mm_set1_pd(SDG_FEAS_TOL);
+        const __m128d vlam = _mm_set1_pd(lam), veta = _mm_set1_pd(eta_cd);
+        /* discharging, the scalar loop is faster (few EVs are candidates) */
+        for (; mode != MODE_DIS && k + 2 <= m; k += 2) {
+            double* r0 = rec + k * R_LEN;
+            double* r1 = r0 + R_LEN;
+            __m128d pv = _mm_loadh_pd(_mm_load_sd(r0 + R_P), r1 + R_P);
+            if (mode == MODE_CHG) {
+                __m128d bl = _mm_add_pd(_mm_loadh_pd(_mm_load_sd(r0 + R_C), r1 + R_C),
+                                        _mm_mul_pd(pv, _mm_loadh_pd(_mm_load_sd(r0 + R_INV_A),
+                                                                    r1 + R_INV_A)));
+                __m128d t = _mm_add_pd(pv, _mm_mul_pd(_mm_loadh_pd(_mm_load_sd(r0 + R_A),
+                                                                   r1 + R_A),
+                                                      _mm_sub_pd(vlam, bl)));
+                pv = _mm_min_pd(_mm_max_pd(t, pv),
+                                _mm_loadh_pd(_mm_load_sd(r0 + R_HMAX), r1 + R_HMAX));
+            }
+            __m128d yn = _mm_loadh_pd(_mm_load_sd(r0 + R_PNEED), r1 + R_PNEED);
+            __m128d up = _mm_max_pd(pv, zero), down = _mm_max_pd(_mm_xor_pd(pv, sign), zero);
+            x += _mm_cvtsd_f64(up);
+            y += _mm_cvtsd_f64(down);
+            x += _mm_cvtsd_f64(_mm_unpackhi_pd(up, up));
+            y += _mm_cvtsd_f64(_mm_unpackhi_pd(down, down));
+            __m128d charging = _mm_cmpge_pd(pv, zero);
+            __m128d floor = _mm_or_pd(_mm_and_pd(charging, yn),
+                                      _mm_andnot_pd(charging, _mm_mul_pd(veta, yn)));
+            __m128d slack = _mm_mul_pd(tol, _mm_add_pd(one, _mm_max_pd(yn, _mm_xor_pd(yn, sign))));
+            int bad = _mm_movemask_pd(_mm_cmplt_pd(pv, _mm_sub_pd(floor, slack)));
+            n_bad += (bad & 1) + (bad >> 1);
+            _mm_storel_pd(r0 + R_P, pv);
+            _mm_storeh_pd(r1 + R_P, pv);
+            _mm_storel_pd(p_out + sdg_idx(r0), pv);
+            _mm_storeh_pd(p_out + sdg_idx(r1), pv);
+        }
+    #endif
+        for (; k < m; k++) {
+            double* q = rec + k * R_LEN;
+            p = sdg_final_one(q, mode, lam, eta_cd, k_cd);
+            q[R_P] = p;
+            x += sdg_max(p, 0.0);
+            y += sdg_max(-p, 0.0);
+            y_need = q[R_PNEED];
+            pm = p >= 0.0 ? y_need : eta_cd * y_need;
+            n_bad += p < pm - SDG_FEAS_TOL * (1.0 + sdg_max(y_need, -y_need));
+            p_out[sdg_idx(q)] = p;
+        }
+        *chg = x;
+        *dis = y;
+        return n_bad;
+    }
+    """
+    Py_ssize_t _final "sdg_final"(double* rec, Py_ssize_t m, int mode, double lam,
+                                  double eta_cd, double k_cd, double* p_out, double* chg,
+                                  double* dis) noexcept nogil
+
 
 ctypedef struct Seg:
     double lo
@@ -206,70 +677,26 @@ cdef inline double _pivot(const Work* w, Py_ssize_t n, double lo_b, double hi_b,
                              _inside(w, n, lo_b, hi_b, rng)))
 
 
-cdef double _sum_at(double v, Py_ssize_t n, const Work* w) noexcept nogil:
-    """Sum of the segments' powers at level ``v`` (four accumulators for throughput)."""
-    cdef const double* lo = w.lo
-    cdef const double* hi = w.hi
-    cdef const double* a = w.a
-    cdef const double* bl = w.bl
-    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
-    cdef Py_ssize_t k = 0
-    while k + 4 <= n:
-        s0 += _clip_at(v, lo[k], hi[k], a[k], bl[k])
-        s1 += _clip_at(v, lo[k + 1], hi[k + 1], a[k + 1], bl[k + 1])
-        s2 += _clip_at(v, lo[k + 2], hi[k + 2], a[k + 2], bl[k + 2])
-        s3 += _clip_at(v, lo[k + 3], hi[k + 3], a[k + 3], bl[k + 3])
-        k += 4
-    while k < n:
-        s0 += _clip_at(v, lo[k], hi[k], a[k], bl[k])
-        k += 1
-    return (s0 + s1) + (s2 + s3)
+cdef inline double _sum_at(double v, Py_ssize_t n, const Work* w) noexcept nogil:
+    """Sum of the segments' powers at level ``v``."""
+    return _sum_at_c(v, n, w.lo, w.hi, w.a, w.bl)
 
 
-cdef Py_ssize_t _filter(Work* w, Py_ssize_t n, double lo_b, double hi_b, double ref,
-                        double* fixed, double* sa, double* s_ref) noexcept nogil:
-    """Move segments constant or linear on ``[lo_b, hi_b]`` into the sums; keep the rest.
+cdef inline Py_ssize_t _filter(Work* w, Py_ssize_t n, double lo_b, double hi_b, double ref,
+                               double* fixed, double* sa, double* s_ref) noexcept nogil:
+    """Move segments constant or linear on ``[lo_b, hi_b]`` into the sums; keep the rest."""
+    return _filter_c(w.lo, w.hi, w.a, w.bl, w.bh, w.lo, w.hi, w.a, w.bl, w.bh, n, lo_b, hi_b,
+                     ref, fixed, sa, s_ref)
 
-    Branch-free: the flags are 0/1 integers, every segment is copied to the next free slot
-    and the slot advances only for kept ones. Two sets of accumulators shorten the add chains.
+
+cdef inline Py_ssize_t _push(const double* rec, Py_ssize_t m, int mode, double k_a,
+                            double k_inv, Work* w, Py_ssize_t n, double* sums) noexcept nogil:
+    """Append the segments of the ``m`` records at ``rec`` that can move to ``w[n:]``.
+
+    Adds their ``sum(lo)`` to ``sums[0]`` and their room ``sum(hi - lo)`` to ``sums[1]``;
+    returns the new count. Every segment is written, the count advances only for movable ones.
     """
-    cdef double* lo = w.lo
-    cdef double* hi = w.hi
-    cdef double* a = w.a
-    cdef double* bl = w.bl
-    cdef double* bh = w.bh
-    cdef double f0 = 0.0, f1 = 0.0, a0 = 0.0, a1 = 0.0, r0 = 0.0, r1 = 0.0
-    cdef double l, h, aa, b0, b1, lin
-    cdef int hf, lf, li
-    cdef Py_ssize_t k, n2 = 0
-    for k in range(n):
-        l = lo[k]
-        h = hi[k]
-        aa = a[k]
-        b0 = bl[k]
-        b1 = bh[k]
-        hf = b1 <= lo_b
-        lf = b0 >= hi_b
-        li = (b0 <= lo_b) & (b1 >= hi_b)
-        lin = <double>li
-        lo[n2] = l
-        hi[n2] = h
-        a[n2] = aa
-        bl[n2] = b0
-        bh[n2] = b1
-        n2 += 1 - (hf | lf | li)
-        if k & 1:
-            f1 += <double>hf * h + <double>lf * l
-            a1 += lin * aa
-            r1 += lin * (l + aa * (ref - b0))
-        else:
-            f0 += <double>hf * h + <double>lf * l
-            a0 += lin * aa
-            r0 += lin * (l + aa * (ref - b0))
-    fixed[0] += f0 + f1
-    sa[0] += a0 + a1
-    s_ref[0] += r0 + r1
-    return n2
+    return _push_c(rec, m, mode, k_a, k_inv, w.lo, w.hi, w.a, w.bl, w.bh, n, sums)
 
 
 cdef double _level(const double* rec, Py_ssize_t m, int mode, double extra, double k_a,
@@ -279,48 +706,53 @@ cdef double _level(const double* rec, Py_ssize_t m, int mode, double extra, doub
     Returns ``-inf`` when no EV can move or ``extra <= 0``, ``+inf`` when ``extra`` covers all
     their room. ``w`` is scratch space for ``m`` segments.
     """
-    cdef Py_ssize_t k, n = 0
-    cdef Seg s
-    cdef int act
-    cdef double sum_lo = 0.0, room = 0.0, target, lo_b = -INFINITY, hi_b = INFINITY
-    cdef double fixed = 0.0, sa = 0.0, s_ref = 0.0, ref = 0.0, f, v, x
+    cdef double sums[2]
+    sums[0] = 0.0
+    sums[1] = 0.0
+    cdef Py_ssize_t n = _push(rec, m, mode, k_a, k_inv, w, 0, sums)
+    return _level_of(w, n, sums[0], sums[1], extra)
+
+
+cdef double _level_of(Work* w, Py_ssize_t n, double sum_lo, double room,
+                      double extra) noexcept nogil:
+    """Level at which the ``n`` movable segments in ``w`` take ``sum_lo + extra`` in total.
+
+    ``sum_lo`` and ``room`` are their ``sum(lo)`` and ``sum(hi - lo)``; ``w`` is overwritten.
+    """
     cdef uint64_t rng = 0x9E3779B97F4A7C15ULL
-    for k in range(m):
-        _seg(rec + k * R_LEN, mode, k_a, k_inv, &s)
-        act = s.hi > s.lo
-        w.lo[n] = s.lo
-        w.hi[n] = s.hi
-        w.a[n] = s.a
-        w.bl[n] = s.bl
-        w.bh[n] = s.bh
-        sum_lo += <double>act * s.lo
-        room += <double>act * (s.hi - s.lo)
-        n += act
     if n == 0 or not (extra > 0.0):
         return -INFINITY
     if extra >= room:
         return INFINITY
-    target = sum_lo + extra
+    return _level_from(w, n, -INFINITY, INFINITY, 0.0, 0.0, 0.0, 0.0, sum_lo + extra, &rng)
+
+
+cdef double _level_from(Work* w, Py_ssize_t n, double lo_b, double hi_b, double ref,
+                        double fixed, double sa, double s_ref, double target,
+                        uint64_t* rng) noexcept nogil:
+    """The selection rounds of ``_level_of`` from a bracket and sums already found."""
+    cdef double f, v, x
     # Invariants: lo_b <= lam* <= hi_b; every segment in w[:n] has a breakpoint strictly inside
     # the bracket; the segments linear on it sum to s_ref + sa * (lam - ref), those below or
     # above it to fixed.
-    v = _pivot(w, n, lo_b, hi_b, &rng)
-    f = _sum_at(v, n, w)
-    while True:
-        f += fixed + s_ref + sa * (v - ref)
-        if f < target:
-            lo_b = v
-        elif f > target:
-            hi_b = v
-        else:
-            return v
-        s_ref += sa * (v - ref)
-        ref = v
-        n = _filter(w, n, lo_b, hi_b, ref, &fixed, &sa, &s_ref)
-        if n == 0:
-            break
-        v = _pivot(w, n, lo_b, hi_b, &rng)
+    if n > 0:
+        v = _pivot(w, n, lo_b, hi_b, rng)
         f = _sum_at(v, n, w)
+        while True:
+            f += fixed + s_ref + sa * (v - ref)
+            if f < target:
+                lo_b = v
+            elif f > target:
+                hi_b = v
+            else:
+                return v
+            s_ref += sa * (v - ref)
+            ref = v
+            n = _filter(w, n, lo_b, hi_b, ref, &fixed, &sa, &s_ref)
+            if n == 0:
+                break
+            v = _pivot(w, n, lo_b, hi_b, rng)
+            f = _sum_at(v, n, w)
     if sa > 0.0:
         x = ref + (target - fixed - s_ref) / sa
         if x < lo_b:
@@ -328,7 +760,188 @@ cdef double _level(const double* rec, Py_ssize_t m, int mode, double extra, doub
         if x > hi_b:
             x = hi_b
         return x
-    return ref  # S is flat on the bracket: any point of it gives the same powers
+    # S is flat on the bracket: any point of it gives the same powers
+    if ref < lo_b:
+        return lo_b
+    if ref > hi_b:
+        return hi_b
+    return ref
+
+
+cdef inline void _at_offset(const Work* w, Py_ssize_t k, Work* o) noexcept nogil:
+    o.lo = w.lo + k
+    o.hi = w.hi + k
+    o.a = w.a + k
+    o.bl = w.bl + k
+    o.bh = w.bh + k
+
+
+# State of a clamped group (a site held to [its PV share, its connection]) on the bracket: what
+# may still bind inside it (bits), or which bound binds on the whole bracket and at the level.
+cdef enum:
+    G_FREE = 0  # neither bound binds: its segments count like the others
+    G_MAY_FLOOR = 1
+    G_MAY_CAP = 2
+    G_FLOORED = 4  # at its lower bound (the site's PV share) from hi_b down
+    G_CAPPED = 8  # at its upper bound (the site's connection) from lo_b up
+
+
+cdef inline int _binding(int state, double v, double floor_at, double cap_at) noexcept nogil:
+    """Which bound of a group that may bind (``state``) binds at ``v``: below ``floor_at`` its
+    floor, above ``cap_at`` its cap, else none."""
+    if state & G_MAY_FLOOR and v < floor_at:
+        return G_FLOORED
+    if state & G_MAY_CAP and v > cap_at:
+        return G_CAPPED
+    return G_FREE
+
+
+cdef double _level_clamped(Work* w, Py_ssize_t nf, Py_ssize_t n_g, Py_ssize_t* cnt,
+                           const double* g_lo, const double* g_hi, double* g_fix, double* g_sa,
+                           double* g_ref, double* g_val, int* state, double sum_lo,
+                           double room, double extra) noexcept nogil:
+    """``_level_of`` where groups of segments are held, as a whole, within bounds.
+
+    ``w[:nf]`` are free segments; then come ``n_g`` groups, group ``g`` being the next
+    ``cnt[g]`` segments, whose powers count as their sum clamped to ``[g_lo[g], g_hi[g]]``.
+    The level solves ``sum(free p) + sum_g clamp(sum(p of g)) = sum_lo + extra``, where
+    ``sum_lo`` is that left side at the lowest level and ``room`` how far it can rise. On entry
+    ``state[g]`` says which bounds may bind (``G_MAY_FLOOR``, ``G_MAY_CAP``); on return it is
+    ``G_FLOORED``, ``G_CAPPED`` or ``G_FREE``: which bound binds at the level. ``g_fix``,
+    ``g_sa``, ``g_ref`` and ``g_val`` are scratch space for ``n_g`` groups.
+
+    The selection of ``_level_of``. A group whose bounds may bind inside the bracket keeps the
+    segments it loses in sums of its own (constant, slope, value at ``ref``); once neither bound
+    can bind they join the common sums, once one binds on the whole bracket the group leaves
+    as a constant. Groups left without segments are linear between two kinks, where they reach
+    their bounds: each becomes one segment of that shape and the rounds go on with those.
+    """
+    cdef double target, lo_b = -INFINITY, hi_b = INFINITY
+    cdef double fixed = 0.0, sa = 0.0, s_ref = 0.0, ref = 0.0, f, v, x, d, val, lam
+    cdef uint64_t rng = 0x9E3779B97F4A7C15ULL
+    cdef Py_ssize_t g, n, pos, dst, c, c2, nf2
+    cdef Work src, to
+    cdef bint up
+    n = nf
+    for g in range(n_g):
+        g_fix[g] = 0.0
+        g_sa[g] = 0.0
+        g_ref[g] = 0.0
+        n += cnt[g]
+    if n == 0 or not (extra > 0.0):
+        for g in range(n_g):
+            state[g] = G_FLOORED if state[g] & G_MAY_FLOOR else G_FREE
+        return -INFINITY
+    if extra >= room:
+        for g in range(n_g):
+            state[g] = G_CAPPED if state[g] & G_MAY_CAP else G_FREE
+        return INFINITY
+    target = sum_lo + extra
+    while n > 0:
+        v = _pivot(w, n, lo_b, hi_b, &rng)
+        f = fixed + s_ref + sa * (v - ref) + _sum_at(v, nf, w)
+        pos = nf
+        for g in range(n_g):
+            c = cnt[g]
+            x = 0.0
+            if c > 0:
+                _at_offset(w, pos, &src)
+                x = _sum_at(v, c, &src)
+            if state[g] == G_FREE:
+                f += x
+            elif state[g] < G_FLOORED:
+                val = x + g_fix[g] + g_ref[g] + g_sa[g] * (v - ref)
+                g_val[g] = val
+                f += _min(_max(val, g_lo[g]), g_hi[g])
+            pos += c
+        if f < target:
+            lo_b = v
+            up = True
+        elif f > target:
+            hi_b = v
+            up = False
+        else:
+            for g in range(n_g):
+                if 0 < state[g] < G_FLOORED:
+                    if state[g] & G_MAY_FLOOR and g_val[g] < g_lo[g]:
+                        state[g] = G_FLOORED
+                    elif state[g] & G_MAY_CAP and g_val[g] > g_hi[g]:
+                        state[g] = G_CAPPED
+                    else:
+                        state[g] = G_FREE
+            return v
+        d = v - ref
+        s_ref += sa * d
+        for g in range(n_g):
+            if 0 < state[g] < G_FLOORED:
+                g_ref[g] += g_sa[g] * d
+        ref = v
+        nf2 = _filter(w, nf, lo_b, hi_b, ref, &fixed, &sa, &s_ref)
+        pos = nf
+        dst = nf2
+        for g in range(n_g):
+            c = cnt[g]
+            if 0 < state[g] < G_FLOORED:
+                if up:
+                    if state[g] & G_MAY_CAP and g_val[g] >= g_hi[g]:
+                        state[g] = G_CAPPED  # at its cap from lo_b up
+                    elif g_val[g] >= g_lo[g]:
+                        state[g] &= ~G_MAY_FLOOR
+                else:
+                    if state[g] & G_MAY_FLOOR and g_val[g] <= g_lo[g]:
+                        state[g] = G_FLOORED  # at its floor from hi_b down
+                    elif g_val[g] <= g_hi[g]:
+                        state[g] &= ~G_MAY_CAP
+                if state[g] >= G_FLOORED:
+                    fixed += g_lo[g] if state[g] == G_FLOORED else g_hi[g]
+                    cnt[g] = 0
+                    pos += c
+                    continue
+                if state[g] == G_FREE:
+                    fixed += g_fix[g]
+                    sa += g_sa[g]
+                    s_ref += g_ref[g]
+            c2 = 0
+            if c > 0:
+                _at_offset(w, pos, &src)
+                _at_offset(w, dst, &to)
+                if state[g] == G_FREE:
+                    c2 = _filter_c(src.lo, src.hi, src.a, src.bl, src.bh, to.lo, to.hi, to.a,
+                                   to.bl, to.bh, c, lo_b, hi_b, ref, &fixed, &sa, &s_ref)
+                else:
+                    c2 = _filter_c(src.lo, src.hi, src.a, src.bl, src.bh, to.lo, to.hi, to.a,
+                                   to.bl, to.bh, c, lo_b, hi_b, ref, &g_fix[g], &g_sa[g],
+                                   &g_ref[g])
+            cnt[g] = c2
+            pos += c
+            dst += c2
+        nf = nf2
+        n = dst
+    # Groups still open have no segments: each is clamp(val + slope * (lam - ref)), one
+    # segment from its floor to its cap with the kinks as breakpoints (g_val, g_ref keep them).
+    n = 0
+    for g in range(n_g):
+        if not (0 < state[g] < G_FLOORED):
+            continue
+        val = g_fix[g] + g_ref[g]
+        if g_sa[g] > 0.0:
+            w.lo[n] = g_lo[g]
+            w.hi[n] = g_hi[g]
+            w.a[n] = g_sa[g]
+            g_val[g] = ref + (g_lo[g] - val) / g_sa[g]
+            g_ref[g] = ref + (g_hi[g] - val) / g_sa[g]
+            w.bl[n] = g_val[g]
+            w.bh[n] = g_ref[g]
+            n += 1
+        else:  # flat
+            fixed += _min(_max(val, g_lo[g]), g_hi[g])
+            state[g] = _binding(state[g], val, g_lo[g], g_hi[g])
+    n = _filter(w, n, lo_b, hi_b, ref, &fixed, &sa, &s_ref)
+    lam = _level_from(w, n, lo_b, hi_b, ref, fixed, sa, s_ref, target, &rng)
+    for g in range(n_g):
+        if 0 < state[g] < G_FLOORED:
+            state[g] = _binding(state[g], lam, g_val[g], g_ref[g])
+    return lam
 
 
 cdef inline bint _bad(int code, Py_ssize_t i, const double* need, const double* t_dep,
@@ -378,26 +991,30 @@ cdef int _allocate(Py_ssize_t n, Py_ssize_t n_site, const double* need, const do
                    Py_ssize_t* bad) noexcept nogil:
     """The whole step. Returns 0, an argument code 1..8 (``bad`` = element), or -1 (memory)."""
     cdef Py_ssize_t i, k, s, m, b0
-    cdef int64_t j
     cdef double dt_h = step_s / 3600.0
     cdef double inv_dt = 1.0 / dt_h, inv_den = 1.0 / (eta_ch * dt_h)
     cdef double eta_cd = eta_ch * eta_dis
     cdef double k_cd = 1.0 / eta_cd
-    cdef double r, rate, t_h, after, lax, inv_a, x, y, pm, lam, rest, grid_rest = 0.0
-    cdef double mand_total = 0.0, grid = 0.0, discharge = 0.0, charge = 0.0, y_need
+    cdef double x, y, pm, lam, rest, grid_rest = 0.0
+    cdef double mand_total = 0.0, grid = 0.0, discharge = 0.0, charge = 0.0
     cdef Py_ssize_t n_infeasible = 0, n_cap_limited = 0
     cdef int global_mode = -1
-    cdef double* rec
     cdef double* q
+    cdef Work site_w  # a site's scratch: the part of ``work`` the zone-wide segments do not use yet
+    cdef Py_ssize_t n_zone = 0  # zone-wide segments collected so far
+    cdef double zone_sums[2]
+    cdef double k_a = 0.0, k_inv = 0.0
 
     for i in range(n_site):
         if not (cap[i] >= 0.0 and cap[i] <= MAX_KW and pv[i] >= 0.0 and pv[i] <= MAX_KW):
             return _first_bad(n, n_site, need, t_dep, p_max, p_min, p_rate, site, cap, pv, bad)
 
-    # one block: records (64-byte aligned), scratch segments, site sums, site offsets
+    # one block: records (64-byte aligned), scratch segments, site sums, site offsets, groups
     cdef size_t n_bytes = (<size_t>n * R_LEN * sizeof(double) + 64 + 5 * <size_t>n * sizeof(double)
                            + 3 * <size_t>n_site * sizeof(double)
-                           + 2 * (<size_t>n_site + 1) * sizeof(int64_t))
+                           + 2 * (<size_t>n_site + 1) * sizeof(int64_t)
+                           + 8 * <size_t>n_site * sizeof(double)
+                           + <size_t>n_site * (2 * sizeof(Py_ssize_t) + sizeof(int)))
     cdef char* block = <char*>malloc(n_bytes)
     if block == NULL:
         return -1
@@ -414,6 +1031,22 @@ cdef int _allocate(Py_ssize_t n, Py_ssize_t n_site, const double* need, const do
     cdef double* room_s = mand_s + n_site  # sum of hmax - p over a site's EVs [kW]
     cdef int64_t* start = <int64_t*>(room_s + n_site)
     cdef int64_t* fill = start + n_site + 1
+    # sites held within bounds at the zone-wide charging level (groups): the site, its PV
+    # share and its connection's room above its sum(lo) [kW] (-1: cannot bind), the bounds of
+    # its sum [kW], its segments, its state, scratch
+    cdef double* g_pv = <double*>(fill + n_site + 1)
+    cdef double* g_cap = g_pv + n_site
+    cdef double* g_lo = g_cap + n_site
+    cdef double* g_hi = g_lo + n_site
+    cdef double* g_fix = g_hi + n_site
+    cdef double* g_sa = g_fix + n_site
+    cdef double* g_ref = g_sa + n_site
+    cdef double* g_val = g_ref + n_site
+    cdef Py_ssize_t* g_site = <Py_ssize_t*>(g_val + n_site)
+    cdef Py_ssize_t* g_cnt = g_site + n_site
+    cdef int* g_state = <int*>(g_cnt + n_site)
+    cdef Py_ssize_t n_g = 0, n_free, g
+    cdef double grp_sums[2]
 
     # -- group the EVs by site (counting sort, index order kept within a site)
     for s in range(n_site + 1):
@@ -430,52 +1063,16 @@ cdef int _allocate(Py_ssize_t n, Py_ssize_t n_site, const double* need, const do
         room_s[s] = 0.0
 
     # -- per EV: laxity, mandatory power, charge and discharge room (and the remaining checks)
-    for i in range(n):
-        # one branch for all checks (comparisons with NaN are false)
-        if not ((need[i] >= 0.0) & (need[i] <= MAX_KWH) & (t_dep[i] > 0.0)
-                & (t_dep[i] <= MAX_S) & (p_max[i] >= 0.0) & (p_max[i] <= MAX_KW)
-                & (p_min[i] <= 0.0) & (p_min[i] >= -MAX_KW) & (p_rate[i] >= 0.0)
-                & (p_rate[i] <= MAX_KW)):
-            free(block)
-            return _first_bad(n, n_site, need, t_dep, p_max, p_min, p_rate, site, cap, pv, bad)
-        rate = _max(p_rate[i], p_max[i])  # never below this step's
-        rate = rate if rate >= RATE_FLOOR_KW else 0.0
-        r = eta_ch * rate
-        t_h = t_dep[i] * INV_3600
-        after = t_h - dt_h
-        if after < 0.0:
-            after = 0.0
-        inv_a = dt_h / rate if rate > 0.0 else 0.0
-        if r > 0.0:
-            lax = t_h - need[i] * (inv_a * inv_den)  # need / r without a second division
-        elif need[i] > 0.0:
-            lax = -LAX_MAX_H
-        else:
-            lax = t_h
-        if lax < -LAX_MAX_H:
-            lax = -LAX_MAX_H
-        if lax > LAX_MAX_H:
-            lax = LAX_MAX_H
-        j = fill[site[i]]
-        fill[site[i]] += 1
-        rec = recs + j * R_LEN
-        rec[R_A] = rate * inv_dt
-        rec[R_INV_A] = inv_a
-        rec[R_C] = lax - dt_h
-        x = need[i] * inv_den
-        y = p_max[i] if p_max[i] >= RATE_FLOOR_KW else 0.0
-        x = _min(y, x)
-        rec[R_HMAX] = x
-        y = (need[i] - r * after) * inv_den
-        rec[R_PNEED] = y
-        pm = _min(x, _max(y, 0.0))
-        rec[R_P] = pm
-        x -= pm
-        room_s[site[i]] += _max(x, 0.0)
-        rec[R_DMAX] = _max(_min(-p_min[i], -eta_cd * y), 0.0)
-        rec[R_IDX] = <double>i
-        mand_s[site[i]] += pm
-        mand_total += pm
+    cdef StepConsts consts
+    consts.dt_h = dt_h
+    consts.inv_dt = inv_dt
+    consts.inv_den = inv_den
+    consts.eta_ch = eta_ch
+    consts.neg_eta_cd = -eta_cd
+    if not _ev_records(&consts, n, need, t_dep, p_max, p_min, p_rate, site, recs, fill, room_s,
+                       mand_s, &mand_total):
+        free(block)
+        return _first_bad(n, n_site, need, t_dep, p_max, p_min, p_rate, site, cap, pv, bad)
 
     # -- 1. mandatory power, levelled within sites whose connection cannot carry it
     x = 0.0
@@ -507,22 +1104,41 @@ cdef int _allocate(Py_ssize_t n, Py_ssize_t n_site, const double* need, const do
             global_mode = MODE_CHG
     elif budget < 0.0:
         global_mode = MODE_DIS
+        k_a = eta_cd
+        k_inv = k_cd
+    zone_sums[0] = 0.0
+    zone_sums[1] = 0.0
 
     # -- per site, while its records are in cache: 2. its PV surplus to its EVs, then the level
     # that holds it to its capacity in the zone-wide phase (3. charging or 4. discharging)
     for s in range(n_site):
         b0 = start[s]
         m = start[s + 1] - b0
+        site_w.lo = work.lo + b0
+        site_w.hi = work.hi + b0
+        site_w.a = work.a + b0
+        site_w.bl = work.bl + b0
+        site_w.bh = work.bh + b0
         x = chg_s[s]
         rest = pv[s] - x
         if rest < 0.0:
             rest = 0.0
         if rest > cap[s] - x:
             rest = cap[s] - x
+        if global_mode == MODE_CHG and rest > 0.0 and rest < room_s[s]:
+            # 2 and 3 at once: the site takes at least its PV surplus and at most what its
+            # connection carries; its segments join the zone-wide level as a group clamped to
+            # those bounds, and its own level is needed only if one of them binds there
+            g_site[n_g] = s
+            g_pv[n_g] = rest
+            x = cap[s] - chg_s[s]
+            g_cap[n_g] = x if x < room_s[s] else -1.0
+            n_g += 1
+            continue
         if rest > 0.0 and room_s[s] > 0.0:
             # when all of the room fits, every EV goes to its bound without a level
             lam = INFINITY if rest >= room_s[s] else _level(recs + b0 * R_LEN, m, MODE_CHG, rest,
-                                                              0.0, 0.0, w)
+                                                              0.0, 0.0, &site_w)
             x = 0.0
             y = 0.0
             for k in range(b0, b0 + m):
@@ -537,12 +1153,18 @@ cdef int _allocate(Py_ssize_t n, Py_ssize_t n_site, const double* need, const do
             if x < 0.0:
                 x = 0.0
             if room_s[s] > 0.0 and x < room_s[s]:
-                # no room on the connection (x = 0): the level is -inf, every EV stays put
-                lam = _level(recs + b0 * R_LEN, m, MODE_CHG, x, 0.0, 0.0, w) if x > 0.0 \
-                    else -INFINITY
+                if x > 0.0:
+                    # the connection may hold the site back: a group capped at x above its
+                    # sum(lo), whose own level is needed only if the cap binds
+                    g_site[n_g] = s
+                    g_pv[n_g] = 0.0
+                    g_cap[n_g] = x
+                    n_g += 1
+                    continue
+                # no room on the connection: every EV stays put
                 for k in range(b0, b0 + m):
                     q = recs + k * R_LEN
-                    q[R_HMAX] = _at(q, MODE_CHG, 0.0, 0.0, lam)  # hi <- p(lam)
+                    q[R_HMAX] = _at(q, MODE_CHG, 0.0, 0.0, -INFINITY)  # hi <- p(-inf) = p
         elif global_mode == MODE_DIS:
             # candidates: V2G EVs with slack that do not charge (a trace of PV power is dropped)
             x = 0.0
@@ -557,35 +1179,70 @@ cdef int _allocate(Py_ssize_t n, Py_ssize_t n_site, const double* need, const do
                 y += q[R_DMAX]
             chg_s[s] = x
             if y > cap[s] + x:  # the site's discharge room exceeds what its connection carries
-                lam = _level(recs + b0 * R_LEN, m, MODE_DIS, cap[s] + x, eta_cd, k_cd, w)
+                lam = _level(recs + b0 * R_LEN, m, MODE_DIS, cap[s] + x, eta_cd, k_cd, &site_w)
                 for k in range(b0, b0 + m):
                     q = recs + k * R_LEN
                     q[R_DMAX] = _at(q, MODE_DIS, eta_cd, k_cd, lam)  # hi <- d(lam)
+        if global_mode >= 0:
+            # the site's segments for the zone-wide level while its records are in cache; they
+            # go before the site's scratch (n_zone <= b0), which is no longer needed
+            n_zone = _push(recs + b0 * R_LEN, m, global_mode, k_a, k_inv, w, n_zone, zone_sums)
+
+    # (groups: segments after the free ones, one site after the other; see _level_clamped)
 
     # -- the zone-wide level: 3. rest of a positive grid budget, or 4. the discharge asked for
     lam = -INFINITY
-    if global_mode == MODE_CHG:
-        lam = _level(recs, n, MODE_CHG, grid_rest, 0.0, 0.0, w)
+    if global_mode == MODE_CHG and n_g == 0:
+        lam = _level_of(w, n_zone, zone_sums[0], zone_sums[1], grid_rest)
+    elif global_mode == MODE_CHG:
+        n_free = n_zone
+        x = zone_sums[0]  # the left side at the lowest level
+        y = zone_sums[1]  # how far it can rise
+        for g in range(n_g):
+            s = g_site[g]
+            grp_sums[0] = 0.0
+            grp_sums[1] = 0.0
+            k = _push(recs + start[s] * R_LEN, start[s + 1] - start[s], MODE_CHG, 0.0, 0.0, w,
+                      n_zone, grp_sums)
+            g_cnt[g] = k - n_zone
+            n_zone = k
+            g_state[g] = G_MAY_FLOOR if g_pv[g] > 0.0 else G_FREE
+            g_lo[g] = grp_sums[0] + g_pv[g]
+            if g_cap[g] >= 0.0:
+                g_state[g] |= G_MAY_CAP
+                g_hi[g] = grp_sums[0] + g_cap[g]
+                y += g_cap[g] - g_pv[g]
+            else:
+                g_hi[g] = grp_sums[0] + grp_sums[1]  # every EV at its bound
+                y += grp_sums[1] - g_pv[g]
+            x += g_lo[g]
+        lam = _level_clamped(w, n_free, n_g, g_cnt, g_lo, g_hi, g_fix, g_sa, g_ref, g_val,
+                             g_state, x, y, grid_rest)
+        # the sites held at a bound get their own level: the PV level of phase 2, or the one
+        # that holds them to their connection (then their EVs' upper bounds)
+        for g in range(n_g):
+            if g_state[g] == G_FREE:
+                continue
+            s = g_site[g]
+            b0 = start[s]
+            m = start[s + 1] - b0
+            if g_state[g] == G_FLOORED:
+                rest = _level(recs + b0 * R_LEN, m, MODE_CHG, g_pv[g], 0.0, 0.0, w)
+                for k in range(b0, b0 + m):
+                    q = recs + k * R_LEN
+                    q[R_P] = _at(q, MODE_CHG, 0.0, 0.0, rest)
+            else:
+                rest = _level(recs + b0 * R_LEN, m, MODE_CHG, g_cap[g], 0.0, 0.0, w)
+                for k in range(b0, b0 + m):
+                    q = recs + k * R_LEN
+                    q[R_HMAX] = _at(q, MODE_CHG, 0.0, 0.0, rest)
     elif global_mode == MODE_DIS:
-        lam = _level(recs, n, MODE_DIS, -budget, eta_cd, k_cd, w)
+        lam = _level_of(w, n_zone, zone_sums[0], zone_sums[1], -budget)
 
     # -- final powers, accounting, and the powers back in input order
     for s in range(n_site):
-        x = 0.0
-        y = 0.0
-        for k in range(start[s], start[s + 1]):
-            q = recs + k * R_LEN
-            if global_mode == MODE_CHG:
-                q[R_P] = _at(q, MODE_CHG, 0.0, 0.0, lam)
-            elif global_mode == MODE_DIS and q[R_DMAX] > 0.0:
-                q[R_P] = -_at(q, MODE_DIS, eta_cd, k_cd, lam)
-            rest = q[R_P]
-            x += _max(rest, 0.0)
-            y += _max(-rest, 0.0)
-            y_need = q[R_PNEED]
-            pm = y_need if rest >= 0.0 else eta_cd * y_need
-            n_infeasible += rest < pm - FEAS_TOL * (1.0 + _max(y_need, -y_need))
-            p_out[<Py_ssize_t>q[R_IDX]] = rest
+        n_infeasible += _final(recs + start[s] * R_LEN, start[s + 1] - start[s], global_mode,
+                               lam, eta_cd, k_cd, p_out, &x, &y)
         pv_used[s] = pv[s] if pv[s] < x else x
         site_p[s] = x - y
         grid += x - pv_used[s]

@@ -323,6 +323,31 @@ def test_compiled_kernel_and_twin_agree_on_a_large_zone(budget_kw: float) -> Non
     assert info_c.n_infeasible == info_n.n_infeasible
 
 
+@pytest.mark.skipif(not HAS_COMPILED, reason="ext.dispatch is not built")
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("budget_share", [0.05, 0.2, 0.6])
+def test_compiled_kernel_and_twin_agree_when_sites_are_held_at_their_bounds(
+        seed: int, budget_share: float) -> None:
+    """Many sites with tight connections and PV: the zone-wide charging level holds some sites
+    at their connection and leaves others at their PV share (solved together in the kernel)."""
+    case = random_zone(2000, 40, 0.0, seed=seed)
+    chargers_s = site_sum(case, case.p_max_kw)
+    rng = np.random.default_rng(seed)
+    case = replace(case, site_cap_kw=rng.uniform(0.15, 0.8, case.n_site) * chargers_s,
+                   site_pv_kw=rng.uniform(0.0, 0.6, case.n_site) * chargers_s,
+                   grid_budget_kw=budget_share * chargers_s.sum())
+    p_c, info_c = case.run("compiled")
+    p_n, info_n = case.run("numpy")
+    np.testing.assert_allclose(p_c, p_n, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(info_c.site_p_kw, info_n.site_p_kw, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(info_c.pv_used_kw, info_n.pv_used_kw, rtol=1e-9, atol=1e-9)
+    assert info_c.grid_kw == pytest.approx(info_n.grid_kw, rel=1e-9, abs=1e-9)
+    assert info_c.n_infeasible == info_n.n_infeasible
+    assert (info_c.site_p_kw <= case.site_cap_kw + info_c.site_shortfall_kw + TOL_KW).all()
+    at_cap = info_c.site_p_kw >= case.site_cap_kw - 1e-6
+    assert at_cap.any() and not at_cap.all()
+
+
 # --------------------------------------------------------------------------------------------
 # scenarios worked out by hand
 # --------------------------------------------------------------------------------------------
@@ -409,6 +434,28 @@ def test_site_capacity_holds_back_grid_charging_at_that_site() -> None:
     p, info = case.run()
     np.testing.assert_allclose(p, [2.0, 2.0, 11.0, 11.0])
     assert info.grid_kw == pytest.approx(26.0)
+
+
+@pytest.mark.parametrize(("budget", "expected"), [(20.0, [5.0, 5.0, 3.0, 3.0, 7.0, 7.0]),
+                                                  (30.0, [6.0, 6.0, 3.0, 3.0, 11.0, 11.0])])
+def test_pv_share_and_connection_bound_sites_at_the_zone_level_by_hand(
+        budget: float, expected: list[float]) -> None:
+    # two equal EVs per site, lossless, 1-hour step, rate 11 kW. Site 0: 10 kW of PV, EVs with
+    # laxity 7.1 h needing 10 kWh; site 1: a 6 kW connection, laxity 1.3 h; site 2: laxity
+    # 3.3 h. PV gives site 0's EVs 5 kW each. The grid budget fills site 1 to its connection
+    # (3 + 3), then site 2; with 20 kW site 2 takes the other 14 and site 0 stays at its PV
+    # share (laxity 6.5 h after the step, above site 2's 2.9 h); with 30 kW site 2 is full
+    # (22 kW) and the 2 kW left go to site 0 on top of its PV.
+    case = Case(np.array([10.0, 10.0, 30.0, 30.0, 30.0, 30.0]),
+                np.array([8.0, 8.0, 4.0, 4.0, 6.0, 6.0]) * 3600.0, np.full(6, 11.0),
+                np.zeros(6), np.full(6, 11.0), np.array([0, 0, 1, 1, 2, 2]),
+                np.array([100.0, 6.0, 100.0]), np.array([10.0, 0.0, 0.0]), budget, 3600.0,
+                1.0, 1.0)
+    for backend in ("auto", "numpy"):
+        p, info = case.run(backend)
+        np.testing.assert_allclose(p, expected, atol=1e-9)
+        assert info.grid_kw == pytest.approx(budget)
+        np.testing.assert_allclose(info.pv_used_kw, [10.0, 0.0, 0.0], atol=1e-9)
 
 
 def test_empty_zone() -> None:
