@@ -134,6 +134,9 @@ class Assembly:
     """Temporary folder holding ``ledger.sqlite`` and ``ledger.pub`` (None without a
     coordinator); :func:`twin.run.run` moves them into the run folder."""
     ledger: LedgerWriter | None = None
+    station_sites: tuple[int, ...] = ()
+    """EV site index of each charging station in the loop (``HILSites`` order): their meters,
+    not the fleet's simulation, are settled."""
 
     def close_ledger(self) -> None:
         """Close the ledger's database (unsealed trades of a failed run are left out)."""
@@ -216,6 +219,8 @@ def _assemble(assembly: Assembly) -> None:
 
     if hil is not None:
         hil.add_entities(start, entities, labels, injectors)
+        if "HILSites" in entities:
+            assembly.station_sites = tuple(int(d["site_index"]) for d in hil.sites)
 
     grid = start("Grid")
     entities["Grid"] = grid.Grid(config=scenario.grid.model_dump(mode="json"),
@@ -450,18 +455,28 @@ def _instrument(assembly: Assembly, sid: str, name: str) -> None:
         values = get_data({entity.eid: attrs})[entity.eid]
         k = time // scenario.step_s
         recorder.record(k, name, values)
-        if name == "EV" and "Coordinator" in assembly.entities:
-            return settle(k, time, entity.eid)
+        # the last of the EV fleet and the stations in the loop to make the step settles it
+        if name == ("HILSites" if assembly.station_sites else "EV") \
+                and "Coordinator" in assembly.entities:
+            return settle(k, time)
         return 0.0
 
-    def settle(k: int, time: int, eid: str) -> float:
-        """Settle step ``k`` on the sites' metered powers, now that the fleet has made it (the
+    def settle(k: int, time: int) -> float:
+        """Settle step ``k`` on the sites' metered powers, now that the sites have made it (the
         trades then describe what was drawn, also when set-points were lost or clamped)."""
         t0 = wallclock.perf_counter()
-        coordinator = _instance(assembly.world, assembly.entities["Coordinator"].sid)
-        metered = get_data({eid: EV_METERED})[eid]
-        totals = coordinator.settle_metered(time, metered["charge_site_kw"],
-                                            metered["discharge_site_kw"])
+        entities = assembly.entities
+        coordinator = _instance(assembly.world, entities["Coordinator"].sid)
+        ev = entities["EV"]
+        metered = _instance(assembly.world, ev.sid).get_data({ev.eid: EV_METERED})[ev.eid]
+        charge, discharge = metered["charge_site_kw"], metered["discharge_site_kw"]
+        if assembly.station_sites:  # a station's meter replaces its site's simulation
+            stations = entities["HILSites"]
+            sites = list(assembly.station_sites)
+            charge, discharge = charge.copy(), discharge.copy()
+            charge[sites] = get_data({stations.eid: ["metered_kw"]})[stations.eid]["metered_kw"]
+            discharge[sites] = 0.0  # a station takes charging limits only (no V2G site)
+        totals = coordinator.settle_metered(time, charge, discharge)
         trades = totals.pop("transactions")
         if assembly.ledger is not None:
             recorder.record(k, "Ledger", assembly.ledger.add(k, trades))

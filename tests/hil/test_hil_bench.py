@@ -126,6 +126,13 @@ def test_link_loss_mid_run_uses_fallbacks_and_finishes(tmp_path, monkeypatch):
                                np.minimum(11.0, limit))
     assert k["hil_stale_steps"] >= 3
     assert k["hil_stale_device_steps"] == int(stale_bess.sum() + stale_site.sum())
+    # the station's meter, not the fleet's simulation of its site, is settled
+    coord, ev = result.frames["coordinator"], result.frames["ev"]
+    metered = sites["metered_kw[depot]"].to_numpy()
+    simulated = sites["sim_kw[depot]"].to_numpy()
+    assert np.abs(metered - simulated)[3:6].max() > 1.0
+    np.testing.assert_allclose((coord["pv_to_ev_kw"] + coord["grid_to_ev_kw"]).to_numpy(),
+                               ev["charge_kw"].to_numpy() - simulated + metered, atol=1e-9)
     assert abs(k["energy_balance_error"]) < 1e-6
     # the device itself fell back: the battery stub reverted WSet to 0 while unreachable
     assert (dev["battery_soc_pct[bess]"].diff().to_numpy()[7:] != 0).any()
