@@ -155,10 +155,21 @@ class CoordinatorConfig(StrictModel):
     )
     peak_margin_quantile: float = Field(
         0.75, ge=0, lt=1,
-        description="V2G strategies hold the import this far below the threshold: this "
-        "quantile of the rises of the zone's base import from one step to the next seen so far "
-        "(the base load is known only up to the last step, so a margin pre-empts its jumps); "
-        "0: no margin [-]",
+        description="V2G strategies hold the import at least this far below the threshold: "
+        "this quantile of the amounts by which the coordinator's estimate of the zone's import "
+        "without EVs fell short so far (the part of it the coordinator does not observe, the "
+        "grid's other loads and generation, is known only up to the last step, so a margin "
+        "pre-empts its jumps); 0: no margin [-]",
+    )
+    peak_margin_max_quantile: float = Field(
+        0.95, ge=0, lt=1,
+        description="V2G strategies: the widest margin below the threshold, this quantile of "
+        "the amounts by which the estimate of the import fell short. Charging beyond the "
+        "mandatory power is deferred below it (which costs no energy); V2G discharges down to "
+        "it as far as the V2G energy at hand allows (what the forecast import of the "
+        "v2g_horizon_h window may need, its learned forecast errors included, is kept), so "
+        "that the rarer, larger jumps do not set a new peak; 0: the margin is never widened "
+        "[-]",
     )
     v2g_reserve_h: float = Field(
         1.0, ge=0, le=24,
@@ -209,6 +220,14 @@ class CoordinatorConfig(StrictModel):
         if band is not None and not 0.5 < band[0] < band[1] < 1.5:
             raise ValueError(f"need 0.5 < low < high < 1.5 [pu], got {list(band)}")
         return band
+
+    @model_validator(mode="after")
+    def _margin_quantiles_ordered(self) -> CoordinatorConfig:
+        q, q_max = self.peak_margin_quantile, self.peak_margin_max_quantile
+        if q_max != 0 and q_max < q:
+            raise ValueError(f"peak_margin_max_quantile ({q_max}) must be 0 (never widen the "
+                             f"margin) or at least peak_margin_quantile ({q})")
+        return self
 
     @model_validator(mode="after")
     def _margin_inside_band(self) -> CoordinatorConfig:

@@ -3,12 +3,16 @@
 PV: the shape of the day is the sine of the sun's elevation (NOAA's low-accuracy solar
 position: declination and equation of time from the fractional year, error below a degree),
 scaled by the ratio of observed PV to that shape. The recent ratio (last two hours of daylight)
-holds for the next hours and gives way to the mean ratio of the last day with an e-folding time
-of three hours; before any daylight has been seen the ratio is ``DEFAULT_PV_RATIO``.
+holds for the next hours and gives way to the day-ahead ratio with an e-folding time of three
+hours. Cloudiness persists only partly from one day to the next, so the day-ahead ratio is the
+mean of the last day's ratio and that of the last ``PV_HISTORY_DAYS`` days (which counts the
+last day too); before any daylight has been seen the ratio is ``DEFAULT_PV_RATIO``.
 
 Zone import without EVs: the same step of the day before, shifted by today's deviation at the
 current step, which fades with an e-folding time of two hours; on the first day the current
-value is held.
+value is held. :class:`ForecastErrors` scores these forecasts as the import they forecast
+becomes known: the one-step errors of the estimate of the current step, and the root mean
+square error at each lead.
 
 Reference for the solar position: NOAA Global Monitoring Laboratory, "General Solar Position
 Calculations" (gml.noaa.gov/grad/solcalc/solareqns.PDF).
@@ -26,9 +30,13 @@ DEFAULT_PV_RATIO = 0.4
 Chongqing's mean clear-sky index (~0.45) times a performance ratio of ~0.85."""
 RECENT_H = 2.0
 PV_FADE_H = 3.0
+PV_HISTORY_DAYS = 30
+"""Days behind the longer mean ratio of the day-ahead PV forecast [d]."""
 BASE_FADE_H = 2.0
 MIN_SIN_ELEVATION = 0.1
 """Below this sine of the elevation (~6 degrees) observations are too noisy to scale by."""
+MIN_SCORED = 8
+"""Forecast errors at a lead count only once this many have been seen [-]."""
 
 
 def sin_elevation(times: pd.DatetimeIndex, latitude_deg: float, longitude_deg: float
@@ -161,7 +169,8 @@ class Forecaster:
         """PV generation of steps ``k .. k+h-1``; the first is the observed one if known [kW]."""
         recent = self._ratio(k, int(RECENT_H * 3600 / self.step_s))
         day = self._ratio(k, self.per_day)
-        day = DEFAULT_PV_RATIO if day is None else day
+        day = DEFAULT_PV_RATIO if day is None else \
+            0.5 * (day + self._ratio(k, PV_HISTORY_DAYS * self.per_day))
         recent = day if recent is None else recent
         lead_h = np.arange(h) * self.step_s / 3600.0
         w = np.exp(-lead_h / PV_FADE_H)
@@ -183,3 +192,95 @@ class Forecaster:
         lead_h = (steps - k) * self.step_s / 3600.0
         shifted = prior + (now_kw - ref) * np.exp(-lead_h / BASE_FADE_H)
         return np.where(np.isfinite(shifted), shifted, now_kw)
+
+
+class ForecastErrors:
+    """Errors of the coordinator's forecasts of the zone import without EVs, learned as the
+    import becomes known.
+
+    The estimate of step ``k`` (:attr:`.core.Snapshot.base_import_kw`) is the import of step
+    ``k - 1`` less the EVs' power then, with the part the coordinator observes (factories less
+    PV) updated to step ``k``. ``estimate - observed`` is thus the rest (the grid's other loads
+    and generation, the losses) of step ``k - 1``, and the import without EVs of step ``k - 1``
+    is that rest plus what was observed then: each step's value is known one step later. A
+    forecast issued at step ``k`` (index 0: the estimate of step ``k``) is scored at each of
+    its steps; lead ``l`` is the forecast of step ``k + l``.
+
+    Parameters
+    ----------
+    n_leads : int
+        Leads scored, 0 .. ``n_leads - 1`` [steps]; at least 1 (the estimate itself).
+    """
+
+    def __init__(self, n_leads: int) -> None:
+        if int(n_leads) < 1:
+            raise ValueError(f"ForecastErrors: n_leads must be >= 1, got {n_leads}")
+        self.n_leads = int(n_leads)
+        # forecasts issued at the last n_leads steps, in slots step % n_leads
+        self._issued = np.full((self.n_leads, self.n_leads), np.nan)
+        self._issued_k = np.full(self.n_leads, -1, dtype=np.int64)
+        self._sq_sum = np.zeros(self.n_leads)
+        self._count = np.zeros(self.n_leads, dtype=np.int64)
+        self._last: tuple[int, float] | None = None  # (step, observed part) of the last step
+        self._rises_sorted: list[float] = []
+
+    def observe(self, k: int, estimate_kw: float, observed_kw: float,
+                forecast_kw: np.ndarray | None = None) -> None:
+        """Step ``k``: the estimate of its import without EVs, the part of it observed
+        (factories less PV) and, optionally, the forecast issued now (index 0: step ``k``)
+        [kW].
+
+        Steps come in order; after a gap, or a step without an estimate, scoring resumes one
+        step later. Non-finite forecast values are not scored.
+        """
+        k = int(k)
+        rest = float(estimate_kw) - float(observed_kw)
+        last = self._last
+        if np.isfinite(rest) and last is not None and last[0] == k - 1:
+            actual = rest + last[1]  # import without EVs of step k - 1
+            self._score(k - 1, actual)
+        if not np.isfinite(rest):
+            self._last = None
+            return
+        self._last = (k, float(observed_kw))
+        slot = k % self.n_leads
+        self._issued[slot] = np.nan
+        self._issued[slot, 0] = float(estimate_kw)
+        if forecast_kw is not None:
+            f = np.asarray(forecast_kw, dtype=float)[:self.n_leads]
+            self._issued[slot, 1:f.size] = f[1:]
+        self._issued_k[slot] = k
+
+    def _score(self, j: int, actual_kw: float) -> None:
+        """Score every kept forecast of step ``j`` against its value ``actual_kw``."""
+        leads = np.arange(min(self.n_leads, j + 1))
+        issued_at = j - leads
+        slots = issued_at % self.n_leads
+        kept = self._issued_k[slots] == issued_at
+        err = actual_kw - self._issued[slots, leads]
+        ok = kept & np.isfinite(err)
+        self._sq_sum[leads[ok]] += err[ok] ** 2
+        self._count[leads[ok]] += 1
+        if ok[0] and err[0] > 0:
+            insort(self._rises_sorted, float(err[0]))
+
+    @property
+    def n_rises(self) -> int:
+        """Number of times the estimate of a step fell short of its value [-]."""
+        return len(self._rises_sorted)
+
+    def rise_quantile_kw(self, q: float) -> float:
+        """Quantile ``q`` of the amounts by which the estimate fell short (``numpy.quantile``,
+        linear method) [kW]."""
+        if not self._rises_sorted:
+            raise ValueError("ForecastErrors: no shortfall of the estimate seen yet")
+        return sorted_quantile(self._rises_sorted, q)
+
+    def rms_kw(self, n: int) -> np.ndarray:
+        """Root mean square error of the forecasts at leads ``0 .. n-1``; 0 at leads with
+        fewer than ``MIN_SCORED`` errors seen and beyond ``n_leads`` the last lead's [kW]."""
+        if n < 0:
+            raise ValueError(f"ForecastErrors.rms_kw: n must be >= 0, got {n}")
+        scored = self._count >= MIN_SCORED
+        rms = np.where(scored, np.sqrt(self._sq_sum / np.maximum(self._count, 1)), 0.0)
+        return rms[np.minimum(np.arange(n), self.n_leads - 1)]

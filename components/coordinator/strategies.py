@@ -22,14 +22,21 @@ leaving in the morning.
     mandatory power is cut when it would push the import above it, and V2G EVs with slack (most
     laxity first, keeping ``v2g_reserve_h``) discharge to shave what the base load puts above
     it; where the import has room below it, EVs charge toward their targets spread evenly over
-    their stay, so that little is left for the mandatory power at the end of it. The threshold is ``peak_threshold_kw`` or, adaptively, the highest of: the highest
-    import already incurred in the run (shaving below a peak on record cannot lower the run's
-    peak, only cost energy), the level the plugged V2G energy can hold the forecast import to
+    their stay, so that little is left for the mandatory power at the end of it. The
+    threshold is ``peak_threshold_kw`` or, adaptively, the highest of: the highest import
+    already incurred in the run (shaving below a peak on record cannot lower the run's peak,
+    only cost energy), the level the plugged V2G energy can hold the forecast import to
     over ``v2g_horizon_h`` (energy is kept for the top of the coming peak) and the level under
-    which the planned charging fits. The import is held a margin below it (a quantile of the
-    base load's one-step rises) because the base load of a step is only known from the
-    previous one. Factory peaks are part of the zone import; with ``factory_shedding`` the
-    factories shed deferrable load (from the next step) when V2G cannot hold the threshold.
+    which the planned charging fits. The import is held a margin below it because the part of
+    the import the coordinator does not observe is only known from the previous step: a
+    quantile of the shortfalls of its estimate so far (:class:`.forecast.ForecastErrors`).
+    Charging beyond the mandatory power is deferred below a wider margin (a higher quantile),
+    which costs no energy; V2G discharges down to the wider margin as far as its energy
+    allows, the import of the window being the forecast plus its learned error at each lead,
+    so that spare energy covers the rarer, larger jumps. Discharge is shared so that the V2G
+    EVs keep their power for as long as their energy lasts. Factory peaks are part of the
+    zone import; with ``factory_shedding`` the factories shed deferrable load (from the next
+    step) when V2G cannot hold the threshold.
 ``grid_aware``
     ``v2g_peak_shaving``, then corrected to keep the predicted bus voltages within
     ``v_band_pu`` and line and transformer loading below ``loading_max_pct``. Prediction: the
@@ -46,6 +53,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
+from scipy.special import ndtr
 
 from components.coordinator.config import CoordinatorConfig
 from components.coordinator.core import (
@@ -67,6 +75,7 @@ from components.coordinator.core import (
     site_sum,
     spread_budget_kw,
 )
+from components.coordinator.forecast import MIN_SCORED, ForecastErrors
 from components.coordinator.optimal import OptimalStrategy
 from components.coordinator.tariffs import PERIODS
 
@@ -219,17 +228,29 @@ class PVFollowing(Strategy):
 class V2GPeakShaving(PVFollowing):
     """``pv_following`` under a zone import threshold, with V2G discharge above it."""
 
+    def __init__(self, cfg: CoordinatorConfig, zone: ZoneLayout, step_s: float) -> None:
+        super().__init__(cfg, zone, step_s)
+        self.n_horizon = round(cfg.v2g_horizon_h * 3600.0 / step_s)
+        self.errors = ForecastErrors(max(self.n_horizon, 1))
+
     def decide(self, snap: Snapshot) -> Setpoints:
+        forecast = self.base_forecast(snap)
+        self.errors.observe(snap.k, snap.base_import_kw,
+                            float(snap.factory_p_kw.sum() - snap.pv_kw.sum()), forecast)
         p = self.charge(snap)
         base = snap.base_import_kw
         if not np.isfinite(base) or snap.ev.n == 0:
             return Setpoints(p_kw=p)
         margin = self.margin(snap)
-        threshold = self.threshold(snap, margin)
+        threshold = self.threshold(snap, margin, forecast)
         sp = Setpoints(p_kw=p, peak_threshold_kw=threshold)
-        target = threshold - margin - base  # net EV power the threshold allows
+        # charging is deferred below the widest margin, V2G discharges down to the margin
+        # its energy affords
+        cut, held = self.widest_margin(margin), self.hold_margin(snap, threshold, margin,
+                                                                 forecast)
+        target = threshold - cut - base  # net EV power the threshold allows
         if p.sum() > target + _EPS_KW:
-            sp.p_kw = self.hold(snap, p, target)
+            sp.p_kw = self.hold(snap, p, target, threshold - held - base)
         elif target > p.sum() + _EPS_KW:
             sp.p_kw = p + self.precharge(snap, p, target - p.sum())
         excess = base + sp.p_kw.sum() - threshold
@@ -237,7 +258,8 @@ class V2GPeakShaving(PVFollowing):
             sp.shed_kw = shed_request(snap.factory_deferrable_kw, excess)
         return sp
 
-    def threshold(self, snap: Snapshot, margin: float = 0.0) -> float:
+    def threshold(self, snap: Snapshot, margin: float = 0.0,
+                  forecast: np.ndarray | None = None) -> float:
         """Import threshold of step ``k`` [kW].
 
         ``peak_threshold_kw`` if set; otherwise the highest of: the highest import so far (at
@@ -250,7 +272,7 @@ class V2GPeakShaving(PVFollowing):
             return float(self.cfg.peak_threshold_kw)
         record = snap.peak_import_kw if np.isfinite(snap.peak_import_kw) \
             else snap.base_import_kw
-        forecast = self.base_forecast(snap)
+        forecast = self.base_forecast(snap) if forecast is None else forecast
         if forecast is None:
             return float(record)
         return float(max(record, self.discharge_level(snap, forecast),
@@ -258,7 +280,7 @@ class V2GPeakShaving(PVFollowing):
 
     def base_forecast(self, snap: Snapshot) -> np.ndarray | None:
         """Forecast import without EVs over ``v2g_horizon_h`` (None if none) [kW]."""
-        n = round(self.cfg.v2g_horizon_h * 3600.0 / self.step_s)
+        n = self.n_horizon
         if n <= 0:
             return None
         forecast = np.asarray(snap.lookahead.base_import_kw(n), dtype=float)
@@ -275,15 +297,20 @@ class V2GPeakShaving(PVFollowing):
         """Lowest level the plugged EVs' V2G energy can hold ``forecast`` to [kW].
 
         Water level ``L`` with ``sum_t max(forecast_t - L, 0) dt = E``, ``E`` the energy the
-        V2G EVs plugged now can deliver in the window: above the users' minimum SoC, at their
-        discharge rate, until their departure less the reserve.
+        V2G EVs plugged now can deliver in the window (:meth:`v2g_energy_kwh`).
         """
+        return water_level(forecast, self.v2g_energy_kwh(snap, forecast.size), snap.dt_h)
+
+    def v2g_energy_kwh(self, snap: Snapshot, n: int) -> float:
+        """Energy the V2G EVs plugged now can deliver in the next ``n`` steps: above the
+        users' minimum SoC, at their discharge rate, until their departure less the reserve
+        (grid side) [kWh]."""
         ev, zone = snap.ev, self.zone
-        energy = ev.p_dis_rate_kw * self._window_h(snap, self.cfg.v2g_reserve_h, forecast.size)
+        energy = ev.p_dis_rate_kw * self._window_h(snap, self.cfg.v2g_reserve_h, n)
         if zone.ev_capacity_kwh is not None and ev.n:
             above = (ev.soc - zone.min_soc_v2g) * zone.ev_capacity_kwh[ev.ids] * zone.eta_dis
             energy = np.minimum(energy, np.maximum(above, 0.0))
-        return water_level(forecast, float(energy.sum()), snap.dt_h)
+        return float(energy.sum())
 
     def charge_level(self, snap: Snapshot, forecast: np.ndarray) -> float:
         """Lowest import level under which the plugged EVs' planned charging fits [kW].
@@ -302,17 +329,48 @@ class V2GPeakShaving(PVFollowing):
     def margin(self, snap: Snapshot) -> float:
         """How far below the threshold the predicted import is held [kW].
 
-        A quantile (``peak_margin_quantile``) of the base import's one-step rises seen so far
-        (none before eight have been seen): the base import of a step is known only from the
-        previous one, so the margin pre-empts its jumps.
+        A quantile (``peak_margin_quantile``) of the amounts by which the estimate of a
+        step's import without EVs fell short of it (:class:`.forecast.ForecastErrors`; none
+        before eight shortfalls have been seen): the part of that import the coordinator does
+        not observe is known only from the previous step, so the margin pre-empts its jumps.
         """
         q = self.cfg.peak_margin_quantile
-        rises = snap.base_rises_kw
-        if q <= 0 or rises.size < 8:
+        if q <= 0 or self.errors.n_rises < MIN_SCORED:
             return 0.0
-        if snap.base_rise_quantile_kw is not None:
-            return snap.base_rise_quantile_kw(q)
-        return float(np.quantile(rises, q))
+        return self.errors.rise_quantile_kw(q)
+
+    def widest_margin(self, margin: float) -> float:
+        """The widest margin below the threshold [kW]: the ``peak_margin_max_quantile`` of
+        the estimate's shortfalls (``margin`` if that is not wider, the threshold is fixed or
+        fewer than eight shortfalls have been seen).
+
+        Charging beyond the mandatory power is deferred below it: a rarer, larger jump of the
+        import then finds room without V2G, and deferring costs no energy (the threshold's
+        charge level keeps room for the deferred charging later).
+        """
+        q = self.cfg.peak_margin_max_quantile
+        if q <= 0 or self.cfg.peak_threshold_kw is not None \
+                or self.errors.n_rises < MIN_SCORED:
+            return margin
+        return max(margin, self.errors.rise_quantile_kw(q))
+
+    def hold_margin(self, snap: Snapshot, threshold: float, margin: float,
+                    forecast: np.ndarray | None) -> float:
+        """How far below ``threshold`` V2G holds the import this step [kW].
+
+        At least ``margin``; wider, up to :meth:`widest_margin`, as far as the V2G energy at
+        hand allows: down to the level that energy can hold the import of the window to in
+        expectation, the import being the forecast plus a normal error with the root mean
+        square error the forecast has had at each lead (:func:`expected_water_level`). Spare
+        energy thus covers the rarer, larger jumps of the import, which would otherwise set a
+        new peak, while energy the forecast may need later is kept.
+        """
+        widest = self.widest_margin(margin)
+        if widest <= margin or forecast is None:
+            return margin
+        level = expected_water_level(forecast, self.errors.rms_kw(forecast.size),
+                                     self.v2g_energy_kwh(snap, forecast.size), snap.dt_h)
+        return float(np.clip(threshold - level, margin, widest))
 
     def precharge(self, snap: Snapshot, p: np.ndarray, headroom_kw: float) -> np.ndarray:
         """Charging toward the targets spread evenly over each EV's stay, in the headroom
@@ -335,11 +393,13 @@ class V2GPeakShaving(PVFollowing):
                             zone.eta_dis, p_rate_kw=np.maximum(ev.p_rate_kw, room))
         return extra
 
-    def hold(self, snap: Snapshot, p: np.ndarray, target_kw: float) -> np.ndarray:
+    def hold(self, snap: Snapshot, p: np.ndarray, target_kw: float,
+             discharge_target_kw: float | None = None) -> np.ndarray:
         """EV powers summing to ``target_kw`` where possible [kW].
 
         Charging beyond the mandatory power is cut, in proportion, down to the target; below
-        the mandatory power, V2G EVs with slack discharge the difference.
+        the mandatory power, V2G EVs with slack discharge the difference, or only down to
+        ``discharge_target_kw`` if that is higher.
         """
         ev, zone, cfg = snap.ev, self.zone, self.cfg
         p_mand, _ = allocate_evs(ev, cfg, zone, self.step_s, np.zeros(zone.n_sites), 0.0,
@@ -350,14 +410,23 @@ class V2GPeakShaving(PVFollowing):
             extra = p - p_mand
             f = (target_kw - mandatory) / extra.sum() if extra.sum() > _EPS_KW else 0.0
             return p_mand + extra * min(f, 1.0)
-        return p_mand + self.discharge(snap, p_mand, mandatory - target_kw)
+        floor = target_kw if discharge_target_kw is None else max(target_kw,
+                                                                  discharge_target_kw)
+        if floor >= mandatory:
+            return p_mand
+        return p_mand + self.discharge(snap, p_mand, mandatory - floor)
 
     def discharge(self, snap: Snapshot, p_now: np.ndarray, want_kw: float) -> np.ndarray:
         """V2G discharge (negative powers) of up to ``want_kw`` by EVs with slack [kW].
 
         EVs that do not charge now, may discharge and can still meet their planned need (which
         includes returning the energy V2G takes) ``v2g_reserve_h`` before departing at the
-        charge power they were last seen to take; the most laxity discharges first.
+        charge power they were last seen to take; the most laxity discharges first. When the
+        batteries' capacities are known, the discharge is first shared so that the EVs keep
+        their discharge power as long as their energy above the users' minimum SoC lasts
+        (:func:`balanced_discharge_kw`): the fleet's V2G power is then still there for the
+        top of a peak, rather than lost with the EVs that reached their minimum first. What
+        that leaves (EVs without slack) goes by laxity alone.
         """
         ev, zone, cfg = snap.ev, self.zone, self.cfg
         t_dep = planned_t_dep_s(ev, cfg, self.step_s) - 3600.0 * cfg.v2g_reserve_h
@@ -366,12 +435,66 @@ class V2GPeakShaving(PVFollowing):
         out = np.zeros(ev.n)
         if cand.size == 0 or want_kw <= 0:
             return out
-        d, _ = dispatch(planned_need_kwh(ev, cfg)[cand], t_dep[cand], np.zeros(cand.size),
-                        ev.p_min_kw[cand], ev.site[cand], zone.site_charge_kw,
-                        np.zeros(zone.n_sites), -want_kw, self.step_s, zone.eta_ch,
-                        zone.eta_dis, p_rate_kw=np.maximum(ev.p_rate_kw[cand], _EPS_KW))
-        out[cand] = np.minimum(d, 0.0)
+        need, t_dep = planned_need_kwh(ev, cfg)[cand], t_dep[cand]
+        rate = np.maximum(ev.p_rate_kw[cand], _EPS_KW)
+        limit = ev.p_min_kw[cand]
+        d = np.zeros(cand.size)
+        if zone.ev_capacity_kwh is not None:
+            above = (ev.soc[cand] - zone.min_soc_v2g) * zone.ev_capacity_kwh[ev.ids[cand]] \
+                * zone.eta_dis
+            share = balanced_discharge_kw(np.maximum(above, 0.0), -limit, want_kw, snap.dt_h)
+            d, _ = dispatch(need, t_dep, np.zeros(cand.size), -share, ev.site[cand],
+                            zone.site_charge_kw, np.zeros(zone.n_sites), -want_kw,
+                            self.step_s, zone.eta_ch, zone.eta_dis, p_rate_kw=rate)
+            d = np.minimum(d, 0.0)
+            limit = np.minimum(limit - d, 0.0)
+            want_kw += float(d.sum())
+        if want_kw > _EPS_KW:
+            cap_left = np.maximum(zone.site_charge_kw + site_sum(ev.site[cand], d, zone.n_sites),
+                                  0.0)
+            more, _ = dispatch(need, t_dep, np.zeros(cand.size), limit, ev.site[cand],
+                               cap_left, np.zeros(zone.n_sites), -want_kw, self.step_s,
+                               zone.eta_ch, zone.eta_dis, p_rate_kw=rate)
+            d = d + np.minimum(more, 0.0)
+        out[cand] = d
         return out
+
+
+def balanced_discharge_kw(energy_kwh: np.ndarray, d_max_kw: np.ndarray, want_kw: float,
+                          dt_h: float) -> np.ndarray:
+    """Discharge of each EV (positive) summing to ``want_kw`` (or all the EVs can give)
+    that leaves them at full power for as long as possible [kW].
+
+    EV ``i`` can discharge at ``d_max_kw[i]`` for ``r_i = energy_kwh[i] / d_max_kw[i]`` hours.
+    The EVs with the most such hours give first, down to a common level ``tau``:
+    ``x_i = d_i clip((r_i - tau) / dt_h, 0, 1)``. The fleet thus keeps its discharge power
+    while its energy lasts instead of losing the EVs that would empty first.
+    """
+    d = np.maximum(np.asarray(d_max_kw, dtype=float), 0.0)
+    e = np.maximum(np.asarray(energy_kwh, dtype=float), 0.0)
+    if d.shape != e.shape:
+        raise ValueError(f"balanced_discharge_kw: {e.size} energies for {d.size} powers")
+    if not dt_h > 0:
+        raise ValueError(f"balanced_discharge_kw: dt_h must be > 0, got {dt_h}")
+    ok = d > _EPS_KW
+    if not ok.any() or not want_kw > 0:
+        return np.zeros(d.size)
+    hours = np.where(ok, e / np.where(ok, d, 1.0), 0.0)
+
+    def give(tau: float) -> np.ndarray:
+        return np.where(ok, d * np.clip((hours - tau) / dt_h, 0.0, 1.0), 0.0)
+
+    lo, hi = float(hours[ok].min()) - dt_h, float(hours[ok].max())
+    if give(lo).sum() <= want_kw:
+        return give(lo)  # every EV at its limit
+    for _ in range(60):  # the sum falls with tau: halve the interval to well below a watt
+        mid = 0.5 * (lo + hi)
+        if give(mid).sum() > want_kw:
+            lo = mid
+        else:
+            hi = mid
+    return give(hi)
+
 
 def water_level(profile_kw: np.ndarray, energy_kwh: float, dt_h: float) -> float:
     """Level ``L`` with ``sum(max(profile - L, 0)) * dt_h = energy_kwh`` [kW].
@@ -389,6 +512,43 @@ def water_level(profile_kw: np.ndarray, energy_kwh: float, dt_h: float) -> float
         return float(top[-1] - (energy_kwh - area[-1]) / (top.size * dt_h))
     # between top[i-1] and top[i]: i steps above the level
     return float(top[i - 1] - (energy_kwh - area[i - 1]) / (i * dt_h))
+
+
+def expected_water_level(profile_kw: np.ndarray, sigma_kw: np.ndarray, energy_kwh: float,
+                         dt_h: float) -> float:
+    """Level ``L`` that ``energy_kwh`` holds an uncertain profile to in expectation [kW].
+
+    Each step's value is normal with mean ``profile_kw`` and standard deviation ``sigma_kw``;
+    ``L`` solves ``sum_t E[max(X_t - L, 0)] dt_h = energy_kwh``, with
+    ``E[max(X - L, 0)] = s phi(z) + (m - L) Phi(z)``, ``z = (m - L) / s`` (the profile's own
+    excess where ``s = 0``). Never below :func:`water_level` of the profile, to which it
+    reduces without uncertainty.
+    """
+    m = np.asarray(profile_kw, dtype=float)
+    s = np.maximum(np.asarray(sigma_kw, dtype=float), 0.0)
+    if m.size == 0:
+        return -np.inf
+    lo = water_level(m, energy_kwh, dt_h)
+    if not (s > 0).any():
+        return lo
+    sure = s <= 0
+    s_safe = np.where(sure, 1.0, s)
+
+    def energy(level: float) -> float:
+        z = (m - level) / s_safe
+        excess = s_safe * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi) + (m - level) * ndtr(z)
+        return float(np.where(sure, np.maximum(m - level, 0.0), excess).sum() * dt_h)
+
+    hi = float((m + 10.0 * s).max())
+    if energy(lo) <= energy_kwh:
+        return lo
+    for _ in range(50):  # the expected excess falls with the level
+        mid = 0.5 * (lo + hi)
+        if energy(mid) > energy_kwh:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def shed_request(deferrable_kw: np.ndarray, excess_kw: float) -> np.ndarray:

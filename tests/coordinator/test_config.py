@@ -108,3 +108,12 @@ def test_the_simulator_checks_its_inputs():
     del inputs["coord"]["plugged_soc"]
     with pytest.raises(ValueError, match="EV inputs incomplete.*plugged_soc"):
         sim.step(0, inputs, 3600)
+
+
+def test_widest_peak_margin_is_checked_against_the_usual_one():
+    cfg = CoordinatorConfig.model_validate({"strategy": "v2g_peak_shaving"})
+    assert cfg.peak_margin_quantile <= cfg.peak_margin_max_quantile < 1
+    CoordinatorConfig.model_validate({"peak_margin_max_quantile": 0})  # never widened
+    msg = _error({"peak_margin_quantile": 0.9, "peak_margin_max_quantile": 0.8})
+    assert "peak_margin_max_quantile (0.8)" in msg and "peak_margin_quantile (0.9)" in msg
+    assert _error({"peak_margin_max_quantile": 1.0}).startswith("peak_margin_max_quantile: ")

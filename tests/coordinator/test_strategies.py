@@ -324,3 +324,95 @@ def test_dispatch_is_allocate_for_the_coordinators_arrays(seed):
         dispatch(*args, float("nan"), 900.0, 0.92, 0.95)
     with pytest.raises(ValueError, match="site_pv_kw: has 3 values"):
         dispatch(*args[:6], args[6][:3], budget, 900.0, 0.92, 0.95)
+
+
+def test_expected_water_level_reduces_to_the_water_level_and_holds_the_expectation():
+    from scipy.stats import norm
+
+    from components.coordinator.strategies import expected_water_level, water_level
+
+    rng = np.random.default_rng(21)
+    profile = 800.0 + 300.0 * rng.random(32)
+    dt = 0.25
+    for energy in (0.0, 50.0, 400.0):
+        assert expected_water_level(profile, np.zeros(32), energy, dt) == \
+            water_level(profile, energy, dt)
+    sigma = np.linspace(0.0, 200.0, 32)  # uncertainty grows with the lead
+    for energy in (20.0, 150.0, 600.0):
+        level = expected_water_level(profile, sigma, energy, dt)
+        assert level >= water_level(profile, energy, dt) - 1e-9
+        # the expected excess over the level, by sampling the normal errors: the energy
+        x = profile + sigma * norm.ppf((np.arange(4000)[:, None] + 0.5) / 4000)
+        assert np.maximum(x - level, 0.0).sum(axis=1).mean() * dt == pytest.approx(energy,
+                                                                                   rel=2e-3)
+
+
+def test_balanced_discharge_keeps_the_fleets_power_while_its_energy_lasts():
+    from components.coordinator.strategies import balanced_discharge_kw
+
+    d_max = np.array([7.0, 7.0, 7.0, 10.0])
+    energy = np.array([2.0, 10.0, 20.0, 20.0])  # kWh above the users' minimum SoC
+    dt = 0.25
+    x = balanced_discharge_kw(energy, d_max, 12.0, dt)
+    assert x.sum() == pytest.approx(12.0, abs=1e-6)
+    assert np.all(x >= 0.0) and np.all(x <= d_max + 1e-12)
+    assert x[0] == 0.0 and x[1] == 0.0  # the emptiest EVs are spared
+    hours = (energy - x * dt) / d_max  # hours of full power left
+    part = (x > 1e-9) & (x < d_max - 1e-9)
+    assert part.any()
+    level = hours[part].min()
+    assert hours[part].max() - level < 1e-6  # those giving part of their power end level,
+    assert np.all(hours[x >= d_max - 1e-9] >= level - 1e-6)  # those at full power above,
+    assert np.all(hours[x <= 1e-9] <= level + 1e-6)  # those spared below
+    # over two hours at 12 kW the fleet keeps more power than when the EVs give in a fixed
+    # order (as an order by departure would, blind to their energy)
+    e_bal, e_seq = energy.copy(), energy.copy()
+    for _ in range(8):
+        e_bal -= balanced_discharge_kw(e_bal, np.where(e_bal > 1e-9, d_max, 0.0), 12.0, dt) * dt
+        left = 12.0
+        for i in range(4):
+            give = min(left, d_max[i] if e_seq[i] > 1e-9 else 0.0, e_seq[i] / dt)
+            e_seq[i] -= give * dt
+            left -= give
+    assert d_max[e_bal > 1e-6].sum() > d_max[e_seq > 1e-6].sum()
+    assert balanced_discharge_kw(energy, d_max, 1e6, dt) == pytest.approx(
+        np.minimum(d_max, energy / dt))  # asked for more than all: all they can give
+    assert not balanced_discharge_kw(energy, d_max, 0.0, dt).any()
+    with pytest.raises(ValueError, match="4 energies for 3 powers"):
+        balanced_discharge_kw(energy, d_max[:3], 5.0, dt)
+
+
+def test_spare_v2g_energy_widens_the_margin_against_rare_jumps(zone):
+    """A jumpy base import the estimate misses by up to ~400 kW: at the record, with V2G
+    energy to spare, the import is held further below the threshold than the usual margin,
+    but no further than the widest margin allowed."""
+    rng = np.random.default_rng(22)
+    n = 60
+    jumps = np.where(rng.random(n) < 0.08, 400.0, rng.normal(0.0, 40.0, n))
+    base = 600.0 + np.cumsum(jumps)
+    holds = {}
+    for q_max in (0.0, 0.95):
+        state = fleet(40, np.random.default_rng(23), v2g_share=1.0, soc=(0.8, 0.9),
+                      need_kwh=(0.0, 2.0), dep_steps=(90, 96))
+        strat = strategy("v2g_peak_shaving", zone, peak_margin_max_quantile=q_max)
+        for k in range(1, n):
+            ev = view(state, k)
+            # the estimate of step k: the base of step k - 1 (nothing observed changes); the
+            # steps after it forecast well
+            ahead = np.r_[base[k - 1], base[k + 1:k + 32]]
+            snap = snapshot(zone, ev, k=k, base_kw=base[k - 1], peak_kw=base[:k].max(),
+                            base_forecast=np.pad(ahead, (0, 32 - ahead.size), mode="edge"))
+            apply(state, ev, strat.decide(snap).p_kw)
+        assert strat.errors.n_rises >= 8
+        # the import estimated right at the record: hold it below
+        ev = view(state, n)
+        top = base.max()
+        snap = snapshot(zone, ev, k=n, base_kw=top, peak_kw=top,
+                        base_forecast=np.full(32, top))
+        sp = strat.decide(snap)
+        holds[q_max] = sp.peak_threshold_kw - (top + sp.p_kw.sum())
+        margin, widest = strat.margin(snap), strat.errors.rise_quantile_kw(0.95)
+    assert widest > margin + 100.0
+    assert holds[0.0] == pytest.approx(margin, abs=1.0)  # the usual margin
+    assert holds[0.95] > margin + 100.0  # wider, as the energy allows
+    assert holds[0.95] <= widest + 1e-6  # but not beyond the widest margin
