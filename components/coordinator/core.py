@@ -307,14 +307,8 @@ class Snapshot:
         results from) [kW], [kvar].
     peak_import_kw : float
         Highest zone import observed so far in the run [kW] (-inf before any).
-    base_rises_kw : numpy.ndarray
-        Rises of the zone's import without EVs from one step to the next observed so far
-        (positive changes only) [kW].
     lookahead : Lookahead
         Prices and forecasts of the coming steps.
-    base_rise_quantile_kw : callable, optional
-        ``q -> numpy.quantile(base_rises_kw, q)``, kept up to date as the rises arrive (the
-        array grows with the run); None: computed from ``base_rises_kw`` [kW].
     """
 
     k: int
@@ -333,10 +327,8 @@ class Snapshot:
     prev_ctrl_p_kw: np.ndarray | None
     prev_ctrl_q_kvar: np.ndarray | None
     peak_import_kw: float
-    base_rises_kw: np.ndarray
     prices: Prices
     lookahead: Lookahead
-    base_rise_quantile_kw: Callable[[float], float] | None = None
 
     @property
     def dt_h(self) -> float:

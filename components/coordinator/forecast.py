@@ -110,12 +110,6 @@ class Forecaster:
         self._shape_floor = MIN_SIN_ELEVATION * self.shape.max() if total else 0.0
         self.pv = np.full(total, np.nan)
         self.base = np.full(total, np.nan)
-        # the base import's rises, kept as observations arrive in order (a full pass over the
-        # history each step would grow with the run): in order of occurrence and sorted
-        self._rises = np.empty(max(total - 1, 0))
-        self._n_rises = 0
-        self._rises_sorted: list[float] = []
-        self._rises_upto: int | None = 0  # rises cover base[:_rises_upto]; None: not in order
 
     def observe_pv(self, k: int, pv_kw: float) -> None:
         """PV generation of step ``k`` [kW]."""
@@ -123,38 +117,7 @@ class Forecaster:
 
     def observe_base(self, k: int, base_kw: float) -> None:
         """Zone import without EVs of step ``k`` (known once its power flow is done) [kW]."""
-        upto = self._rises_upto
-        if upto is not None and k < upto:
-            upto = self._rises_upto = None  # a step observed again: no longer in order
         self.base[k] = base_kw
-        if upto is None:
-            return
-        base = self.base
-        for j in range(max(upto, 1), k + 1):  # steps not observed are NaN: no rise
-            rise = float(base[j] - base[j - 1])
-            if rise > 0 and rise != np.inf:
-                self._rises[self._n_rises] = rise
-                self._n_rises += 1
-                insort(self._rises_sorted, rise)
-        self._rises_upto = k + 1
-
-    def _in_order(self, k: int) -> bool:
-        """Whether the rises kept are those before step ``k`` (later steps are not observed
-        yet, i.e. NaN)."""
-        return self._rises_upto is not None and k >= self._rises_upto
-
-    def base_rises_kw(self, k: int) -> np.ndarray:
-        """Positive one-step changes of the observed base import before step ``k`` [kW]."""
-        if self._in_order(k):
-            return self._rises[:self._n_rises]
-        diff = np.diff(self.base[:k])
-        return diff[np.isfinite(diff) & (diff > 0)]
-
-    def base_rise_quantile_kw(self, k: int, q: float) -> float:
-        """``numpy.quantile(self.base_rises_kw(k), q)`` (linear method) [kW]."""
-        if self._in_order(k) and self._rises_sorted:
-            return sorted_quantile(self._rises_sorted, q)
-        return float(np.quantile(self.base_rises_kw(k), q))
 
     def _ratio(self, k: int, back_steps: int) -> float | None:
         lo = max(0, k - back_steps + 1)

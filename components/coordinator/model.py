@@ -20,7 +20,6 @@ set-points (within the EVs' own bounds; NaN = maximum).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -279,9 +278,8 @@ class Coordinator:
             prev_ctrl_p_kw=self.prev_ctrl_p if state is not None else None,
             prev_ctrl_q_kvar=self.prev_ctrl_q if state is not None else None,
             peak_import_kw=self.peak_import_kw,
-            base_rises_kw=self.forecaster.base_rises_kw(k), prices=self.prices(k),
-            lookahead=look,
-            base_rise_quantile_kw=partial(self.forecaster.base_rise_quantile_kw, k))
+            prices=self.prices(k),
+            lookahead=look)
         sp = self.strategy.decide(snap)
         island = None
         if self.island is not None:

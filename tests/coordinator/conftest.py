@@ -104,7 +104,6 @@ def snapshot(zone: ZoneLayout, ev: PluggedEVs, k: int = 0, pv_kw=(0.0, 0.0),
         "factory_deferrable_kw": np.zeros(zone.n_factories), "grid": grid,
         "base_import_kw": base_kw, "ctrl_p_kw": None, "ctrl_q_kvar": None,
         "prev_ctrl_p_kw": None, "prev_ctrl_q_kvar": None, "peak_import_kw": peak_kw,
-        "base_rises_kw": np.zeros(0),
         "prices": Prices(float(prices[0]), float(look.pv_price[0]), 0.3964,
                          float(look.v2g_price[0]), int(periods[0])),
         "lookahead": look}

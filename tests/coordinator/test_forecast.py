@@ -47,32 +47,6 @@ def test_base_forecast_is_yesterday_shifted_by_todays_deviation():
     assert out[0] == pytest.approx(day[4] + 50.0)
     dev = out - day[4:16]
     assert np.all(np.diff(dev) < 0) and dev[-1] < 50.0 * np.exp(-11 * 0.25 / 2.0) + 1e-9
-    rises = f.base_rises_kw(97)
-    assert (rises > 0).all() and rises.size == (np.diff(day) > 0).sum()
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_base_rises_kept_as_they_arrive_equal_the_full_history(seed):
-    rng = np.random.default_rng(seed)
-    start = pd.Timestamp("2026-06-01", tz="Asia/Shanghai")
-    f = Forecaster(start, 900, 300, 96, kwp=0.0, latitude_deg=CQ[0], longitude_deg=CQ[1])
-    base = 500.0 + np.cumsum(rng.normal(0, 30, 300))
-    seen = rng.random(300) < 0.9  # steps without a grid state are never observed
-    for k in range(1, 300):
-        if seen[k - 1]:
-            f.observe_base(k - 1, base[k - 1])
-        diff = np.diff(np.where(seen[:k], base[:k], np.nan))
-        full = diff[np.isfinite(diff) & (diff > 0)]
-        assert f.base_rises_kw(k).tobytes() == full.tobytes()
-        if full.size:
-            for q in (0.0, 0.3, 0.75, 0.999):
-                assert f.base_rise_quantile_kw(k, q) == np.quantile(full, q)
-    # a step observed again: the history is taken in full from then on
-    f.observe_base(10, base[10] + 1e3)
-    diff = np.diff(f.base[:300])
-    full = diff[np.isfinite(diff) & (diff > 0)]
-    assert f.base_rises_kw(300).tobytes() == full.tobytes()
-    assert f.base_rise_quantile_kw(300, 0.75) == np.quantile(full, 0.75)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 8, 9, 100, 1001])

@@ -227,9 +227,8 @@ def test_peak_shaving_lowers_the_peak(zone):
         imports, peak = [], -np.inf
         for k in range(96):
             ev = view(state, k)
-            rises = np.diff(base[:k])
             snap = snapshot(zone, ev, k=k, base_kw=base[k], peak_kw=peak, period=FLAT,
-                            base_rises_kw=rises[rises > 0], base_forecast=base[k:])
+                            base_forecast=base[k:])
             p = strat.decide(snap).p_kw
             apply(state, ev, p)
             imports.append(base[k] + np.nansum(np.clip(p, ev.p_min_kw, ev.p_max_kw)))
