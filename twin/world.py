@@ -10,7 +10,8 @@ With a ``coordinator`` section, the SDG coordinator joins: it reads the EVs plug
 of each step (the fleet's view after the previous step, time-shifted), PV and factory power of
 the step, and the grid state of the previous step (time-shifted); it sets the EVs' power for the
 same step and PV curtailment, reactive power and factory shedding for the next one
-(time-shifted). Its trades of each step go, read the same way, to a
+(time-shifted). Once the EV fleet (and any charging station in the loop) has made a step, the
+world has the coordinator settle it on the sites' metered power and hands the trades to a
 :class:`~twin.ledger_writer.LedgerWriter`, which seals a block per simulated hour into
 ``ledger.sqlite`` in a temporary folder (``Assembly.ledger_dir``) that ``twin.run`` moves into the
 run folder.
@@ -380,9 +381,9 @@ def execute(assembly: Assembly, progress: bool = True) -> float:
             # record the lag of each step instead (hil.parquet, kpis.json)
             warnings.filterwarnings("ignore", message="Simulation too slow for real-time")
             # Without lazy stepping a simulator steps as soon as its inputs are there instead
-            # of also waiting for its successors: ~15 % less scheduling per step, same results
-            # (every loop here is closed by a time-shifted connection, so nothing runs more
-            # than a step ahead). Real-time runs keep mosaik's default pacing.
+            # of also waiting for its successors: a fifth less of mosaik's time per step, same
+            # results (every loop here is closed by a time-shifted connection, so nothing runs
+            # more than a step ahead). Real-time runs keep mosaik's default pacing.
             assembly.world.run(until=scenario.n_steps * scenario.step_s,
                                print_progress=progress, lazy_stepping=not realtime, **realtime)
     except SimulationError:
@@ -429,7 +430,7 @@ def _instance(world: mosaik.World, sid: str) -> Any:
 
 def _instrument(assembly: Assembly, sid: str, name: str) -> None:
     """Time each simulator's calls, name it and the simulated time when one fails, and record
-    its outputs after each step (for the Coordinator, also settle its trades in the ledger)."""
+    its outputs after each step (after the sites' step, also settle it into the ledger)."""
     sim = _instance(assembly.world, sid)
     step, get_data = sim.step, sim.get_data
     scenario, timing, recorder = assembly.scenario, assembly.timing, assembly.recorder
