@@ -58,6 +58,10 @@ KPI_OUTPUTS = [
     "ev_trip_shortfall_mwh", "ev_trips", "ev_setpoints_clamped",
 ]
 STATIC_OUTPUTS = ["n_ev"]
+# outputs that are the fleet's own attributes after a step
+_FLEET_ATTR = {"p_kw": "p_site_kw", "q_kvar": "q_site_kvar", "charge_site_kw": "charge_site_kw",
+               "discharge_site_kw": "discharge_site_kw", "charge_kw": "charge_kw",
+               "discharge_kw": "discharge_kw", "clamped_count": "clamped_count"}
 
 META = {
     "api_version": "3.0",
@@ -159,25 +163,13 @@ class EVSimulator(mosaik_api_v3.Simulator):
     def _output(self, attr: str) -> Any:
         """The value of ``attr`` after the last step, checked to be finite."""
         fleet = self.fleet
-        if attr == "p_kw":
-            value = fleet.p_site_kw
-        elif attr == "q_kvar":
-            value = fleet.q_site_kvar
+        if attr in _FLEET_ATTR:
+            value = getattr(fleet, _FLEET_ATTR[attr])
         elif attr in PLUGGED_OUTPUTS:
             view = self._out.get("_plugged")
             if view is None:
                 view = self._out["_plugged"] = fleet.plugged_view()
             value = view[attr]
-        elif attr == "charge_site_kw":
-            value = fleet.charge_site_kw
-        elif attr == "discharge_site_kw":
-            value = fleet.discharge_site_kw
-        elif attr == "charge_kw":
-            value = fleet.charge_kw
-        elif attr == "discharge_kw":
-            value = fleet.discharge_kw
-        elif attr == "clamped_count":
-            value = fleet.clamped_count
         elif attr == "unmet_kwh":
             value = self._unmet_kwh
         elif attr == "n_plugged":
