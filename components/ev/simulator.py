@@ -160,25 +160,26 @@ class EVSimulator(mosaik_api_v3.Simulator):
             raise RuntimeError(f"{self.sid}: get_data called before create")
         return step_outputs(self.sid, EID, outputs, self._out, self._output)
 
+    def _once(self, key: str, make: Any) -> Any:
+        """``make()``, computed once per step (kept with the step's outputs)."""
+        value = self._out.get(key)
+        if value is None:
+            value = self._out[key] = make()
+        return value
+
     def _output(self, attr: str) -> Any:
         """The value of ``attr`` after the last step, checked to be finite."""
         fleet = self.fleet
         if attr in _FLEET_ATTR:
             value = getattr(fleet, _FLEET_ATTR[attr])
         elif attr in PLUGGED_OUTPUTS:
-            view = self._out.get("_plugged")
-            if view is None:
-                view = self._out["_plugged"] = fleet.plugged_view()
-            value = view[attr]
+            value = self._once("_plugged", fleet.plugged_view)[attr]
         elif attr == "unmet_kwh":
             value = self._unmet_kwh
         elif attr == "n_plugged":
             value = int(fleet.n_plugged)
         elif attr in KPI_OUTPUTS:
-            kpis = self._out.get("_kpis")
-            if kpis is None:
-                kpis = self._out["_kpis"] = fleet.kpis()
-            value = kpis[attr]
+            value = self._once("_kpis", fleet.kpis)[attr]
         elif attr == "n_ev":
             value = fleet.n_ev
         elif attr == "p_set_kw":
