@@ -60,7 +60,7 @@ import operator
 import sqlite3
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -121,14 +121,19 @@ class Transaction:
         return self.amount_mcny / MCNY_PER_CNY
 
     def canonical(self) -> bytes:
-        """The bytes that are hashed into the block's Merkle tree: the canonical JSON of the
-        fields and ``v`` (keys sorted, no spaces, ASCII), written out directly because a
-        simulated year settles over half a million trades."""
-        return (f'{{"amount_mcny":{self.amount_mcny:d},"block":{self.block:d},'
-                f'"buyer":{_json_str(self.buyer)},"e_wh":{self.e_wh:d},'
-                f'"kind":{_json_str(self.kind)},"price_ucny_per_kwh":{self.price_ucny_per_kwh:d},'
-                f'"seller":{_json_str(self.seller)},"seq":{self.seq:d},"step":{self.step:d},'
-                f'"time":{_json_str(self.time)},"v":{FORMAT_VERSION:d}}}').encode("ascii")
+        """The bytes that are hashed into the block's Merkle tree (see :func:`canonical_tx`)."""
+        return canonical_tx(*_tx_row(self))
+
+
+def canonical_tx(block: int, seq: int, step: int, time: str, seller: str, buyer: str, kind: str,
+                 e_wh: int, price_ucny_per_kwh: int, amount: int) -> bytes:
+    """Canonical JSON of a transaction's fields and ``v`` (keys sorted, no spaces, ASCII),
+    written out directly because a simulated year settles over half a million trades."""
+    return (f'{{"amount_mcny":{amount:d},"block":{block:d},'
+            f'"buyer":{_json_str(buyer)},"e_wh":{e_wh:d},'
+            f'"kind":{_json_str(kind)},"price_ucny_per_kwh":{price_ucny_per_kwh:d},'
+            f'"seller":{_json_str(seller)},"seq":{seq:d},"step":{step:d},'
+            f'"time":{_json_str(time)},"v":{FORMAT_VERSION:d}}}').encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -223,17 +228,20 @@ def _node_hash(left: bytes, right: bytes) -> bytes:
 
 
 def merkle_root(leaves: Sequence[bytes]) -> str:
-    """RFC 6962 Merkle tree hash (hex) of already-hashed leaves."""
+    """RFC 6962 Merkle tree hash (hex) of already-hashed leaves.
+
+    Built level by level: pairing neighbours and lifting an unpaired last node unchanged gives
+    the same tree as RFC 6962's split at the largest power of two below n.
+    """
     if not leaves:
         return hashlib.sha256(b"").hexdigest()
-    return _mth(list(leaves)).hex()
-
-
-def _mth(hashes: list[bytes]) -> bytes:
-    if len(hashes) == 1:
-        return hashes[0]
-    k = 1 << ((len(hashes) - 1).bit_length() - 1)  # largest power of two < n
-    return _node_hash(_mth(hashes[:k]), _mth(hashes[k:]))
+    level = list(leaves)
+    while len(level) > 1:
+        paired = [_node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0].hex()
 
 
 def block_header(height: int, first_step: int, last_step: int, n_tx: int, merkle_root: str,
@@ -302,6 +310,16 @@ class Ledger(ABC):
     def append(self, step: int, time: str | datetime | pd.Timestamp, seller: str, buyer: str,
                kwh: float, price_cny_per_kwh: float, kind: str) -> int:
         """Add a trade to the open block; returns its sequence number."""
+
+    def extend(self, step: int, time: str | datetime | pd.Timestamp,
+               trades: Iterable[tuple[str, str, float, float, str]]) -> int:
+        """Add a step's trades, ``(seller, buyer, kWh, CNY/kWh, kind)`` each, in order; returns
+        the number added. Invalid trades raise as :meth:`append` does."""
+        n = 0
+        for seller, buyer, kwh, price, kind in trades:
+            self.append(step, time, seller, buyer, kwh, price, kind)
+            n += 1
+        return n
 
     @abstractmethod
     def close_block(self, last_step: int, first_step: int | None = None) -> Block:
@@ -428,6 +446,9 @@ class SqliteLedger(Ledger):
             # journal keeps each block atomic); only an OS crash or power loss may lose the
             # latest blocks. With fsync, sealing a block took ~17 ms: minutes for a year.
             self._db.execute("PRAGMA synchronous = OFF")
+            # The rollback journal stays between blocks instead of being created and deleted
+            # for each (~100 µs a block); close() removes it.
+            self._db.execute("PRAGMA journal_mode = PERSIST")
             if new:
                 self._create_schema()
             self._load_state()
@@ -436,7 +457,7 @@ class SqliteLedger(Ledger):
             raise
         if not pub_path.exists():
             pub_path.write_bytes(public_key_pem(signing_key.public_key()))
-        self._pending: list[Transaction] = []
+        self._pending: list[tuple] = []  # rows in _TX_COLUMNS order
         self._last_time: tuple[object, str] = (object(), "")
 
     def _create_schema(self) -> None:
@@ -485,6 +506,12 @@ class SqliteLedger(Ledger):
         kind : str
             One of :data:`KINDS`.
         """
+        self.extend(step, time, ((seller, buyer, kwh, price_cny_per_kwh, kind),))
+        return self._next_seq - 1
+
+    def extend(self, step: int, time: str | datetime | pd.Timestamp,
+               trades: Iterable[tuple[str, str, float, float, str]]) -> int:
+        # The step's checks once, then each trade's; nothing is added unless all are valid.
         try:
             step = operator.index(step)
         except TypeError:
@@ -495,34 +522,37 @@ class SqliteLedger(Ledger):
             raise ValueError(f"step {step} belongs to a sealed block (last sealed step "
                              f"{self._last_step})")
         iso = self._iso_time(time)
-        for role, name in (("seller", seller), ("buyer", buyer)):
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"{role} must be a non-empty string, got {name!r}")
-        if seller == buyer:
-            raise ValueError(f"seller and buyer are both {seller!r}")
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
-        if not math.isfinite(kwh) or kwh <= 0:
-            raise ValueError(f"kwh must be finite and > 0, got {kwh}")
-        if not math.isfinite(price_cny_per_kwh) or price_cny_per_kwh < 0:
-            raise ValueError(f"price_cny_per_kwh must be finite and >= 0, got "
-                             f"{price_cny_per_kwh}")
-        e_wh = round(kwh * WH_PER_KWH)
-        if e_wh < 1:
-            raise ValueError(f"kwh {kwh} is below the ledger's 1 Wh resolution")
-        price = round(price_cny_per_kwh * UCNY_PER_CNY)
-        tx = Transaction(block=self._height, seq=self._next_seq, step=step,
-                         time=iso, seller=seller, buyer=buyer, kind=kind, e_wh=e_wh,
-                         price_ucny_per_kwh=price, amount_mcny=amount_mcny(e_wh, price))
-        self._pending.append(tx)
-        self._next_seq += 1
-        return tx.seq
+        block, seq, rows = self._height, self._next_seq, []
+        for seller, buyer, kwh, price_cny_per_kwh, kind in trades:
+            for role, name in (("seller", seller), ("buyer", buyer)):
+                if not isinstance(name, str) or not name:
+                    raise ValueError(f"{role} must be a non-empty string, got {name!r}")
+            if seller == buyer:
+                raise ValueError(f"seller and buyer are both {seller!r}")
+            if kind not in KINDS:
+                raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+            if not math.isfinite(kwh) or kwh <= 0:
+                raise ValueError(f"kwh must be finite and > 0, got {kwh}")
+            if not math.isfinite(price_cny_per_kwh) or price_cny_per_kwh < 0:
+                raise ValueError(f"price_cny_per_kwh must be finite and >= 0, got "
+                                 f"{price_cny_per_kwh}")
+            e_wh = round(kwh * WH_PER_KWH)
+            if e_wh < 1:
+                raise ValueError(f"kwh {kwh} is below the ledger's 1 Wh resolution")
+            price = round(price_cny_per_kwh * UCNY_PER_CNY)
+            # a row in _TX_COLUMNS order: what is stored and hashed
+            rows.append((block, seq, step, iso, seller, buyer, kind, e_wh, price,
+                         amount_mcny(e_wh, price)))
+            seq += 1
+        self._pending += rows
+        self._next_seq = seq
+        return len(rows)
 
     def _iso_time(self, time) -> str:
         # A step's trades share one time object: convert it once.
         if time is self._last_time[0]:
             return self._last_time[1]
-        ts = pd.Timestamp(time)
+        ts = time if type(time) is datetime else pd.Timestamp(time)
         if ts.tzinfo is None:
             raise ValueError(f"time {time!r} must be time-zone aware")
         self._last_time = (time, ts.isoformat())
@@ -542,11 +572,11 @@ class SqliteLedger(Ledger):
                              f"(last step {self._last_step})")
         if last_step < first_step:
             raise ValueError(f"last_step {last_step} < first_step {first_step}")
-        outside = [tx.step for tx in self._pending if not first_step <= tx.step <= last_step]
+        outside = [row[2] for row in self._pending if not first_step <= row[2] <= last_step]
         if outside:
             raise ValueError(f"pending trade(s) at step {outside[0]} outside the block's steps "
                              f"[{first_step}, {last_step}]")
-        root = merkle_root([leaf_hash(tx.canonical()) for tx in self._pending])
+        root = merkle_root([leaf_hash(canonical_tx(*row)) for row in self._pending])
         header = block_header(self._height, first_step, last_step, len(self._pending), root,
                               self._prev_hash, self._fp)
         digest = hashlib.sha256(header).digest()
@@ -559,7 +589,7 @@ class SqliteLedger(Ledger):
             self._db.executemany(
                 f"INSERT INTO transactions ({', '.join(_TX_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(_TX_COLUMNS))})",
-                [_tx_row(tx) for tx in self._pending])
+                self._pending)
             self._db.execute(
                 f"INSERT INTO blocks ({', '.join(_BLOCK_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(_BLOCK_COLUMNS))})",
@@ -595,7 +625,10 @@ class SqliteLedger(Ledger):
             return
         pending = len(self._pending)
         self._pending = []
-        self._db.close()
+        try:
+            self._db.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            self._db.close()
         self._db = None
         if pending and not discard_pending:
             raise RuntimeError(f"{pending} trade(s) appended after the last block were not "

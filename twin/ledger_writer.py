@@ -9,6 +9,7 @@ heights follow the hours. The signing key is made for the run; its public half i
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,8 @@ class LedgerWriter:
             raise ValueError(f"{path} exists; a run writes a new ledger")
         self.ledger = SqliteLedger(path, generate_key())
         self.start = pd.Timestamp(start)
+        self._start_utc = self.start.tz_convert("UTC").to_pydatetime()
+        self._tz = self.start.tzinfo
         self.step_s = int(step_s)
         self.n_steps = int(n_steps)
         self.steps_per_block = max(1, BLOCK_S // self.step_s)
@@ -37,10 +40,9 @@ class LedgerWriter:
     def add(self, k: int, trades) -> dict[str, int]:
         """Append step ``k``'s trades, seal the block if the hour (or run) ends there; return
         the blocks sealed and trades appended so far."""
-        when = self.start + pd.Timedelta(seconds=k * self.step_s)
-        for seller, buyer, kwh, price, kind in trades or ():
-            self.ledger.append(k, when, seller, buyer, kwh, price, kind)
-            self.n_tx += 1
+        # the step's start in the scenario's zone (via UTC, so also right across DST changes)
+        when = (self._start_utc + timedelta(seconds=k * self.step_s)).astimezone(self._tz)
+        self.n_tx += self.ledger.extend(k, when, trades or ())
         if (k + 1) % self.steps_per_block == 0 or k + 1 == self.n_steps:
             self.ledger.close_block(k)
         return {"n_blocks": self.ledger.n_blocks, "n_transactions": self.n_tx}

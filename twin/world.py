@@ -385,7 +385,7 @@ def execute(assembly: Assembly, progress: bool = True) -> float:
             # results (every loop here is closed by a time-shifted connection, so nothing runs
             # more than a step ahead). Real-time runs keep mosaik's default pacing.
             assembly.world.run(until=scenario.n_steps * scenario.step_s,
-                               print_progress=progress, lazy_stepping=not realtime, **realtime)
+                               print_progress=progress, lazy_stepping=bool(realtime), **realtime)
     except SimulationError:
         _shutdown(assembly.world)
         raise

@@ -148,6 +148,8 @@ def test_intact_ledger_verifies(reference):
     assert (n_tx, first, last) == (0, 12, 15)
     head = db.execute("SELECT block_hash FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
     assert result.head_hash == head[0]
+    # the journal kept between blocks is gone once the ledger is closed
+    assert sorted(p.name for p in run.iterdir()) == [L.PUBLIC_KEY_FILE, L.LEDGER_FILE]
 
 
 def test_cli_reports_intact(reference, capsys):
@@ -475,6 +477,35 @@ def test_append_rejects_bad_trades(fresh, args, message):
         led.append(*args)
 
 
+def test_extend_adds_a_steps_trades_in_order_or_none(fresh):
+    led, _, _ = fresh
+    good = [("grid", "site:b", 2.0, 0.76, "grid_to_ev"), ("pv:a", "site:b", 1.5, 0.65, "pv_to_ev")]
+    with pytest.raises(ValueError, match="kind must be one of"):
+        led.extend(0, T0, good + [("site:b", "grid", 1.0, 0.3, "v2g_typo")])
+    assert led.n_pending == 0
+    assert led.extend(0, T0, good) == 2 and led.append(1, T0, *good[0]) == 2
+    led.close_block(3)
+    db = sqlite3.connect(led.path)
+    rows = db.execute("SELECT seq, step, seller, e_wh FROM transactions ORDER BY seq").fetchall()
+    assert rows == [(0, 0, "grid", 2000), (1, 0, "pv:a", 1500), (2, 1, "grid", 2000)]
+
+
+def test_writer_stamps_each_step_with_its_local_start_across_a_dst_change(tmp_path):
+    """Berlin's clocks go forward at 02:00 on 29 March 2026: the step times stay 15 min apart."""
+    from twin.ledger_writer import LedgerWriter
+
+    start = pd.Timestamp("2026-03-29 00:00", tz="Europe/Berlin")
+    writer = LedgerWriter(tmp_path, start, 900, 16)
+    for k in range(16):
+        writer.add(k, [("grid", "site:b", 1.0 + k, 0.5, "grid_to_ev")])
+    writer.close()
+    db = sqlite3.connect(tmp_path / L.LEDGER_FILE)
+    times = [t for (t,) in db.execute("SELECT time FROM transactions ORDER BY seq")]
+    assert times == [(start + pd.Timedelta(minutes=15 * k)).isoformat() for k in range(16)]
+    assert times[8] == "2026-03-29T03:00:00+02:00"
+    assert L.verify(tmp_path).n_blocks == 4
+
+
 def test_close_block_checks_steps(fresh):
     led, _, _ = fresh
     led.append(5, T0, "grid", "site:b", 2.0, 0.76, "grid_to_ev")
@@ -549,6 +580,21 @@ CT_ROOTS = [
 def test_merkle_root_matches_rfc6962_reference_vectors(n):
     leaves = [L.leaf_hash(bytes.fromhex(d)) for d in CT_LEAVES[:n]]
     assert L.merkle_root(leaves) == CT_ROOTS[n - 1]
+
+
+def _rfc6962_root(hashes: list[bytes]) -> bytes:
+    """RFC 6962, section 2.1, as written: split at the largest power of two below n."""
+    if len(hashes) == 1:
+        return hashes[0]
+    k = 1 << ((len(hashes) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + _rfc6962_root(hashes[:k]) + _rfc6962_root(hashes[k:])).digest()
+
+
+def test_merkle_root_follows_rfc6962_for_every_size_of_a_block():
+    """The level-by-level tree equals the recursive definition (a year's blocks hold ~70)."""
+    for n in range(1, 140):
+        leaves = [L.leaf_hash(n.to_bytes(2, "big") + bytes([i % 251])) for i in range(n)]
+        assert L.merkle_root(leaves) == _rfc6962_root(leaves).hex(), n
 
 
 def test_merkle_root_of_no_leaves_is_the_hash_of_nothing():

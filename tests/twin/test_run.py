@@ -87,6 +87,22 @@ def test_scenario_script_api(tiny, write_yaml, tmp_path):
     assert set(result.info["simulator_s"]) == {"PV", "Factory", "EV", "Grid"}
 
 
+def test_simulation_time_runs_without_lazy_stepping(tiny, write_yaml, tmp_path, monkeypatch):
+    """Lazy stepping only paces real-time runs; elsewhere it costs mosaik time for nothing."""
+    import mosaik
+
+    seen = []
+    run = mosaik.World.run
+
+    def recording_run(self, *args, **kwargs):
+        seen.append(kwargs.get("lazy_stepping", True))  # mosaik's default is lazy
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(mosaik.World, "run", recording_run)
+    twin.run(load_scenario(write_yaml(tiny)), out=tmp_path / "r", progress=False)
+    assert seen == [False]
+
+
 def test_existing_out_is_not_overwritten(tiny, write_yaml, tmp_path, capsys):
     out = tmp_path / "taken"
     out.mkdir()
