@@ -43,6 +43,15 @@ TimeZoneName = Annotated[str, AfterValidator(_known_timezone)]
 """An IANA time zone name, checked against the system's zone database."""
 
 
+def all_finite(values: np.ndarray) -> bool:
+    """Whether every value of the float array ``values`` is finite (neither NaN nor infinite)."""
+    flat = values if values.ndim == 1 else values.reshape(-1)
+    # the sum of squares is NaN or infinite when any value is: one BLAS pass with no temporary
+    # array, on every output of every step; only a non-finite sum (or an overflow, from values
+    # beyond 1e154 in magnitude) checks each value
+    return math.isfinite(flat.dot(flat)) or bool(np.isfinite(values).all())
+
+
 def require_finite(sender: str, **arrays: np.ndarray) -> None:
     """Raise ``ValueError`` naming ``sender`` and the attribute if any value is NaN or infinite.
 
@@ -50,9 +59,7 @@ def require_finite(sender: str, **arrays: np.ndarray) -> None:
     """
     for name, values in arrays.items():
         a = np.asarray(values, dtype=float)
-        # the sum is NaN or infinite when any value is: one pass with no temporary array, on
-        # every output of every step; only a non-finite sum (or an overflow) checks each value
-        if not math.isfinite(np.add.reduce(a, axis=None)) and not np.isfinite(a).all():
+        if not all_finite(a):
             bad = np.flatnonzero(~np.isfinite(a.ravel()))
             raise ValueError(
                 f"{sender}: attribute {name!r} has {bad.size} non-finite value(s), "
@@ -66,7 +73,8 @@ def finite_output(sender: str, attr: str, value: Any) -> Any:
     kind = type(value)
     if kind is int or kind is bool or (kind is float and math.isfinite(value)):
         return value
-    if kind is np.ndarray and value.dtype.kind in "biu":
+    if kind is np.ndarray and (value.dtype.kind in "biu"
+                               or (value.dtype.kind == "f" and all_finite(value))):
         return value
     require_finite(sender, **{attr: value})
     return value

@@ -60,9 +60,15 @@ Python wrapper validates scalars and turns the status code into an exception.
 Numerical guards (the same in the twin): inputs are limited to ranges that keep every
 intermediate finite (see ``ext.dispatch_api``), charge rates below 1e-9 kW count as 0 and
 laxities are held within +-1e9 h.
+
+The coordinator's other per-step passes over its EVs and trades live here too, each a plain
+loop where NumPy needs a dozen array operations: its view of the plugged EVs
+(``plugged_into``), what the EVs do with its set-points (``done_into``) and the transport
+tables of the settlement (``north_west_into``). They use NumPy's maxima, minima and summation
+order, so their twins give the same values to the bit.
 """
 
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, NAN
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 
@@ -1305,3 +1311,184 @@ def allocate_into(const double[::1] need_kwh, const double[::1] t_dep_s,
     if status < 0:
         raise MemoryError("allocate_into: out of memory")
     return status, bad
+
+
+cdef inline double _np_max(double a, double b) noexcept nogil:
+    # numpy.maximum: NaN propagates, ties give the second argument
+    if a != a:
+        return a
+    if b != b:
+        return b
+    return a if a > b else b
+
+
+cdef inline double _np_min(double a, double b) noexcept nogil:
+    # numpy.minimum: NaN propagates, ties give the second argument
+    if a != a:
+        return a
+    if b != b:
+        return b
+    return a if a < b else b
+
+
+def north_west_into(const double[::1] supply, const double[::1] demand,
+                    const int64_t[::1] row_start, const int64_t[::1] rows,
+                    const int64_t[::1] col_start, const int64_t[::1] cols,
+                    double[:, ::1] flow):
+    """Add the transport tables of groups of suppliers and consumers, each filled by the
+    north-west corner rule, to ``flow`` (suppliers x consumers).
+
+    Group ``g`` pairs the suppliers ``rows[row_start[g]:row_start[g + 1]]`` with the consumers
+    ``cols[col_start[g]:col_start[g + 1]]``, in that order (distinct indices within a group);
+    negative supply and demand count as 0. Supplier ``i`` and consumer ``j`` exchange the
+    overlap of the intervals they occupy on the cumulative supply and demand axes of their
+    group, ``max(min(s_hi, d_hi) - max(s_lo, d_lo), 0)``, with NumPy's cumulative sums,
+    minimum and maximum (so the twin's table is the same to the bit). Raises ``ValueError``
+    when an index or a group bound is out of range.
+    """
+    cdef Py_ssize_t n_rows = flow.shape[0], n_cols = flow.shape[1]
+    cdef Py_ssize_t n_groups = row_start.shape[0] - 1
+    cdef Py_ssize_t g, a, b, i, j
+    cdef double v, w, s_lo, s_hi, d_lo, d_hi
+    if supply.shape[0] != n_rows or demand.shape[0] != n_cols or n_groups < 0 \
+            or col_start.shape[0] != n_groups + 1:
+        raise ValueError("north_west_into: array sizes do not match")
+    for g in range(n_groups):
+        if not (0 <= row_start[g] <= row_start[g + 1] <= rows.shape[0]
+                and 0 <= col_start[g] <= col_start[g + 1] <= cols.shape[0]):
+            raise ValueError("north_west_into: group bounds out of range")
+    for a in range(rows.shape[0]):
+        if not 0 <= rows[a] < n_rows:
+            raise ValueError("north_west_into: supplier index out of range")
+    for b in range(cols.shape[0]):
+        if not 0 <= cols[b] < n_cols:
+            raise ValueError("north_west_into: consumer index out of range")
+    with nogil:
+        for g in range(n_groups):
+            s_hi = 0.0
+            for a in range(row_start[g], row_start[g + 1]):
+                i = rows[a]
+                v = _np_max(supply[i], 0.0)
+                s_lo = s_hi if a > row_start[g] else 0.0
+                s_hi = s_lo + v if a > row_start[g] else v
+                d_hi = 0.0
+                for b in range(col_start[g], col_start[g + 1]):
+                    j = cols[b]
+                    w = _np_max(demand[j], 0.0)
+                    d_lo = d_hi if b > col_start[g] else 0.0
+                    d_hi = d_lo + w if b > col_start[g] else w
+                    flow[i, j] += _np_max(_np_min(s_hi, d_hi) - _np_max(s_lo, d_lo), 0.0)
+
+
+def plugged_into(const int64_t[::1] ids, const int64_t[::1] site, const double[::1] soc,
+                 const double[::1] need_kwh, const double[::1] departure_s,
+                 const double[::1] p_max_kw, const double[::1] p_min_kw,
+                 const unsigned char[::1] v2g, double t_s, double step_s,
+                 const double[::1] site_point_kw, const double[::1] capacity_kwh,
+                 double soc_max, double[::1] rate_kw, double[::1] dis_rate_kw,
+                 double[::1] delta_e_kwh, int64_t[::1] site_of, double[:, ::1] out):
+    """The coordinator's view of the EVs plugged at ``t_s``, and its memory of each EV.
+
+    Per plugged EV ``ids[i]`` (fleet index) at ``site[i]``, with the fleet's ``soc``,
+    ``need_kwh``, ``departure_s`` [s since the start], ``p_max_kw``, ``p_min_kw`` and ``v2g``
+    (0/1): raises the charge and discharge rates it was last seen to take (``rate_kw``,
+    ``dis_rate_kw``, per fleet EV [kW]) to its bounds now, restarts the energy the coordinator
+    has added to it (``delta_e_kwh`` [kWh]) when it was not plugged at that site before
+    (``site_of``: the site of every fleet EV at the previous step, -1 if none; set to this
+    step's) and writes the rows of ``out`` (8, n): need (>= 0) [kWh], time to departure (at
+    least ``step_s``) [s], charge bound (>= 0) and discharge bound (<= 0) [kW], the charge and
+    discharge rates to plan with (the site's ``site_point_kw`` where none was seen yet; 0 for
+    EVs without V2G) [kW], the energy V2G has to give back [kWh] and the room to
+    ``soc_max`` of ``capacity_kwh`` (per fleet EV; empty: unknown, the need) [kWh]. Maxima
+    and minima are NumPy's, so the twin's values are the same to the bit.
+
+    Returns 0, or before changing anything 1 when an EV index is outside the fleet and 2 when a
+    site index is outside ``site_point_kw``.
+    """
+    cdef Py_ssize_t n = ids.shape[0], n_ev = rate_kw.shape[0], n_site = site_point_kw.shape[0]
+    cdef Py_ssize_t i, e
+    cdef bint known_cap = capacity_kwh.shape[0] > 0
+    cdef double rate, dis_rate, need, point
+    if (site.shape[0] != n or soc.shape[0] != n or need_kwh.shape[0] != n
+            or departure_s.shape[0] != n or p_max_kw.shape[0] != n or p_min_kw.shape[0] != n
+            or v2g.shape[0] != n or dis_rate_kw.shape[0] != n_ev
+            or delta_e_kwh.shape[0] != n_ev or site_of.shape[0] != n_ev
+            or (known_cap and capacity_kwh.shape[0] != n_ev)
+            or out.shape[0] != 8 or out.shape[1] != n):
+        raise ValueError("plugged_into: array sizes do not match")
+    for i in range(n):
+        if not 0 <= ids[i] < n_ev:
+            return 1
+    for i in range(n):
+        if not 0 <= site[i] < n_site:
+            return 2
+    with nogil:
+        for i in range(n):
+            if site_of[ids[i]] != site[i]:  # a new stay
+                delta_e_kwh[ids[i]] = 0.0
+        for e in range(n_ev):
+            site_of[e] = -1
+        for i in range(n):
+            e = ids[i]
+            site_of[e] = site[i]
+            point = site_point_kw[site[i]]
+            need = _np_max(need_kwh[i], 0.0)
+            out[0, i] = need
+            out[1, i] = _np_max(departure_s[i] - t_s, step_s)
+            out[2, i] = _np_max(p_max_kw[i], 0.0)
+            out[3, i] = _np_min(p_min_kw[i], 0.0)
+            rate = _np_max(rate_kw[e], out[2, i])
+            dis_rate = _np_max(dis_rate_kw[e], -out[3, i])
+            rate_kw[e] = rate
+            dis_rate_kw[e] = dis_rate
+            out[4, i] = rate if rate > 0 else point
+            out[5, i] = (dis_rate if dis_rate > 0 else point) if v2g[i] else 0.0
+            out[6, i] = _np_max(-delta_e_kwh[e], 0.0)
+            out[7, i] = _np_max((soc_max - soc[i]) * capacity_kwh[e], need) if known_cap \
+                else need
+    return 0
+
+
+def done_into(const double[::1] p_kw, const double[::1] p_min_kw, const double[::1] p_max_kw,
+              const int64_t[::1] ids, const int64_t[::1] site, double eta_ch, double eta_dis,
+              double dt_h, double[::1] delta_e_kwh, double[::1] p_done_kw,
+              double[:, ::1] site_kw, double[::1] p_set_kw):
+    """What the plugged EVs do with the coordinator's set-points ``p_kw`` (NaN: their
+    maximum), and the coordinator's record of it.
+
+    ``p_done_kw`` receives each plugged EV's power within ``[p_min_kw, p_max_kw]`` (NumPy's
+    ``clip``), ``site_kw`` (2, n_site) its charging and discharging summed per site in EV order
+    (as ``numpy.bincount`` sums them) [kW]; the battery energy each EV gains,
+    ``(eta_ch * charging - discharging / eta_dis) * dt_h``, is added to ``delta_e_kwh[ids]``
+    [kWh]; ``p_set_kw`` (per fleet EV) receives ``p_kw`` at ``ids`` and NaN elsewhere [kW].
+    Raises ``ValueError`` when sizes or indices do not match.
+    """
+    cdef Py_ssize_t n = p_kw.shape[0], n_ev = delta_e_kwh.shape[0]
+    cdef Py_ssize_t n_site = site_kw.shape[1], i, e
+    cdef double p, charging, discharging
+    if (p_min_kw.shape[0] != n or p_max_kw.shape[0] != n or ids.shape[0] != n
+            or site.shape[0] != n or p_done_kw.shape[0] != n or site_kw.shape[0] != 2
+            or p_set_kw.shape[0] != n_ev):
+        raise ValueError("done_into: array sizes do not match")
+    for i in range(n):
+        if not (0 <= ids[i] < n_ev and 0 <= site[i] < n_site):
+            raise ValueError("done_into: EV or site index out of range")
+    with nogil:
+        for i in range(n_site):
+            site_kw[0, i] = 0.0
+            site_kw[1, i] = 0.0
+        for e in range(n_ev):
+            p_set_kw[e] = NAN
+        for i in range(n):
+            p = p_kw[i]
+            p_set_kw[ids[i]] = p
+            if p != p:
+                p = p_max_kw[i]
+            p = _np_min(_np_max(p, p_min_kw[i]), p_max_kw[i])
+            p_done_kw[i] = p
+            charging = _np_max(p, 0.0)
+            discharging = _np_max(-p, 0.0)
+            site_kw[0, site[i]] += charging
+            site_kw[1, site[i]] += discharging
+            delta_e_kwh[ids[i]] = delta_e_kwh[ids[i]] \
+                + (eta_ch * charging - discharging / eta_dis) * dt_h

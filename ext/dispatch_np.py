@@ -7,13 +7,23 @@ them without sorting (expected O(N)), this twin sorts the breakpoints of all gro
 (O(N log N)), reads each level off cumulative sums and refines it with one Newton step on the
 exact sums. The level of a water-filling problem is unique wherever it matters (where it is
 not, every EV gets the same power either way), so both give the same powers up to rounding.
+The coordinator's other kernels (``plugged_into``, ``done_into``, ``north_west_into``) are the
+NumPy operations they replace and give the same values to the bit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["EPS_KW", "N_TOTALS", "allocate_into"]
+__all__ = [
+    "EPS_KW",
+    "N_TOTALS",
+    "allocate_into",
+    "done_into",
+    "north_west_into",
+    "north_west_table",
+    "plugged_into",
+]
 
 EPS_KW = 1e-9
 """A charge power at most this large counts as none when choosing EVs that may discharge. [kW]"""
@@ -264,3 +274,104 @@ def allocate_into(need_kwh: np.ndarray, t_dep_s: np.ndarray, p_max_kw: np.ndarra
     totals[4] = float(np.count_nonzero(infeasible))
     totals[5] = float(np.count_nonzero(cap_limited))
     return 0, -1
+
+
+def north_west_table(supply: np.ndarray, demand: np.ndarray) -> np.ndarray:
+    """Transport table (supply x demand) filled in order by the north-west corner rule;
+    ships ``min(sum(supply), sum(demand))`` in total, negative values counting as 0.
+
+    Filling in order gives supplier ``i`` and consumer ``j`` the overlap of the intervals they
+    occupy on the cumulative supply and demand axes; computed that way with no loop.
+    """
+    s_hi = np.cumsum(np.maximum(supply, 0.0))
+    d_hi = np.cumsum(np.maximum(demand, 0.0))
+    s_lo = np.concatenate(([0.0], s_hi[:-1]))
+    d_lo = np.concatenate(([0.0], d_hi[:-1]))
+    return np.maximum(np.minimum(s_hi[:, None], d_hi[None, :])
+                      - np.maximum(s_lo[:, None], d_lo[None, :]), 0.0)
+
+
+def north_west_into(supply: np.ndarray, demand: np.ndarray, row_start: np.ndarray,
+                    rows: np.ndarray, col_start: np.ndarray, cols: np.ndarray,
+                    flow: np.ndarray) -> None:
+    """Add the :func:`north_west_table` of each group of suppliers and consumers to ``flow``
+    (see ``ext/dispatch.pyx``)."""
+    n_rows, n_cols = flow.shape
+    n_groups = row_start.size - 1
+    if supply.shape != (n_rows,) or demand.shape != (n_cols,) or n_groups < 0 \
+            or col_start.size != n_groups + 1:
+        raise ValueError("north_west_into: array sizes do not match")
+    bounds = zip(row_start[:-1].tolist(), row_start[1:].tolist(), col_start[:-1].tolist(),
+                 col_start[1:].tolist(), strict=True)
+    groups = []
+    for r0, r1, c0, c1 in bounds:
+        if not (0 <= r0 <= r1 <= rows.size and 0 <= c0 <= c1 <= cols.size):
+            raise ValueError("north_west_into: group bounds out of range")
+        groups.append((rows[r0:r1], cols[c0:c1]))
+    if ((rows < 0) | (rows >= n_rows)).any():
+        raise ValueError("north_west_into: supplier index out of range")
+    if ((cols < 0) | (cols >= n_cols)).any():
+        raise ValueError("north_west_into: consumer index out of range")
+    for r, c in groups:
+        flow[np.ix_(r, c)] += north_west_table(supply[r], demand[c])
+
+
+def plugged_into(ids: np.ndarray, site: np.ndarray, soc: np.ndarray, need_kwh: np.ndarray,
+                 departure_s: np.ndarray, p_max_kw: np.ndarray, p_min_kw: np.ndarray,
+                 v2g: np.ndarray, t_s: float, step_s: float, site_point_kw: np.ndarray,
+                 capacity_kwh: np.ndarray, soc_max: float, rate_kw: np.ndarray,
+                 dis_rate_kw: np.ndarray, delta_e_kwh: np.ndarray, site_of: np.ndarray,
+                 out: np.ndarray) -> int:
+    """The coordinator's view of the plugged EVs and its memory of each EV (see
+    ``ext/dispatch.pyx``)."""
+    n, n_ev = ids.size, rate_kw.size
+    if any(a.shape != (n,) for a in (site, soc, need_kwh, departure_s, p_max_kw, p_min_kw, v2g)) \
+            or any(a.shape != (n_ev,) for a in (dis_rate_kw, delta_e_kwh, site_of)) \
+            or (capacity_kwh.size and capacity_kwh.shape != (n_ev,)) or out.shape != (8, n):
+        raise ValueError("plugged_into: array sizes do not match")
+    if n and (ids.min() < 0 or ids.max() >= n_ev):
+        return 1
+    if n and (site.min() < 0 or site.max() >= site_point_kw.size):
+        return 2
+    need = np.maximum(need_kwh, 0.0)
+    p_max = np.maximum(p_max_kw, 0.0)
+    p_min = np.minimum(p_min_kw, 0.0)
+    rate = rate_kw[ids] = np.maximum(rate_kw[ids], p_max)
+    dis_rate = dis_rate_kw[ids] = np.maximum(dis_rate_kw[ids], -p_min)
+    new = site_of[ids] != site  # a new stay
+    delta_e_kwh[ids[new]] = 0.0
+    site_of[:] = -1
+    site_of[ids] = site
+    point = site_point_kw[site]
+    out[0] = need
+    out[1] = np.maximum(departure_s - t_s, step_s)
+    out[2] = p_max
+    out[3] = p_min
+    out[4] = np.where(rate > 0, rate, point)
+    out[5] = np.where(v2g, np.where(dis_rate > 0, dis_rate, point), 0.0)
+    out[6] = np.maximum(-delta_e_kwh[ids], 0.0)
+    out[7] = np.maximum((soc_max - soc) * capacity_kwh[ids], need) if capacity_kwh.size \
+        else need
+    return 0
+
+
+def done_into(p_kw: np.ndarray, p_min_kw: np.ndarray, p_max_kw: np.ndarray, ids: np.ndarray,
+              site: np.ndarray, eta_ch: float, eta_dis: float, dt_h: float,
+              delta_e_kwh: np.ndarray, p_done_kw: np.ndarray, site_kw: np.ndarray,
+              p_set_kw: np.ndarray) -> None:
+    """What the plugged EVs do with the set-points ``p_kw``, and the coordinator's record of it
+    (see ``ext/dispatch.pyx``)."""
+    n, n_ev, n_site = p_kw.size, delta_e_kwh.size, site_kw.shape[1]
+    if any(a.shape != (n,) for a in (p_min_kw, p_max_kw, ids, site, p_done_kw)) \
+            or site_kw.shape[0] != 2 or p_set_kw.shape != (n_ev,):
+        raise ValueError("done_into: array sizes do not match")
+    if n and (ids.min() < 0 or ids.max() >= n_ev or site.min() < 0 or site.max() >= n_site):
+        raise ValueError("done_into: EV or site index out of range")
+    p_done_kw[:] = np.clip(np.where(np.isnan(p_kw), p_max_kw, p_kw), p_min_kw, p_max_kw)
+    charging = np.maximum(p_done_kw, 0.0)
+    discharging = np.maximum(-p_done_kw, 0.0)
+    site_kw[0] = np.bincount(site, weights=charging, minlength=n_site)
+    site_kw[1] = np.bincount(site, weights=discharging, minlength=n_site)
+    delta_e_kwh[ids] += (eta_ch * charging - discharging / eta_dis) * dt_h
+    p_set_kw[:] = np.nan
+    p_set_kw[ids] = p_kw

@@ -22,58 +22,119 @@ the EVs concerned instead of a few dozen NumPy operations on small gathered arra
 Every value is computed with the same floating-point operations, in the same order, as the
 NumPy twin ``ext/evstep_np.py`` (and the model's vectorised reference code), so results are
 bit-identical. Arrays are C-contiguous; boolean arrays are passed as ``uint8`` views; outputs
-are written into arrays the caller owns.
+are written into arrays the caller owns. The kernels run several times per step with up to 30
+arrays each, so an array is read through its data pointer after a check of its type, shape,
+layout and (for outputs) writability, which costs far less per call than a typed memoryview.
 """
 
+cimport numpy as cnp
 from libc.math cimport fabs, isnan
 from libc.stdint cimport int8_t, int64_t, uint8_t
-from libc.stdlib cimport free, malloc, qsort
+from libc.stdlib cimport calloc, free, malloc, qsort
+
+cnp.import_array()
 
 
-cdef inline bint _turn(Py_ssize_t j, double soc_old, double soc_new, int8_t[::1] last_dir,
-                       double[::1] extreme, double[:, ::1] tp_buf, int64_t[::1] tp_n
-                       ) noexcept nogil:
+cdef inline void *_data(cnp.ndarray a, int typenum, int ndim, bint out, str name) except NULL:
+    """Data pointer of ``a`` once it is a C-contiguous array of ``typenum`` with ``ndim``
+    dimensions (and writable when ``out``); ``ValueError`` naming the argument otherwise."""
+    if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or (out and not cnp.PyArray_ISWRITEABLE(a))):
+        raise ValueError(f"{name}: needs a C-contiguous{' writable' if out else ''} "
+                         f"{ndim}-d array of {cnp.PyArray_DescrFromType(typenum)}, got "
+                         f"{a.ndim}-d {a.dtype}")
+    return cnp.PyArray_DATA(a)
+
+
+cdef inline double *_f64(cnp.ndarray a, str name, int ndim=1, bint out=False) except NULL:
+    return <double *>_data(a, cnp.NPY_FLOAT64, ndim, out, name)
+
+
+cdef inline int64_t *_i64(cnp.ndarray a, str name, int ndim=1, bint out=False) except NULL:
+    return <int64_t *>_data(a, cnp.NPY_INT64, ndim, out, name)
+
+
+cdef inline uint8_t *_u8(cnp.ndarray a, str name, bint out=False) except NULL:
+    return <uint8_t *>_data(a, cnp.NPY_UINT8, 1, out, name)
+
+
+cdef struct Turns:
+    # the ageing model's turning-point state (see ``_turn``)
+    int8_t *last_dir
+    double *extreme
+    double *tp_buf
+    int64_t *tp_n
+    Py_ssize_t width  # turning points buffered per EV
+
+
+cdef int _turns(Turns *t, cnp.ndarray last_dir, cnp.ndarray extreme, cnp.ndarray tp_buf,
+                cnp.ndarray tp_n) except -1:
+    t.last_dir = <int8_t *>_data(last_dir, cnp.NPY_INT8, 1, True, "last_dir")
+    t.extreme = _f64(extreme, "extreme", 1, True)
+    t.tp_buf = _f64(tp_buf, "tp_buf", 2, True)
+    t.tp_n = _i64(tp_n, "tp_n", 1, True)
+    t.width = cnp.PyArray_DIM(tp_buf, 1)
+    return 0
+
+
+cdef inline bint _turn(Py_ssize_t j, double soc_old, double soc_new, Turns *t) noexcept nogil:
     """The ageing model's turning-point record (``ageing.observe``) for EV ``j`` moving from
     ``soc_old`` to ``soc_new``; True when its buffer is full and must be flushed."""
     cdef double delta = soc_new - soc_old
     cdef int8_t direction
-    cdef int64_t t
+    cdef int64_t n
     cdef bint full = False
     if fabs(delta) > 1e-9:
         direction = 1 if delta > 0 else -1
-        if last_dir[j] != 0 and direction != last_dir[j]:
-            t = tp_n[j]
-            tp_buf[j, t] = extreme[j]
-            tp_n[j] = t + 1
-            full = t + 1 >= tp_buf.shape[1]
-        last_dir[j] = direction
-        extreme[j] = soc_new
+        if t.last_dir[j] != 0 and direction != t.last_dir[j]:
+            n = t.tp_n[j]
+            t.tp_buf[j * t.width + n] = t.extreme[j]
+            t.tp_n[j] = n + 1
+            full = n + 1 >= t.width
+        t.last_dir[j] = direction
+        t.extreme[j] = soc_new
     return full
 
 
-def limits_cc(const int64_t[::1] ids, const double[::1] e_kwh, const double[::1] cap_kwh,
-              const double[::1] p_ch_lim, const double[::1] accept_kw,
-              const double[::1] p_dis_lim, double eta_c, double eta_d, double soc_cv,
-              double soc_max, double end_share, double min_soc_v2g, double dt_h,
-              double full_tol_kwh, double[::1] p_max, double[::1] p_min,
-              int64_t[::1] cv_pos, double[::1] cv_arg, double[::1] cv_start):
+def limits_cc(cnp.ndarray ids not None, cnp.ndarray e_kwh not None,
+              cnp.ndarray cap_kwh not None, cnp.ndarray p_ch_lim not None,
+              cnp.ndarray accept_kw not None, cnp.ndarray p_dis_lim not None, double eta_c,
+              double eta_d, double soc_cv, double soc_max, double end_share, double min_soc_v2g,
+              double dt_h, double full_tol_kwh, cnp.ndarray p_max not None,
+              cnp.ndarray p_min not None, cnp.ndarray cv_pos not None,
+              cnp.ndarray cv_arg not None, cnp.ndarray cv_start not None):
     """Power limits of EVs ``ids`` [kW]; EVs entering the CV phase are listed, not finished.
 
     Writes ``p_max[i]`` (except for listed EVs) and ``p_min[i]`` for ``ids[i]``; for the
     ``n_cv`` EVs returned, ``cv_pos[j]`` is the position ``i``, ``cv_arg[j]`` the exponent
     ``-k_cv * t_cv`` and ``cv_start[j]`` the SoC where the CV phase starts [-].
     """
-    cdef Py_ssize_t i, j, n = ids.shape[0], n_cv = 0
+    cdef Py_ssize_t i, j, n = cnp.PyArray_DIM(ids, 0), n_cv = 0
+    cdef const int64_t *ids_ = _i64(ids, "ids")
+    cdef const double *e_ = _f64(e_kwh, "e_kwh")
+    cdef const double *cap_ = _f64(cap_kwh, "cap_kwh")
+    cdef const double *ch_lim = _f64(p_ch_lim, "p_ch_lim")
+    cdef const double *accept = _f64(accept_kw, "accept_kw")
+    cdef const double *dis_lim = _f64(p_dis_lim, "p_dis_lim")
+    cdef double *p_max_ = _f64(p_max, "p_max", 1, True)
+    cdef double *p_min_ = _f64(p_min, "p_min", 1, True)
+    cdef int64_t *pos = _i64(cv_pos, "cv_pos", 1, True)
+    cdef double *arg = _f64(cv_arg, "cv_arg", 1, True)
+    cdef double *start = _f64(cv_start, "cv_start", 1, True)
+    if (cnp.PyArray_DIM(p_max, 0) < n or cnp.PyArray_DIM(p_min, 0) < n
+            or cnp.PyArray_DIM(cv_pos, 0) < n or cnp.PyArray_DIM(cv_arg, 0) < n
+            or cnp.PyArray_DIM(cv_start, 0) < n):
+        raise ValueError("limits_cc: output arrays shorter than ids")
     cdef double width = soc_max - soc_cv
     cdef double soc_full = soc_max - end_share * width
     cdef double e, cap, soc0, p_batt, rate, soc_x, soc1, t_cc, k_cv, hi, e_in, room, acc
     for i in range(n):
-        j = ids[i]
-        e = e_kwh[j]
-        cap = cap_kwh[j]
-        acc = accept_kw[j]
+        j = ids_[i]
+        e = e_[j]
+        cap = cap_[j]
+        acc = accept[j]
         soc0 = e / cap
-        p_batt = p_ch_lim[j] * eta_c
+        p_batt = ch_lim[j] * eta_c
         if not p_batt < acc:
             p_batt = acc
         rate = p_batt / cap
@@ -87,9 +148,9 @@ def limits_cc(const int64_t[::1] ids, const double[::1] e_kwh, const double[::1]
             else:
                 t_cc = dt_h
             k_cv = acc / (cap * width)
-            cv_pos[n_cv] = i
-            cv_arg[n_cv] = -k_cv * (dt_h - t_cc)
-            cv_start[n_cv] = soc0 if soc0 > soc_x else soc_x
+            pos[n_cv] = i
+            arg[n_cv] = -k_cv * (dt_h - t_cc)
+            start[n_cv] = soc0 if soc0 > soc_x else soc_x
             n_cv += 1
         else:
             hi = soc0 if soc0 > soc_full else soc_full
@@ -98,47 +159,58 @@ def limits_cc(const int64_t[::1] ids, const double[::1] e_kwh, const double[::1]
             if soc1 > hi:
                 soc1 = hi
             e_in = (soc1 - soc0) * cap / eta_c
-            p_max[i] = (e_in if e_in > full_tol_kwh else 0.0) / dt_h
+            p_max_[i] = (e_in if e_in > full_tol_kwh else 0.0) / dt_h
         room = e - min_soc_v2g * cap
         if not room > 0.0:
             room = 0.0
         room = room * eta_d / dt_h
-        p_min[i] = -(p_dis_lim[j] if p_dis_lim[j] < room else room)
+        p_min_[i] = -(dis_lim[j] if dis_lim[j] < room else room)
     return n_cv
 
 
-def limits_cv(Py_ssize_t n_cv, const int64_t[::1] cv_pos, const double[::1] cv_exp,
-              const double[::1] cv_start, const int64_t[::1] ids, const double[::1] e_kwh,
-              const double[::1] cap_kwh, double eta_c, double soc_cv, double soc_max,
-              double end_share, double dt_h, double full_tol_kwh, double[::1] p_max):
+def limits_cv(Py_ssize_t n_cv, cnp.ndarray cv_pos not None, cnp.ndarray cv_exp not None,
+              cnp.ndarray cv_start not None, cnp.ndarray ids not None,
+              cnp.ndarray e_kwh not None, cnp.ndarray cap_kwh not None, double eta_c,
+              double soc_cv, double soc_max, double end_share, double dt_h, double full_tol_kwh,
+              cnp.ndarray p_max not None):
     """Finish ``p_max`` of the EVs listed by ``limits_cc``; ``cv_exp = exp(cv_arg)``."""
+    cdef const int64_t *pos = _i64(cv_pos, "cv_pos")
+    cdef const double *exp_ = _f64(cv_exp, "cv_exp")
+    cdef const double *start = _f64(cv_start, "cv_start")
+    cdef const int64_t *ids_ = _i64(ids, "ids")
+    cdef const double *e_ = _f64(e_kwh, "e_kwh")
+    cdef const double *cap_ = _f64(cap_kwh, "cap_kwh")
+    cdef double *p_max_ = _f64(p_max, "p_max", 1, True)
     cdef Py_ssize_t k, i, j
     cdef double width = soc_max - soc_cv
     cdef double soc_full = soc_max - end_share * width
     cdef double cap, soc0, soc1, hi, e_in
     for k in range(n_cv):
-        i = cv_pos[k]
-        j = ids[i]
-        cap = cap_kwh[j]
-        soc0 = e_kwh[j] / cap
-        soc1 = soc_max - (soc_max - cv_start[k]) * cv_exp[k]
+        i = pos[k]
+        j = ids_[i]
+        cap = cap_[j]
+        soc0 = e_[j] / cap
+        soc1 = soc_max - (soc_max - start[k]) * exp_[k]
         hi = soc0 if soc0 > soc_full else soc_full
         if soc1 < soc0:
             soc1 = soc0
         if soc1 > hi:
             soc1 = hi
         e_in = (soc1 - soc0) * cap / eta_c
-        p_max[i] = (e_in if e_in > full_tol_kwh else 0.0) / dt_h
+        p_max_[i] = (e_in if e_in > full_tol_kwh else 0.0) / dt_h
 
 
-def advance(const int64_t[::1] ids, const double[::1] p_set, bint controlled,
-            const int64_t[::1] plug, const double[::1] p_max, const double[::1] p_min,
-            double[::1] e_kwh, const double[::1] cap_kwh, double[::1] charged_kwh,
-            double[::1] discharged_kwh, const int64_t[::1] site, double[::1] p_site_kw,
-            int8_t[::1] last_dir, double[::1] extreme, double[:, ::1] tp_buf,
-            int64_t[::1] tp_n, uint8_t[::1] charging, double dt_h, double eta_c,
-            double eta_d, double soc_full, double full_tol_kwh, double[::1] ch_kw,
-            double[::1] dis_kw, double[::1] ch_site_kw, double[::1] dis_site_kw):
+def advance(cnp.ndarray ids not None, cnp.ndarray p_set not None, bint controlled,
+            cnp.ndarray plug not None, cnp.ndarray p_max not None, cnp.ndarray p_min not None,
+            cnp.ndarray e_kwh not None, cnp.ndarray cap_kwh not None,
+            cnp.ndarray charged_kwh not None, cnp.ndarray discharged_kwh not None,
+            cnp.ndarray site not None, cnp.ndarray p_site_kw not None,
+            cnp.ndarray last_dir not None, cnp.ndarray extreme not None,
+            cnp.ndarray tp_buf not None, cnp.ndarray tp_n not None,
+            cnp.ndarray charging not None, double dt_h, double eta_c, double eta_d,
+            double soc_full, double full_tol_kwh, cnp.ndarray ch_kw not None,
+            cnp.ndarray dis_kw not None, cnp.ndarray ch_site_kw not None,
+            cnp.ndarray dis_site_kw not None):
     """One step of EVs ``ids`` (the plugged EVs when ``controlled``, else the charging ones).
 
     ``p_set`` is over all EVs (NaN = uncontrolled) when ``controlled``; otherwise every EV draws
@@ -148,67 +220,99 @@ def advance(const int64_t[::1] ids, const double[::1] p_set, bint controlled,
     discharge power in ``ch_kw`` / ``dis_kw`` in ``ids`` order. Returns ``(n_moving,
     n_clamped, flush)``: ``flush`` is true when a turning-point buffer is full.
     """
-    cdef Py_ssize_t i, j, n = ids.shape[0], n_ev = plug.shape[0], m = 0, clamped = 0
+    cdef const int64_t *ids_ = _i64(ids, "ids")
+    cdef const double *p_set_ = _f64(p_set, "p_set")
+    cdef const int64_t *plug_ = _i64(plug, "plug")
+    cdef const double *p_max_ = _f64(p_max, "p_max")
+    cdef const double *p_min_ = _f64(p_min, "p_min")
+    cdef double *e_ = _f64(e_kwh, "e_kwh", 1, True)
+    cdef const double *cap_ = _f64(cap_kwh, "cap_kwh")
+    cdef double *charged = _f64(charged_kwh, "charged_kwh", 1, True)
+    cdef double *discharged = _f64(discharged_kwh, "discharged_kwh", 1, True)
+    cdef const int64_t *site_ = _i64(site, "site")
+    cdef double *p_site = _f64(p_site_kw, "p_site_kw", 1, True)
+    cdef uint8_t *charging_ = _u8(charging, "charging", True)
+    cdef double *ch_ = _f64(ch_kw, "ch_kw", 1, True)
+    cdef double *dis_ = _f64(dis_kw, "dis_kw", 1, True)
+    cdef double *ch_site = _f64(ch_site_kw, "ch_site_kw", 1, True)
+    cdef double *dis_site = _f64(dis_site_kw, "dis_site_kw", 1, True)
+    cdef Turns turns
+    _turns(&turns, last_dir, extreme, tp_buf, tp_n)
+    cdef Py_ssize_t i, j, n = cnp.PyArray_DIM(ids, 0), n_ev = cnp.PyArray_DIM(plug, 0)
+    cdef Py_ssize_t m = 0, clamped = 0
     cdef bint flush = False
     cdef double p, ps, ch, dis, e_old, e_new, cap, v
     cdef double c_ch = dt_h * eta_c, c_dis = dt_h / eta_d
     if controlled:
         for j in range(n_ev):  # setpoints for EVs that are not plugged: ignored, counted
-            if plug[j] < 0:
-                v = p_set[j]
+            if plug_[j] < 0:
+                v = p_set_[j]
                 if not isnan(v) and fabs(v) > 1e-6:
                     clamped += 1
     for i in range(n):
-        j = ids[i]
-        p = p_max[i]
+        j = ids_[i]
+        p = p_max_[i]
         if controlled:
-            ps = p_set[j]
+            ps = p_set_[j]
             if not isnan(ps):
-                p = ps if ps > p_min[i] else p_min[i]
-                if p > p_max[i]:
-                    p = p_max[i]
+                p = ps if ps > p_min_[i] else p_min_[i]
+                if p > p_max_[i]:
+                    p = p_max_[i]
                 if fabs(p - ps) > 1e-6:
                     clamped += 1
-        cap = cap_kwh[j]
+        cap = cap_[j]
         if p != 0.0:
-            e_old = e_kwh[j]
+            e_old = e_[j]
             ch = p if p > 0.0 else 0.0
             dis = -p if -p > 0.0 else 0.0
             e_new = e_old + ch * c_ch - dis * c_dis
-            e_kwh[j] = e_new
-            charged_kwh[j] += ch * dt_h
-            discharged_kwh[j] += dis * dt_h
-            p_site_kw[site[j]] += p
-            ch_site_kw[site[j]] += ch
-            dis_site_kw[site[j]] += dis
-            ch_kw[m] = ch
-            dis_kw[m] = dis
+            e_[j] = e_new
+            charged[j] += ch * dt_h
+            discharged[j] += dis * dt_h
+            p_site[site_[j]] += p
+            ch_site[site_[j]] += ch
+            dis_site[site_[j]] += dis
+            ch_[m] = ch
+            dis_[m] = dis
             m += 1
-            if _turn(j, e_old / cap, e_new / cap, last_dir, extreme, tp_buf, tp_n):
+            if _turn(j, e_old / cap, e_new / cap, &turns):
                 flush = True
             if not controlled and e_new >= soc_full * cap - full_tol_kwh:
-                charging[j] = 0
+                charging_[j] = 0
         if controlled:
-            charging[j] = e_kwh[j] < soc_full * cap - full_tol_kwh
+            charging_[j] = e_[j] < soc_full * cap - full_tol_kwh
     return m, clamped, flush
 
 
-def gather_view(const int64_t[::1] ids, const int64_t[::1] site, const double[::1] e_kwh,
-                const double[::1] cap_kwh, const double[::1] req_kwh,
-                const int64_t[::1] next_dep, int64_t step_s, const double[::1] p_dis_lim,
-                int64_t[::1] out_site, double[::1] out_soc, double[::1] out_need_kwh,
-                double[::1] out_departure_s, uint8_t[::1] out_v2g):
+def gather_view(cnp.ndarray ids not None, cnp.ndarray site not None,
+                cnp.ndarray e_kwh not None, cnp.ndarray cap_kwh not None,
+                cnp.ndarray req_kwh not None, cnp.ndarray next_dep not None, int64_t step_s,
+                cnp.ndarray p_dis_lim not None, cnp.ndarray out_site not None,
+                cnp.ndarray out_soc not None, cnp.ndarray out_need_kwh not None,
+                cnp.ndarray out_departure_s not None, cnp.ndarray out_v2g not None):
     """Site, SoC, energy need, departure time [s] and V2G flag of EVs ``ids``."""
-    cdef Py_ssize_t i, j, n = ids.shape[0]
+    cdef const int64_t *ids_ = _i64(ids, "ids")
+    cdef const int64_t *site_ = _i64(site, "site")
+    cdef const double *e_ = _f64(e_kwh, "e_kwh")
+    cdef const double *cap_ = _f64(cap_kwh, "cap_kwh")
+    cdef const double *req = _f64(req_kwh, "req_kwh")
+    cdef const int64_t *dep = _i64(next_dep, "next_dep")
+    cdef const double *dis_lim = _f64(p_dis_lim, "p_dis_lim")
+    cdef int64_t *o_site = _i64(out_site, "out_site", 1, True)
+    cdef double *o_soc = _f64(out_soc, "out_soc", 1, True)
+    cdef double *o_need = _f64(out_need_kwh, "out_need_kwh", 1, True)
+    cdef double *o_dep = _f64(out_departure_s, "out_departure_s", 1, True)
+    cdef uint8_t *o_v2g = _u8(out_v2g, "out_v2g", True)
+    cdef Py_ssize_t i, j, n = cnp.PyArray_DIM(ids, 0)
     cdef double need
     for i in range(n):
-        j = ids[i]
-        out_site[i] = site[j]
-        out_soc[i] = e_kwh[j] / cap_kwh[j]
-        need = req_kwh[j] - e_kwh[j]
-        out_need_kwh[i] = need if need > 0.0 else 0.0
-        out_departure_s[i] = <double>(next_dep[j] * step_s)
-        out_v2g[i] = p_dis_lim[j] > 0
+        j = ids_[i]
+        o_site[i] = site_[j]
+        o_soc[i] = e_[j] / cap_[j]
+        need = req[j] - e_[j]
+        o_need[i] = need if need > 0.0 else 0.0
+        o_dep[i] = <double>(dep[j] * step_s)
+        o_v2g[i] = dis_lim[j] > 0
 
 
 cdef struct Waiter:
@@ -224,15 +328,16 @@ cdef int _by_arrival(const void *a, const void *b) noexcept nogil:
     return -1 if x.ev < y.ev else (1 if x.ev > y.ev else 0)
 
 
-def serve_queue(int64_t k, uint8_t[::1] waiting, const int64_t[::1] wait_since,
-                const int64_t[::1] wait_until, const int64_t[::1] site,
-                const int64_t[::1] site_kind, const int64_t[:, :, ::1] pref,
-                const int64_t[:, ::1] n_chargers, int64_t[:, ::1] used, int64_t[::1] plug,
-                uint8_t[::1] charging, const double[::1] e_kwh, const double[::1] cap_kwh,
-                double soc_full, double full_tol_kwh, const double[::1] ac_kw,
-                const double[::1] dc_kw, const double[:, ::1] charger_kw,
-                const double[:, ::1] charger_dis_kw, const uint8_t[::1] v2g_user,
-                const double[::1] v2g_kw, double[::1] p_ch_lim, double[::1] p_dis_lim,
+def serve_queue(int64_t k, cnp.ndarray waiting not None, cnp.ndarray wait_since not None,
+                cnp.ndarray wait_until not None, cnp.ndarray site not None,
+                cnp.ndarray site_kind not None, cnp.ndarray pref not None,
+                cnp.ndarray n_chargers not None, cnp.ndarray used not None,
+                cnp.ndarray plug not None, cnp.ndarray charging not None,
+                cnp.ndarray e_kwh not None, cnp.ndarray cap_kwh not None, double soc_full,
+                double full_tol_kwh, cnp.ndarray ac_kw not None, cnp.ndarray dc_kw not None,
+                cnp.ndarray charger_kw not None, cnp.ndarray charger_dis_kw not None,
+                cnp.ndarray v2g_user not None, cnp.ndarray v2g_kw not None,
+                cnp.ndarray p_ch_lim not None, cnp.ndarray p_dis_lim not None,
                 int64_t ac_max_type, int64_t v2g_type):
     """Plug waiting EVs into free compatible chargers, first come first served; then let EVs
     whose patience ran out (``wait_until <= k``) give up.
@@ -241,115 +346,183 @@ def serve_queue(int64_t k, uint8_t[::1] waiting, const int64_t[::1] wait_since,
     ``r``-th preferred charger type at its site and takes one if free. Returns ``(n_plugged,
     n_expired, n_waiting)``.
     """
-    cdef Py_ssize_t n_ev = waiting.shape[0], n_sites = n_chargers.shape[0]
-    cdef Py_ssize_t n_types = n_chargers.shape[1]
-    cdef Py_ssize_t i, j, r, s, t, nq = 0, n_left, n_plugged = 0, n_expired = 0, n_wait = 0
-    cdef int64_t kind
+    cdef uint8_t *waiting_ = _u8(waiting, "waiting", True)
+    cdef const int64_t *since = _i64(wait_since, "wait_since")
+    cdef const int64_t *until = _i64(wait_until, "wait_until")
+    cdef const int64_t *site_ = _i64(site, "site")
+    cdef const int64_t *kind_ = _i64(site_kind, "site_kind")
+    cdef const int64_t *pref_ = _i64(pref, "pref", 3)
+    cdef const int64_t *n_ch = _i64(n_chargers, "n_chargers", 2)
+    cdef int64_t *used_ = _i64(used, "used", 2, True)
+    cdef int64_t *plug_ = _i64(plug, "plug", 1, True)
+    cdef uint8_t *charging_ = _u8(charging, "charging", True)
+    cdef const double *e_ = _f64(e_kwh, "e_kwh")
+    cdef const double *cap_ = _f64(cap_kwh, "cap_kwh")
+    cdef const double *ac_ = _f64(ac_kw, "ac_kw")
+    cdef const double *dc_ = _f64(dc_kw, "dc_kw")
+    cdef const double *ch_kw = _f64(charger_kw, "charger_kw", 2)
+    cdef const double *dis_kw = _f64(charger_dis_kw, "charger_dis_kw", 2)
+    cdef const uint8_t *v2g_user_ = _u8(v2g_user, "v2g_user")
+    cdef const double *v2g_kw_ = _f64(v2g_kw, "v2g_kw")
+    cdef double *ch_lim = _f64(p_ch_lim, "p_ch_lim", 1, True)
+    cdef double *dis_lim = _f64(p_dis_lim, "p_dis_lim", 1, True)
+    cdef Py_ssize_t n_ev = cnp.PyArray_DIM(waiting, 0), n_sites = cnp.PyArray_DIM(n_chargers, 0)
+    cdef Py_ssize_t n_types = cnp.PyArray_DIM(n_chargers, 1)
+    cdef Py_ssize_t n_kinds = cnp.PyArray_DIM(pref, 1), n_pref = cnp.PyArray_DIM(pref, 2)
+    cdef Py_ssize_t i, j, r, s, t, st, nq = 0, n_left, n_plugged = 0, n_expired = 0, n_wait = 0
     cdef double car_kw, lim
     cdef bint any_pref
     cdef Waiter *queue
-    site_free = bytearray(n_sites)
-    cdef unsigned char[::1] has_free = site_free
-    for s in range(n_sites):
-        for t in range(n_types):
-            if n_chargers[s, t] - used[s, t] > 0:
-                has_free[s] = 1
-                break
-    for j in range(n_ev):
-        if waiting[j] and has_free[site[j]]:  # at full sites, EVs just keep waiting
-            nq += 1
-    if nq:
-        queue = <Waiter *>malloc(nq * sizeof(Waiter))
-        if queue == NULL:
-            raise MemoryError()
-        try:
-            i = 0
-            for j in range(n_ev):
-                if waiting[j] and has_free[site[j]]:
-                    queue[i].since = wait_since[j]
-                    queue[i].ev = j
-                    i += 1
-            qsort(queue, nq, sizeof(Waiter), _by_arrival)
-            n_left = nq
-            for r in range(n_types):
-                any_pref = False
-                for i in range(nq):
-                    j = queue[i].ev
-                    if j < 0:
-                        continue  # plugged in an earlier round
-                    s = site[j]
-                    t = pref[j, site_kind[s], r]
-                    if t < 0:
-                        continue
-                    any_pref = True
-                    if n_chargers[s, t] - used[s, t] <= 0:
-                        continue
-                    used[s, t] += 1
-                    plug[j] = t
-                    charging[j] = e_kwh[j] < soc_full * cap_kwh[j] - full_tol_kwh
-                    waiting[j] = 0
-                    car_kw = ac_kw[j] if t <= ac_max_type else dc_kw[j]
-                    p_ch_lim[j] = charger_kw[s, t] if charger_kw[s, t] < car_kw else car_kw
-                    if t == v2g_type and v2g_user[j]:
-                        lim = charger_dis_kw[s, t]
-                        p_dis_lim[j] = lim if lim < v2g_kw[j] else v2g_kw[j]
-                    else:
-                        p_dis_lim[j] = 0.0
-                    queue[i].ev = -1
-                    n_plugged += 1
-                    n_left -= 1
-                if not any_pref or n_left == 0:
+    cdef uint8_t *has_free = <uint8_t *>calloc(n_sites if n_sites else 1, 1)
+    if has_free == NULL:
+        raise MemoryError()
+    try:
+        for s in range(n_sites):
+            for t in range(n_types):
+                if n_ch[s * n_types + t] - used_[s * n_types + t] > 0:
+                    has_free[s] = 1
                     break
-        finally:
-            free(queue)
+        for j in range(n_ev):
+            if waiting_[j] and has_free[site_[j]]:  # at full sites, EVs just keep waiting
+                nq += 1
+        if nq:
+            queue = <Waiter *>malloc(nq * sizeof(Waiter))
+            if queue == NULL:
+                raise MemoryError()
+            try:
+                i = 0
+                for j in range(n_ev):
+                    if waiting_[j] and has_free[site_[j]]:
+                        queue[i].since = since[j]
+                        queue[i].ev = j
+                        i += 1
+                qsort(queue, nq, sizeof(Waiter), _by_arrival)
+                n_left = nq
+                for r in range(n_pref):
+                    any_pref = False
+                    for i in range(nq):
+                        j = queue[i].ev
+                        if j < 0:
+                            continue  # plugged in an earlier round
+                        s = site_[j]
+                        t = pref_[(j * n_kinds + kind_[s]) * n_pref + r]
+                        if t < 0:
+                            continue
+                        any_pref = True
+                        st = s * n_types + t
+                        if n_ch[st] - used_[st] <= 0:
+                            continue
+                        used_[st] += 1
+                        plug_[j] = t
+                        charging_[j] = e_[j] < soc_full * cap_[j] - full_tol_kwh
+                        waiting_[j] = 0
+                        car_kw = ac_[j] if t <= ac_max_type else dc_[j]
+                        ch_lim[j] = ch_kw[st] if ch_kw[st] < car_kw else car_kw
+                        if t == v2g_type and v2g_user_[j]:
+                            lim = dis_kw[st]
+                            dis_lim[j] = lim if lim < v2g_kw_[j] else v2g_kw_[j]
+                        else:
+                            dis_lim[j] = 0.0
+                        queue[i].ev = -1
+                        n_plugged += 1
+                        n_left -= 1
+                    if not any_pref or n_left == 0:
+                        break
+            finally:
+                free(queue)
+    finally:
+        free(has_free)
     for j in range(n_ev):
-        if waiting[j]:
-            if wait_until[j] <= k:
-                waiting[j] = 0
+        if waiting_[j]:
+            if until[j] <= k:
+                waiting_[j] = 0
                 n_expired += 1
             else:
                 n_wait += 1
     return n_plugged, n_expired, n_wait
 
 
-cdef void _next_trip(const int64_t[::1] ids, Py_ssize_t n, const int64_t[::1] head,
-                     const int64_t[::1] tail, const int64_t[:, ::1] leg_dep,
-                     const double[:, ::1] leg_rest_km, int64_t[::1] next_dep,
-                     double[::1] req_kwh, const double[::1] cap_kwh, const int64_t[::1] site,
-                     const int64_t[::1] site_kind, const double[::1] kwh_per_km,
-                     int64_t horizon_step, double need_soc, double target_soc,
-                     double soc_full, int64_t home_kind, int64_t depot_kind,
-                     int64_t[::1] kind_out) noexcept:
-    cdef Py_ssize_t i, j, m = leg_dep.shape[1], slot
+cdef struct Plan:
+    # what the trip planning of parked EVs reads and writes (see ``next_trip``)
+    const int64_t *head
+    const int64_t *tail
+    const int64_t *leg_dep
+    const double *leg_rest_km
+    Py_ssize_t m  # leg slots per EV
+    int64_t *next_dep
+    double *req_kwh
+    const double *cap_kwh
+    const int64_t *site
+    const int64_t *site_kind
+    const double *kwh_per_km
+    int64_t horizon_step
+    double need_soc
+    double target_soc
+    double soc_full
+    int64_t home_kind
+    int64_t depot_kind
+
+
+cdef int _plan(Plan *p, cnp.ndarray head, cnp.ndarray tail, cnp.ndarray leg_dep,
+               cnp.ndarray leg_rest_km, cnp.ndarray next_dep, cnp.ndarray req_kwh,
+               cnp.ndarray cap_kwh, cnp.ndarray site, cnp.ndarray site_kind,
+               cnp.ndarray kwh_per_km, int64_t horizon_step, double need_soc,
+               double target_soc, double soc_full, int64_t home_kind,
+               int64_t depot_kind) except -1:
+    p.head = _i64(head, "head")
+    p.tail = _i64(tail, "tail")
+    p.leg_dep = _i64(leg_dep, "leg_dep", 2)
+    p.leg_rest_km = _f64(leg_rest_km, "leg_rest_km", 2)
+    p.m = cnp.PyArray_DIM(leg_dep, 1)
+    if cnp.PyArray_DIM(leg_rest_km, 1) != p.m:
+        raise ValueError("leg_rest_km: needs as many leg slots as leg_dep")
+    p.next_dep = _i64(next_dep, "next_dep", 1, True)
+    p.req_kwh = _f64(req_kwh, "req_kwh", 1, True)
+    p.cap_kwh = _f64(cap_kwh, "cap_kwh")
+    p.site = _i64(site, "site")
+    p.site_kind = _i64(site_kind, "site_kind")
+    p.kwh_per_km = _f64(kwh_per_km, "kwh_per_km")
+    p.horizon_step = horizon_step
+    p.need_soc = need_soc
+    p.target_soc = target_soc
+    p.soc_full = soc_full
+    p.home_kind = home_kind
+    p.depot_kind = depot_kind
+    return 0
+
+
+cdef void _next_trip(const int64_t *ids, Py_ssize_t n, const Plan *p,
+                     int64_t *kind_out) noexcept nogil:
+    cdef Py_ssize_t i, j, slot
     cdef double rest_km, cap, need, target
     cdef int64_t kind
     for i in range(n):
         j = ids[i]
-        if head[j] < tail[j]:
-            slot = head[j] % m
-            next_dep[j] = leg_dep[j, slot]
-            rest_km = leg_rest_km[j, slot]
+        if p.head[j] < p.tail[j]:
+            slot = j * p.m + p.head[j] % p.m
+            p.next_dep[j] = p.leg_dep[slot]
+            rest_km = p.leg_rest_km[slot]
         else:
-            next_dep[j] = horizon_step
+            p.next_dep[j] = p.horizon_step
             rest_km = 0.0
-        cap = cap_kwh[j]
-        kind = site_kind[site[j]] if site[j] >= 0 else -1
-        need = need_soc * cap + rest_km * kwh_per_km[j]
-        target = target_soc * cap if (kind == home_kind or kind == depot_kind) else 0.0
+        cap = p.cap_kwh[j]
+        kind = p.site_kind[p.site[j]] if p.site[j] >= 0 else -1
+        need = p.need_soc * cap + rest_km * p.kwh_per_km[j]
+        target = p.target_soc * cap if (kind == p.home_kind or kind == p.depot_kind) else 0.0
         if not need >= target:
             need = target
-        target = soc_full * cap
-        req_kwh[j] = need if need < target else target
+        target = p.soc_full * cap
+        p.req_kwh[j] = need if need < target else target
         kind_out[i] = kind
 
 
-def next_trip(const int64_t[::1] ids, const int64_t[::1] head, const int64_t[::1] tail,
-              const int64_t[:, ::1] leg_dep, const double[:, ::1] leg_rest_km,
-              int64_t[::1] next_dep, double[::1] req_kwh, const double[::1] cap_kwh,
-              const int64_t[::1] site, const int64_t[::1] site_kind,
-              const double[::1] kwh_per_km, int64_t horizon_step, double need_soc,
-              double target_soc, double soc_full, int64_t home_kind, int64_t depot_kind,
-              int64_t[::1] kind_out):
+def next_trip(cnp.ndarray ids not None, cnp.ndarray head not None, cnp.ndarray tail not None,
+              cnp.ndarray leg_dep not None, cnp.ndarray leg_rest_km not None,
+              cnp.ndarray next_dep not None, cnp.ndarray req_kwh not None,
+              cnp.ndarray cap_kwh not None, cnp.ndarray site not None,
+              cnp.ndarray site_kind not None, cnp.ndarray kwh_per_km not None,
+              int64_t horizon_step, double need_soc, double target_soc, double soc_full,
+              int64_t home_kind, int64_t depot_kind, cnp.ndarray kind_out not None):
     """Next departure step and energy wanted then [kWh] of parked EVs ``ids``.
 
     ``need_soc`` is ``soc_min + trip_reserve_soc``; ``target_soc`` (``departure_soc_target``)
@@ -357,121 +530,169 @@ def next_trip(const int64_t[::1] ids, const int64_t[::1] head, const int64_t[::1
     the departure is ``horizon_step``. Writes the site kind of ``ids[i]`` (-1 = no site) to
     ``kind_out[i]``.
     """
-    _next_trip(ids, ids.shape[0], head, tail, leg_dep, leg_rest_km, next_dep, req_kwh,
-               cap_kwh, site, site_kind, kwh_per_km, horizon_step, need_soc, target_soc,
-               soc_full, home_kind, depot_kind, kind_out)
+    cdef Plan plan
+    _plan(&plan, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh, cap_kwh, site,
+          site_kind, kwh_per_km, horizon_step, need_soc, target_soc, soc_full, home_kind,
+          depot_kind)
+    _next_trip(_i64(ids, "ids"), cnp.PyArray_DIM(ids, 0), &plan,
+               _i64(kind_out, "kind_out", 1, True))
 
 
-cdef Py_ssize_t _settle(const int64_t[::1] ids, const int64_t[::1] dest, int64_t k,
-                        int64_t[::1] site, const int64_t[::1] site_kind,
-                        const uint8_t[::1] site_has_chargers,
-                        const int64_t[::1] patience_steps, const double[::1] e_kwh,
-                        const double[::1] plug_soc, double public_plug_soc,
-                        int64_t public_kind, uint8_t[::1] wants, uint8_t[::1] waiting,
-                        int64_t[::1] wait_since, int64_t[::1] wait_until,
-                        int64_t[::1] kind_buf, const int64_t[::1] head,
-                        const int64_t[::1] tail, const int64_t[:, ::1] leg_dep,
-                        const double[:, ::1] leg_rest_km, int64_t[::1] next_dep,
-                        double[::1] req_kwh, const double[::1] cap_kwh,
-                        const double[::1] kwh_per_km, int64_t horizon_step, double need_soc,
-                        double target_soc, double soc_full, int64_t home_kind,
-                        int64_t depot_kind) noexcept:
-    cdef Py_ssize_t i, j, n = ids.shape[0], n_wait = 0
+cdef struct Park:
+    # what parking EVs at a site reads and writes (see ``settle``)
+    int64_t *site
+    const int64_t *site_kind
+    const uint8_t *site_has_chargers
+    const int64_t *patience_steps
+    const double *e_kwh
+    const double *plug_soc
+    double public_plug_soc
+    int64_t public_kind
+    uint8_t *wants
+    uint8_t *waiting
+    int64_t *wait_since
+    int64_t *wait_until
+    int64_t *kind_buf
+
+
+cdef int _park(Park *q, cnp.ndarray site, cnp.ndarray site_kind,
+               cnp.ndarray site_has_chargers, cnp.ndarray patience_steps, cnp.ndarray e_kwh,
+               cnp.ndarray plug_soc, double public_plug_soc, int64_t public_kind,
+               cnp.ndarray wants, cnp.ndarray waiting, cnp.ndarray wait_since,
+               cnp.ndarray wait_until, cnp.ndarray kind_buf) except -1:
+    q.site = _i64(site, "site", 1, True)
+    q.site_kind = _i64(site_kind, "site_kind")
+    q.site_has_chargers = _u8(site_has_chargers, "site_has_chargers")
+    q.patience_steps = _i64(patience_steps, "patience_steps")
+    q.e_kwh = _f64(e_kwh, "e_kwh")
+    q.plug_soc = _f64(plug_soc, "plug_soc")
+    q.public_plug_soc = public_plug_soc
+    q.public_kind = public_kind
+    q.wants = _u8(wants, "wants", True)
+    q.waiting = _u8(waiting, "waiting", True)
+    q.wait_since = _i64(wait_since, "wait_since", 1, True)
+    q.wait_until = _i64(wait_until, "wait_until", 1, True)
+    q.kind_buf = _i64(kind_buf, "kind_buf", 1, True)
+    return 0
+
+
+cdef Py_ssize_t _settle(const int64_t *ids, Py_ssize_t n, const int64_t *dest, int64_t k,
+                        const Park *q, const Plan *p) noexcept nogil:
+    cdef Py_ssize_t i, j, n_wait = 0
     cdef int64_t d, until
     cdef double soc
     cdef bint want
     for i in range(n):
-        site[ids[i]] = dest[i]
-    _next_trip(ids, n, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh, cap_kwh, site,
-               site_kind, kwh_per_km, horizon_step, need_soc, target_soc, soc_full, home_kind,
-               depot_kind, kind_buf)
+        q.site[ids[i]] = dest[i]
+    _next_trip(ids, n, p, q.kind_buf)
     for i in range(n):
         j = ids[i]
         d = dest[i]
         want = False
-        if d >= 0 and site_has_chargers[d]:
-            soc = e_kwh[j] / cap_kwh[j]
-            if kind_buf[i] == public_kind:
-                want = soc < public_plug_soc
+        if d >= 0 and q.site_has_chargers[d]:
+            soc = q.e_kwh[j] / p.cap_kwh[j]
+            if q.kind_buf[i] == q.public_kind:
+                want = soc < q.public_plug_soc
             else:
-                want = soc < plug_soc[j]
-        wants[j] = want
+                want = soc < q.plug_soc[j]
+        q.wants[j] = want
         if want:
             n_wait += 1
-            waiting[j] = 1
-            wait_since[j] = k
-            until = k + patience_steps[d]
-            wait_until[j] = until if until < next_dep[j] else next_dep[j]
+            q.waiting[j] = 1
+            q.wait_since[j] = k
+            until = k + q.patience_steps[d]
+            q.wait_until[j] = until if until < p.next_dep[j] else p.next_dep[j]
     return n_wait
 
 
-def settle(const int64_t[::1] ids, const int64_t[::1] dest, int64_t k, int64_t[::1] site,
-           const int64_t[::1] site_kind, const uint8_t[::1] site_has_chargers,
-           const int64_t[::1] patience_steps, const double[::1] e_kwh,
-           const double[::1] plug_soc, double public_plug_soc, int64_t public_kind,
-           uint8_t[::1] wants, uint8_t[::1] waiting, int64_t[::1] wait_since,
-           int64_t[::1] wait_until, int64_t[::1] kind_buf, const int64_t[::1] head,
-           const int64_t[::1] tail, const int64_t[:, ::1] leg_dep,
-           const double[:, ::1] leg_rest_km, int64_t[::1] next_dep, double[::1] req_kwh,
-           const double[::1] cap_kwh, const double[::1] kwh_per_km, int64_t horizon_step,
-           double need_soc, double target_soc, double soc_full, int64_t home_kind,
-           int64_t depot_kind):
+def settle(cnp.ndarray ids not None, cnp.ndarray dest not None, int64_t k,
+           cnp.ndarray site not None, cnp.ndarray site_kind not None,
+           cnp.ndarray site_has_chargers not None, cnp.ndarray patience_steps not None,
+           cnp.ndarray e_kwh not None, cnp.ndarray plug_soc not None, double public_plug_soc,
+           int64_t public_kind, cnp.ndarray wants not None, cnp.ndarray waiting not None,
+           cnp.ndarray wait_since not None, cnp.ndarray wait_until not None,
+           cnp.ndarray kind_buf not None, cnp.ndarray head not None, cnp.ndarray tail not None,
+           cnp.ndarray leg_dep not None, cnp.ndarray leg_rest_km not None,
+           cnp.ndarray next_dep not None, cnp.ndarray req_kwh not None,
+           cnp.ndarray cap_kwh not None, cnp.ndarray kwh_per_km not None,
+           int64_t horizon_step, double need_soc, double target_soc, double soc_full,
+           int64_t home_kind, int64_t depot_kind):
     """EVs ``ids`` park at ``dest`` (-1 = no charging site) at step ``k``.
 
     Plans their next trip (see ``next_trip``); those at a site with chargers whose SoC is below
     their plug threshold (``public_plug_soc`` at public sites) want to charge and start waiting,
     until their patience runs out or they leave. Returns the number of new waiting EVs.
     """
-    return _settle(ids, dest, k, site, site_kind, site_has_chargers, patience_steps, e_kwh,
-                   plug_soc, public_plug_soc, public_kind, wants, waiting, wait_since,
-                   wait_until, kind_buf, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh,
-                   cap_kwh, kwh_per_km, horizon_step, need_soc, target_soc, soc_full,
-                   home_kind, depot_kind)
+    cdef Park park
+    cdef Plan plan
+    _park(&park, site, site_kind, site_has_chargers, patience_steps, e_kwh, plug_soc,
+          public_plug_soc, public_kind, wants, waiting, wait_since, wait_until, kind_buf)
+    _plan(&plan, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh, cap_kwh, site,
+          site_kind, kwh_per_km, horizon_step, need_soc, target_soc, soc_full, home_kind,
+          depot_kind)
+    return _settle(_i64(ids, "ids"), cnp.PyArray_DIM(ids, 0), _i64(dest, "dest"), k, &park,
+                   &plan)
 
 
-def arrive(const int64_t[::1] ids, int64_t k, const int64_t[:, ::1] leg_arr,
-           const int64_t[:, ::1] leg_dest, int64_t[::1] head, uint8_t[::1] driving,
-           int64_t[::1] dest_buf, int64_t[::1] site, const int64_t[::1] site_kind,
-           const uint8_t[::1] site_has_chargers, const int64_t[::1] patience_steps,
-           const double[::1] e_kwh, const double[::1] plug_soc, double public_plug_soc,
-           int64_t public_kind, uint8_t[::1] wants, uint8_t[::1] waiting,
-           int64_t[::1] wait_since, int64_t[::1] wait_until, int64_t[::1] kind_buf,
-           const int64_t[::1] tail, const int64_t[:, ::1] leg_dep,
-           const double[:, ::1] leg_rest_km, int64_t[::1] next_dep, double[::1] req_kwh,
-           const double[::1] cap_kwh, const double[::1] kwh_per_km, int64_t horizon_step,
-           double need_soc, double target_soc, double soc_full, int64_t home_kind,
-           int64_t depot_kind):
+def arrive(cnp.ndarray ids not None, int64_t k, cnp.ndarray leg_arr not None,
+           cnp.ndarray leg_dest not None, cnp.ndarray head not None,
+           cnp.ndarray driving not None, cnp.ndarray dest_buf not None,
+           cnp.ndarray site not None, cnp.ndarray site_kind not None,
+           cnp.ndarray site_has_chargers not None, cnp.ndarray patience_steps not None,
+           cnp.ndarray e_kwh not None, cnp.ndarray plug_soc not None, double public_plug_soc,
+           int64_t public_kind, cnp.ndarray wants not None, cnp.ndarray waiting not None,
+           cnp.ndarray wait_since not None, cnp.ndarray wait_until not None,
+           cnp.ndarray kind_buf not None, cnp.ndarray tail not None,
+           cnp.ndarray leg_dep not None, cnp.ndarray leg_rest_km not None,
+           cnp.ndarray next_dep not None, cnp.ndarray req_kwh not None,
+           cnp.ndarray cap_kwh not None, cnp.ndarray kwh_per_km not None,
+           int64_t horizon_step, double need_soc, double target_soc, double soc_full,
+           int64_t home_kind, int64_t depot_kind):
     """EVs ``ids`` arrive at step ``k`` at the destination of their current leg and settle
     there (see ``settle``). Returns the number of new waiting EVs, or -1 (nothing changed) when
     the trip plan does not match (a leg not arriving at ``k``, or an EV not driving)."""
-    cdef Py_ssize_t i, j, n = ids.shape[0], m = leg_arr.shape[1], slot
+    cdef const int64_t *ids_ = _i64(ids, "ids")
+    cdef const int64_t *arr = _i64(leg_arr, "leg_arr", 2)
+    cdef const int64_t *leg_dest_ = _i64(leg_dest, "leg_dest", 2)
+    cdef int64_t *head_ = _i64(head, "head", 1, True)
+    cdef uint8_t *driving_ = _u8(driving, "driving", True)
+    cdef int64_t *dest_ = _i64(dest_buf, "dest_buf", 1, True)
+    cdef Py_ssize_t i, j, n = cnp.PyArray_DIM(ids, 0), m = cnp.PyArray_DIM(leg_arr, 1), slot
+    cdef Park park
+    cdef Plan plan
+    if cnp.PyArray_DIM(leg_dest, 1) != m:
+        raise ValueError("leg_dest: needs as many leg slots as leg_arr")
+    _park(&park, site, site_kind, site_has_chargers, patience_steps, e_kwh, plug_soc,
+          public_plug_soc, public_kind, wants, waiting, wait_since, wait_until, kind_buf)
+    _plan(&plan, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh, cap_kwh, site,
+          site_kind, kwh_per_km, horizon_step, need_soc, target_soc, soc_full, home_kind,
+          depot_kind)
     for i in range(n):
-        j = ids[i]
-        slot = head[j] % m
-        if leg_arr[j, slot] != k or not driving[j]:
+        j = ids_[i]
+        slot = j * m + head_[j] % m
+        if arr[slot] != k or not driving_[j]:
             return -1
     for i in range(n):
-        j = ids[i]
-        slot = head[j] % m
-        dest_buf[i] = leg_dest[j, slot]
-        head[j] += 1
-        driving[j] = 0
-    return _settle(ids, dest_buf[:n], k, site, site_kind, site_has_chargers, patience_steps,
-                   e_kwh, plug_soc, public_plug_soc, public_kind, wants, waiting, wait_since,
-                   wait_until, kind_buf, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh,
-                   cap_kwh, kwh_per_km, horizon_step, need_soc, target_soc, soc_full,
-                   home_kind, depot_kind)
+        j = ids_[i]
+        slot = j * m + head_[j] % m
+        dest_[i] = leg_dest_[slot]
+        head_[j] += 1
+        driving_[j] = 0
+    return _settle(ids_, n, dest_, k, &park, &plan)
 
 
-def depart(const int64_t[::1] ids, int64_t k, const int64_t[:, ::1] leg_dep,
-           const double[:, ::1] leg_km, const int64_t[::1] head, uint8_t[::1] driving,
-           int64_t[::1] plug, int64_t[::1] site, int64_t[:, ::1] used, uint8_t[::1] charging,
-           uint8_t[::1] wants, uint8_t[::1] waiting, const double[::1] req_kwh,
-           double[::1] e_kwh, const double[::1] cap_kwh, const double[::1] kwh_per_km,
-           double soc_min, double[::1] unmet_kwh, double[::1] driven_kwh,
-           double[::1] shortfall_kwh, double[::1] p_ch_lim, double[::1] p_dis_lim,
-           int8_t[::1] last_dir, double[::1] extreme, double[:, ::1] tp_buf,
-           int64_t[::1] tp_n, double[::1] unmet_buf):
+def depart(cnp.ndarray ids not None, int64_t k, cnp.ndarray leg_dep not None,
+           cnp.ndarray leg_km not None, cnp.ndarray head not None,
+           cnp.ndarray driving not None, cnp.ndarray plug not None, cnp.ndarray site not None,
+           cnp.ndarray used not None, cnp.ndarray charging not None,
+           cnp.ndarray wants not None, cnp.ndarray waiting not None,
+           cnp.ndarray req_kwh not None, cnp.ndarray e_kwh not None,
+           cnp.ndarray cap_kwh not None, cnp.ndarray kwh_per_km not None, double soc_min,
+           cnp.ndarray unmet_kwh not None, cnp.ndarray driven_kwh not None,
+           cnp.ndarray shortfall_kwh not None, cnp.ndarray p_ch_lim not None,
+           cnp.ndarray p_dis_lim not None, cnp.ndarray last_dir not None,
+           cnp.ndarray extreme not None, cnp.ndarray tp_buf not None,
+           cnp.ndarray tp_n not None, cnp.ndarray unmet_buf not None):
     """EVs ``ids`` leave at step ``k`` on their current leg.
 
     Unplugs them (frees the charger), books the energy still missing of those that wanted to
@@ -481,32 +702,59 @@ def depart(const int64_t[::1] ids, int64_t k, const int64_t[:, ::1] leg_dep,
     n_unmet, n_gave_up, n_short, flush)``, or ``None`` (nothing changed) when the trip plan
     does not match (a leg not departing at ``k``, or an EV already driving).
     """
-    cdef Py_ssize_t i, j, n = ids.shape[0], m = leg_dep.shape[1]
+    cdef const int64_t *ids_ = _i64(ids, "ids")
+    cdef const int64_t *dep = _i64(leg_dep, "leg_dep", 2)
+    cdef const double *km = _f64(leg_km, "leg_km", 2)
+    cdef const int64_t *head_ = _i64(head, "head")
+    cdef uint8_t *driving_ = _u8(driving, "driving", True)
+    cdef int64_t *plug_ = _i64(plug, "plug", 1, True)
+    cdef int64_t *site_ = _i64(site, "site", 1, True)
+    cdef int64_t *used_ = _i64(used, "used", 2, True)
+    cdef uint8_t *charging_ = _u8(charging, "charging", True)
+    cdef uint8_t *wants_ = _u8(wants, "wants", True)
+    cdef uint8_t *waiting_ = _u8(waiting, "waiting", True)
+    cdef const double *req = _f64(req_kwh, "req_kwh")
+    cdef double *e_ = _f64(e_kwh, "e_kwh", 1, True)
+    cdef const double *cap_ = _f64(cap_kwh, "cap_kwh")
+    cdef const double *per_km = _f64(kwh_per_km, "kwh_per_km")
+    cdef double *unmet_ = _f64(unmet_kwh, "unmet_kwh", 1, True)
+    cdef double *driven = _f64(driven_kwh, "driven_kwh", 1, True)
+    cdef double *shortfall = _f64(shortfall_kwh, "shortfall_kwh", 1, True)
+    cdef double *ch_lim = _f64(p_ch_lim, "p_ch_lim", 1, True)
+    cdef double *dis_lim = _f64(p_dis_lim, "p_dis_lim", 1, True)
+    cdef double *unmet_out = _f64(unmet_buf, "unmet_buf", 1, True)
+    cdef Turns turns
+    _turns(&turns, last_dir, extreme, tp_buf, tp_n)
+    cdef Py_ssize_t i, j, n = cnp.PyArray_DIM(ids, 0), m = cnp.PyArray_DIM(leg_dep, 1), slot
+    cdef Py_ssize_t n_types = cnp.PyArray_DIM(used, 1)
     cdef Py_ssize_t n_unplugged = 0, n_unmet = 0, n_gave_up = 0, n_short = 0
     cdef bint flush = False
     cdef double unmet, e_trip, avail, used_kwh, cap, e_old, e_new
+    if cnp.PyArray_DIM(leg_km, 1) != m:
+        raise ValueError("leg_km: needs as many leg slots as leg_dep")
     for i in range(n):
-        j = ids[i]
-        if leg_dep[j, head[j] % m] != k or driving[j]:
+        j = ids_[i]
+        if dep[j * m + head_[j] % m] != k or driving_[j]:
             return None
     for i in range(n):
-        j = ids[i]
-        if plug[j] >= 0:
-            used[site[j], plug[j]] -= 1
-            charging[j] = 0
+        j = ids_[i]
+        slot = j * m + head_[j] % m
+        if plug_[j] >= 0:
+            used_[site_[j] * n_types + plug_[j]] -= 1
+            charging_[j] = 0
             n_unplugged += 1
-        if wants[j]:
-            unmet = req_kwh[j] - e_kwh[j]
+        if wants_[j]:
+            unmet = req[j] - e_[j]
             if not unmet > 0.0:
                 unmet = 0.0
-            unmet_kwh[j] += unmet
-            unmet_buf[n_unmet] = unmet
+            unmet_[j] += unmet
+            unmet_out[n_unmet] = unmet
             n_unmet += 1
-        if waiting[j]:
+        if waiting_[j]:
             n_gave_up += 1
-        e_trip = leg_km[j, head[j] % m] * kwh_per_km[j]
-        cap = cap_kwh[j]
-        e_old = e_kwh[j]
+        e_trip = km[slot] * per_km[j]
+        cap = cap_[j]
+        e_old = e_[j]
         avail = e_old - soc_min * cap
         if not avail > 0.0:
             avail = 0.0
@@ -514,16 +762,16 @@ def depart(const int64_t[::1] ids, int64_t k, const int64_t[:, ::1] leg_dep,
         if e_trip > avail + 1e-9:
             n_short += 1
         e_new = e_old - used_kwh
-        e_kwh[j] = e_new
-        driven_kwh[j] += used_kwh
-        shortfall_kwh[j] += e_trip - used_kwh
-        if _turn(j, e_old / cap, e_new / cap, last_dir, extreme, tp_buf, tp_n):
+        e_[j] = e_new
+        driven[j] += used_kwh
+        shortfall[j] += e_trip - used_kwh
+        if _turn(j, e_old / cap, e_new / cap, &turns):
             flush = True
-        plug[j] = -1
-        p_ch_lim[j] = 0.0
-        p_dis_lim[j] = 0.0
-        waiting[j] = 0
-        wants[j] = 0
-        site[j] = -1
-        driving[j] = 1
+        plug_[j] = -1
+        ch_lim[j] = 0.0
+        dis_lim[j] = 0.0
+        waiting_[j] = 0
+        wants_[j] = 0
+        site_[j] = -1
+        driving_[j] = 1
     return n_unplugged, n_unmet, n_gave_up, n_short, flush

@@ -42,12 +42,13 @@ import numpy as np
 
 cimport numpy as cnp
 
-from libc.math cimport atan2, fabs, sqrt, NAN
+from libc.math cimport atan2, cos, fabs, sin, sqrt, NAN
 from libc.stdint cimport int64_t
 
 cnp.import_array()
 
 cdef double RAD2DEG = 180.0 / 3.14159265358979323846
+cdef double DEG2RAD = 3.14159265358979323846 / 180.0
 
 # Pointers that never alias: the element-wise loops below read and write several distinct
 # arrays, and only with this promise does the C compiler vectorise them.
@@ -193,6 +194,19 @@ cdef const double* _data(object a, Py_ssize_t n, bint writeable) except NULL:
     return <const double*> cnp.PyArray_DATA(arr)
 
 
+cdef const double* _row(object a, Py_ssize_t n_core, Py_ssize_t n_flows) except NULL:
+    """Data pointer of an output row (with or without the branch flows); ValueError otherwise."""
+    cdef cnp.ndarray arr
+    if not cnp.PyArray_Check(a):
+        raise ValueError("solve_row: prev must be a NumPy array")
+    arr = <cnp.ndarray> a
+    if (cnp.PyArray_TYPE(arr) != cnp.NPY_DOUBLE or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            or cnp.PyArray_NDIM(arr) != 1
+            or (cnp.PyArray_SIZE(arr) != n_core and cnp.PyArray_SIZE(arr) != n_flows)):
+        raise ValueError("solve_row: prev is not an output row of this network")
+    return <const double*> cnp.PyArray_DATA(arr)
+
+
 def _parts(values, n=None):
     """Real and imaginary parts as two contiguous float64 arrays."""
     arr = np.asarray(values, dtype=np.complex128).ravel()
@@ -243,6 +257,7 @@ cdef class PowerFlowKernel:
     cdef double[::1] ref_re, ref_im, va_ref
     # work arrays
     cdef double[::1] v_re, v_im, s_re, s_im, j_re, j_im, x_re, x_im, dd
+    cdef double[::1] pq_w  # the bus injections of solve_row, extras added (never empty)
     cdef double[::1] vm_int, va_int, eg_re, eg_im
     cdef double[::1] b_ifr, b_ifi, b_itr, b_iti, b_sfr, b_sfi, b_str, b_sti
     cdef double[::1] g_vf_re, g_vf_im, g_vt_re, g_vt_im
@@ -313,6 +328,7 @@ cdef class PowerFlowKernel:
         self.va_ref = _reals(np.angle(v_start, deg=True))
         self.v_re, self.v_im = _parts(v_start)  # the slack part never changes
         self.s_re, self.s_im = np.zeros(self.n_int), np.zeros(self.n_int)
+        self.pq_w = np.zeros(2 * self.n_bus + 1)
         self.j_re, self.j_im = np.zeros(m), np.zeros(m)
         self.x_re, self.x_im = np.zeros(m), np.zeros(m)
         self.dd = np.zeros(m)
@@ -345,6 +361,29 @@ cdef class PowerFlowKernel:
                 self.v_re[k] = vr
                 self.v_im[k] = vi
 
+    cdef void _start_polar(self, const double* prev) noexcept nogil:
+        """Starting voltages from an output row: ``vm · e^{j·va}`` per bus, computed as NumPy's
+        ``vm * np.exp(1j * np.deg2rad(va))`` (``PowerFlowResult.v_pu``), so that a warm start
+        from a row gives the same iterates as one from ``v_pu``; the rest as :meth:`_start`."""
+        cdef int b, k, nb = self.n_bus
+        cdef double rad, c, s, vr, vi
+        for k in range(self.m):
+            self.v_re[k] = self.vnl_re[k]
+            self.v_im[k] = self.vnl_im[k]
+        for b in range(nb):
+            k = <int> self.bus_map[b]
+            if k < 0 or k >= self.m:
+                continue
+            rad = prev[nb + b] * DEG2RAD
+            c = cos(rad)
+            s = sin(rad)
+            # the complex product (vm + 0j)(c + js), term by term, as NumPy forms it
+            vr = prev[b] * c - 0.0 * s
+            vi = prev[b] * s + 0.0 * c
+            if vr - vr == 0.0 and vi - vi == 0.0 and (vr != 0.0 or vi != 0.0):
+                self.v_re[k] = vr
+                self.v_im[k] = vi
+
     cdef const double[::1] _v0_doubles(self, v0):
         v = np.ascontiguousarray(v0, dtype=np.complex128).ravel()
         if v.size != self.n_bus:
@@ -367,6 +406,50 @@ cdef class PowerFlowKernel:
             self._start(self._v0_doubles(v0))
         with nogil:
             status = self._step(pp, qq, v0 is not None, oo, flows, &its)
+        return 0 if status else its
+
+    def solve_row(self, pq, at, extra, prev, out, bint flows=True):
+        """Solve one step into ``out``: bus injections ``pq`` (P of every bus, then Q), plus
+        ``extra`` (P at each bus of ``at``, then Q) added at the bus positions ``at``; starting
+        from the voltages of ``prev``, an earlier output row of this kernel (its ``vm`` and
+        ``va`` per bus, usable entries as for ``v0`` of :meth:`solve`), or from the no-load
+        voltages when ``prev`` is None. ``at`` (int64, unique) and ``extra`` may be None.
+
+        Returns as :meth:`solve`.
+        """
+        cdef int status, i, nb = self.n_bus, n_at = 0
+        cdef int64_t b, its = 0
+        cdef const double* rr = _data(pq, 2 * nb, False)
+        cdef double* oo = <double*> _data(out, self._width(flows), True)
+        cdef const double* vv = NULL
+        cdef const int64_t* aa = NULL
+        cdef const double* ee = NULL
+        cdef double* w = &self.pq_w[0]
+        cdef cnp.ndarray at_arr
+        if at is not None:
+            if (not cnp.PyArray_Check(at) or cnp.PyArray_TYPE(<cnp.ndarray> at) != cnp.NPY_INT64
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> at)
+                    or cnp.PyArray_NDIM(<cnp.ndarray> at) != 1):
+                raise ValueError("solve_row: at must be a contiguous int64 array")
+            at_arr = <cnp.ndarray> at
+            n_at = <int> cnp.PyArray_SIZE(at_arr)
+            aa = <const int64_t*> cnp.PyArray_DATA(at_arr)
+            for i in range(n_at):
+                if aa[i] < 0 or aa[i] >= nb:
+                    raise ValueError("solve_row: bus position out of range")
+            ee = _data(extra, 2 * n_at, False)
+        if prev is not None:
+            vv = _row(prev, self._width(False), self._width(True))
+        with nogil:
+            for i in range(2 * nb):
+                w[i] = rr[i]
+            for i in range(n_at):
+                b = aa[i]
+                w[b] = w[b] + ee[i]
+                w[nb + b] = w[nb + b] + ee[n_at + i]
+            if vv != NULL:
+                self._start_polar(vv)
+            status = self._step(w, w + nb, vv != NULL, oo, flows, &its)
         return 0 if status else its
 
     def solve_batch(self, const double[:, ::1] p, const double[:, ::1] q, v0,

@@ -26,7 +26,7 @@ LU); a step that neither method solves is reported with ``converged=False`` and 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import warnings
 from types import ModuleType
 from typing import Any, Literal
 
@@ -68,41 +68,28 @@ def kernel_module(backend: Literal["auto", "compiled", "numpy"] = "auto") -> Mod
 # --------------------------------------------------------------------------------------------
 # Output layout: one float64 row per step, shared by the kernels and the result classes.
 # --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
 class _Layout:
-    n_bus: int
-    n_branch: int  # reported branches: lines, then transformers
-    n_ext_grid: int
-    flows: bool
+    """Where each output sits in a row; the slices are made once, as results read them often."""
 
-    @property
-    def vm(self) -> slice:
-        return slice(0, self.n_bus)
+    __slots__ = ("eg_p", "eg_q", "flows", "line", "n_branch", "n_bus", "n_ext_grid", "scalars",
+                 "trafo", "va", "vm", "width")
 
-    @property
-    def va(self) -> slice:
-        return slice(self.n_bus, 2 * self.n_bus)
-
-    def _after_buses(self, k: int, width: int) -> slice:
-        start = 2 * self.n_bus + k
-        return slice(start, start + width)
-
-    @property
-    def loading(self) -> slice:
-        return self._after_buses(0, self.n_branch)
-
-    @property
-    def eg_p(self) -> slice:
-        return self._after_buses(self.n_branch, self.n_ext_grid)
-
-    @property
-    def eg_q(self) -> slice:
-        return self._after_buses(self.n_branch + self.n_ext_grid, self.n_ext_grid)
-
-    @property
-    def scalars(self) -> int:
+    def __init__(self, n_bus: int, n_branch: int, n_ext_grid: int, n_line: int,
+                 flows: bool) -> None:
+        self.n_bus = n_bus
+        self.n_branch = n_branch  # reported branches: lines, then transformers
+        self.n_ext_grid = n_ext_grid
+        self.flows = flows
+        self.vm = slice(0, n_bus)
+        self.va = slice(n_bus, 2 * n_bus)
+        start = 2 * n_bus  # loadings: lines, then transformers
+        self.line = slice(start, start + n_line)
+        self.trafo = slice(start + n_line, start + n_branch)
+        self.eg_p = slice(start + n_branch, start + n_branch + n_ext_grid)
+        self.eg_q = slice(start + n_branch + n_ext_grid, start + n_branch + 2 * n_ext_grid)
+        self.scalars = start + n_branch + 2 * n_ext_grid
         """Offset of p_loss_mw, q_loss_mvar, p_islanded_mw, q_islanded_mvar."""
-        return 2 * self.n_bus + self.n_branch + 2 * self.n_ext_grid
+        self.width = self.scalars + 4 + (6 * n_branch if flows else 0)
 
     def flow(self, k: int) -> slice:
         """k: 0 p_from_mw, 1 q_from_mvar, 2 p_to_mw, 3 q_to_mvar, 4 i_from_ka, 5 i_to_ka."""
@@ -110,10 +97,6 @@ class _Layout:
             raise AttributeError("branch flows were not stored; solve with flows=True")
         start = self.scalars + 4 + k * self.n_branch
         return slice(start, start + self.n_branch)
-
-    @property
-    def width(self) -> int:
-        return self.scalars + 4 + (6 * self.n_branch if self.flows else 0)
 
 
 class _ResultBase:
@@ -157,12 +140,12 @@ class _ResultBase:
     @property
     def line_loading_pct(self) -> np.ndarray:
         """Line loading as pandapower: max(i_from, i_to) / (max_i_ka·df·parallel). [%]"""
-        return self._line(self._layout.loading)
+        return self._out[..., self._layout.line]
 
     @property
     def trafo_loading_pct(self) -> np.ndarray:
         """Transformer loading as pandapower (``trafo_loading`` option). [%]"""
-        return self._trafo(self._layout.loading)
+        return self._out[..., self._layout.trafo]
 
     def _flow_line(self, k: int) -> np.ndarray:
         return self._line(self._layout.flow(k))
@@ -717,8 +700,12 @@ class PowerFlowNetwork:
                 self._arrays[key] = np.ascontiguousarray(value)
         self._kernel = self._module.PowerFlowKernel(**self._arrays)
         self._kernel_solve = self._kernel.solve
-        self._layout_flows = _Layout(bus_index.size, n_line + n_trafo, eg_pos.size, True)
-        self._layout_core = _Layout(bus_index.size, n_line + n_trafo, eg_pos.size, False)
+        self._kernel_solve_row = self._kernel.solve_row
+        if self.backend == "numpy":  # NumPy warns where the compiled kernel cannot
+            self._kernel_solve = _quietly(self._kernel.solve)
+            self._kernel_solve_row = _quietly(self._kernel.solve_row)
+        self._layout_flows = _Layout(bus_index.size, n_line + n_trafo, eg_pos.size, n_line, True)
+        self._layout_core = _Layout(bus_index.size, n_line + n_trafo, eg_pos.size, n_line, False)
         self._n_bus = bus_index.size
 
         # Newton-Raphson fallback data, in internal order; its power criterion is set to the
@@ -850,6 +837,12 @@ class PowerFlowNetwork:
         Returns
         -------
         PowerFlowResult
+
+        Notes
+        -----
+        Warnings of a diverging step (from the NumPy twin or the Newton-Raphson fallback) are
+        not shown: its outcome is reported by ``converged``. A filter that turns warnings into
+        errors still raises them.
         """
         layout = self._layout_flows if flows else self._layout_core
         out = _empty(layout.width)
@@ -858,16 +851,64 @@ class PowerFlowNetwork:
         except (ValueError, TypeError, AttributeError):
             p = self._coerce("p_mw_bus", p_mw_bus, 1)
             q = self._coerce("q_mvar_bus", q_mvar_bus, 1)
-            its = self._kernel.solve(p, q, self._coerce_v0(v0), out, flows)
+            its = self._kernel_solve(p, q, self._coerce_v0(v0), out, flows)
         if its <= 0:
-            if its == 0:
-                self._raise_nonfinite(p_mw_bus, q_mvar_bus)
-            its_arr = np.array([its], dtype=np.int64)
-            p = np.ascontiguousarray(p_mw_bus, dtype=np.float64)
-            q = np.ascontiguousarray(q_mvar_bus, dtype=np.float64)
-            self._newton_fallback(p[None, :], q[None, :], out[None, :], its_arr, flows)
-            its = int(its_arr[0])
+            its = self._unconverged(p_mw_bus, q_mvar_bus, out, its, flows)
         return PowerFlowResult(self, out, layout, its)
+
+    def solve_row(self, pq_mw_bus: np.ndarray, at: np.ndarray | None = None,
+                  extra: np.ndarray | None = None, start: PowerFlowResult | None = None, *,
+                  flows: bool = True) -> PowerFlowResult:
+        """Solve one step whose injections are one row, plus extra injections at some buses.
+
+        For a caller that keeps its base injections as rows and adds its own at a few buses:
+        the sum is formed in the kernel, as ``pq[at] += extra`` (with P and Q positions) would.
+
+        Parameters
+        ----------
+        pq_mw_bus : ndarray of float64, shape (2 * n_bus,)
+            P of every bus, then Q, in load convention. [MW], [Mvar]
+        at : ndarray of int64, optional
+            Positions (see :meth:`bus_positions`) of the buses with extra injections; unique.
+        extra : ndarray of float64, shape (2 * len(at),), optional
+            P at each bus of ``at``, then Q, added to ``pq_mw_bus``. [MW], [Mvar]
+        start : PowerFlowResult, optional
+            A result of this network to start from: the same iterates as ``v0=start.v_pu`` of
+            :meth:`solve`, without forming the complex voltages; default: no-load voltages.
+        flows : bool
+            As for :meth:`solve`.
+
+        Returns
+        -------
+        PowerFlowResult
+            As :meth:`solve` gives it (warnings as there).
+        """
+        if start is not None and start._net is not self:
+            raise ValueError("start: a result of another network")
+        layout = self._layout_flows if flows else self._layout_core
+        out = _empty(layout.width)
+        prev = None if start is None else start._out
+        its = self._kernel_solve_row(pq_mw_bus, at, extra, prev, out, flows)
+        if its <= 0:
+            pq = np.array(pq_mw_bus, dtype=np.float64)
+            if at is not None:
+                pq[at] += extra[:at.size]
+                pq[self._n_bus + at] += extra[at.size:]
+            its = self._unconverged(pq[:self._n_bus], pq[self._n_bus:], out, its, flows)
+        return PowerFlowResult(self, out, layout, its)
+
+    def _unconverged(self, p_mw_bus: Any, q_mvar_bus: Any, out: np.ndarray, its: int,
+                     flows: bool) -> int:
+        """After the fixed point failed (``its < 0``) or met non-finite input (``its == 0``,
+        ValueError): the Newton-Raphson fallback into ``out``; its iteration count."""
+        if its == 0:
+            self._raise_nonfinite(p_mw_bus, q_mvar_bus)
+        its_arr = np.array([its], dtype=np.int64)
+        p = np.ascontiguousarray(p_mw_bus, dtype=np.float64)
+        q = np.ascontiguousarray(q_mvar_bus, dtype=np.float64)
+        with _Quiet():
+            self._newton_fallback(p[None, :], q[None, :], out[None, :], its_arr, flows)
+        return int(its_arr[0])
 
     def solve_batch(self, p_mw_bus: np.ndarray, q_mvar_bus: np.ndarray,
                     v0: np.ndarray | None = None, *, flows: bool = False,
@@ -939,6 +980,32 @@ class PowerFlowNetwork:
             its[k] = (abs(int(its[k])) + n_it + abs(int(one[0]))) * (1 if one[0] > 0 else -1)
             if one[0] <= 0:
                 out[k] = np.nan
+
+
+class _Quiet:
+    """Context of a diverging step's numerics: NumPy's floating-point warnings are off and any
+    warning raised inside (overflows, singular Jacobians) is recorded and dropped; a filter that
+    turns a warning into an error still raises it."""
+
+    __slots__ = ("_errstate", "_warnings")
+
+    def __enter__(self) -> None:
+        self._warnings = warnings.catch_warnings(record=True)
+        self._warnings.__enter__()
+        self._errstate = np.errstate(all="ignore")
+        self._errstate.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._errstate.__exit__(*exc)
+        self._warnings.__exit__(*exc)
+
+
+def _quietly(solve: Any) -> Any:
+    """``solve`` run inside :class:`_Quiet`."""
+    def quiet_solve(*args: Any) -> Any:
+        with _Quiet():
+            return solve(*args)
+    return quiet_solve
 
 
 def _newton_raphson(ybus: sp.csr_matrix, s_inj: np.ndarray, m: int, v_start: np.ndarray,

@@ -123,6 +123,37 @@ class PowerFlowKernel:
             return 0
         return self._step(p, q, self._start(v0), out, flows)
 
+    def solve_row(self, pq: np.ndarray, at: np.ndarray | None, extra: np.ndarray | None,
+                  prev: np.ndarray | None, out: np.ndarray, flows: bool = True) -> int:
+        """Solve one step into ``out``: bus injections ``pq`` (P of every bus, then Q), plus
+        ``extra`` (P at each bus of ``at``, then Q) added at the bus positions ``at``; starting
+        from the voltages of ``prev``, an earlier output row of this kernel (its ``vm`` and
+        ``va`` per bus, usable entries as for ``v0`` of :meth:`solve`), or from the no-load
+        voltages when ``prev`` is None. ``at`` (int64, unique) and ``extra`` may be None.
+
+        Returns as :meth:`solve`.
+        """
+        nb = self.n_bus
+        if pq.shape != (2 * nb,) or pq.dtype != np.float64:
+            raise ValueError("solve_row: array shapes do not match the network")
+        w = pq.copy()
+        if at is not None:
+            if at.dtype != np.int64 or at.ndim != 1:
+                raise ValueError("solve_row: at must be a contiguous int64 array")
+            if np.any((at < 0) | (at >= nb)):
+                raise ValueError("solve_row: bus position out of range")
+            if extra.shape != (2 * at.size,) or extra.dtype != np.float64:
+                raise ValueError("solve: array shapes do not match the network")
+            w[at] += extra[:at.size]
+            w[nb + at] += extra[at.size:]
+        v0 = None
+        if prev is not None:
+            if prev.ndim != 1 or prev.dtype != np.float64 \
+                    or prev.size not in (self._width(False), self._width(True)):
+                raise ValueError("solve_row: prev is not an output row of this network")
+            v0 = prev[:nb] * np.exp(1j * np.deg2rad(prev[nb:2 * nb]))
+        return self.solve(w[:nb], w[nb:], v0, out, flows)
+
     def solve_batch(self, p: np.ndarray, q: np.ndarray, v0: np.ndarray | None, out: np.ndarray,
                     its: np.ndarray, flows: bool, warm_start: bool) -> int:
         """Solve T steps into ``out`` (T rows); return 1 on non-finite input."""

@@ -441,21 +441,18 @@ def _instrument(assembly: Assembly, sid: str, name: str) -> None:
         return SimulationError(f"simulator {sid} ({name}) failed in {what} at t={t_s} s "
                                f"({when:%Y-%m-%d %H:%M %Z}): {type(exc).__name__}: {exc}")
 
-    settled: tuple[str, ...] = ()
-    if name == "Coordinator":
-        from components.coordinator.model import SETTLEMENT_TOTALS as settled
+    attrs = recorded(scenario, name) if name in RECORDED else []
+    if name == "Coordinator":  # recorded once the sites have metered the step (settle below)
+        from components.coordinator.model import SETTLEMENT_TOTALS
+        attrs = [a for a in attrs if a not in SETTLEMENT_TOTALS]
 
     def record(time: int) -> float:
         """Record the step's outputs; return the time spent settling for the coordinator [s]."""
         entity = assembly.entities.get(name)
-        if entity is None or name not in RECORDED:
+        if entity is None or not attrs:
             return 0.0
-        attrs = recorded(scenario, name)
-        if settled:  # recorded once the sites have metered the step (settle below)
-            attrs = [a for a in attrs if a not in settled]
-        values = get_data({entity.eid: attrs})[entity.eid]
         k = time // scenario.step_s
-        recorder.record(k, name, values)
+        recorder.record(k, name, get_data({entity.eid: attrs})[entity.eid])
         # the last of the EV fleet and the stations in the loop to make the step settles it
         if name == ("HILSites" if assembly.station_sites else "EV") \
                 and "Coordinator" in assembly.entities:

@@ -151,6 +151,18 @@ class ZoneLayout:
                 for bus in np.unique(self.site_bus).tolist()
                 if (self.plant_bus == bus).any()]
 
+    @cached_property
+    def plant_site_group(self) -> np.ndarray | None:
+        """Index in :attr:`site_bus_groups` of each PV plant (the number of groups for plants
+        on no site's bus), for :func:`pv_by_site`; None when a group has 8 plants or more."""
+        groups = self.site_bus_groups
+        if any(plants.size >= 8 for _, plants in groups):
+            return None
+        group = np.full(self.plant_bus.size, len(groups), dtype=np.int64)
+        for g, (_, plants) in enumerate(groups):
+            group[plants] = g
+        return group
+
     @classmethod
     def from_params(cls, n_ev: int, sites: Sequence[dict], plants: Sequence[dict] = (),
                     factories: Sequence[dict] = (), ev: dict | None = None,
@@ -399,13 +411,14 @@ def planned_t_dep_s(ev: PluggedEVs, cfg: CoordinatorConfig, step_s: float) -> np
 
 
 def pv_by_site(pv_kw: np.ndarray, plant_bus: np.ndarray, site_bus: np.ndarray,
-               weight: np.ndarray, groups: list[tuple[np.ndarray, np.ndarray]] | None = None
-               ) -> tuple[np.ndarray, float]:
+               weight: np.ndarray, groups: list[tuple[np.ndarray, np.ndarray]] | None = None,
+               plant_group: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Share each bus's PV among the sites on that bus; return (per site [kW], pool [kW]).
 
     Sites on one bus share its PV in proportion to ``weight`` (equally if all weights are 0);
     PV on buses without a site forms the zone pool. ``groups``: the zone's
-    :attr:`ZoneLayout.site_bus_groups` (worked out from the buses when not given).
+    :attr:`ZoneLayout.site_bus_groups` (worked out from the buses when not given);
+    ``plant_group``: its :attr:`ZoneLayout.plant_site_group`.
     """
     site_pv = np.zeros(site_bus.size)
     pool = float(pv_kw.sum())
@@ -414,12 +427,16 @@ def pv_by_site(pv_kw: np.ndarray, plant_bus: np.ndarray, site_bus: np.ndarray,
     if groups is None:
         groups = [(np.flatnonzero(site_bus == bus), np.flatnonzero(plant_bus == bus))
                   for bus in np.unique(site_bus).tolist()]
-    for here, plants in groups:
-        supply = float(pv_kw[plants].sum())
+    if plant_group is None:
+        supplies = [float(pv_kw[plants].sum()) for _, plants in groups]
+    else:
+        # fewer than 8 plants per group: bincount adds them in order, as sum() does
+        supplies = np.bincount(plant_group, weights=pv_kw, minlength=len(groups) + 1).tolist()
+    for (here, _), supply in zip(groups, supplies):
         if supply <= 0:
             continue
         if here.size == 1:  # the weight's share is 1 exactly
-            site_pv[here] = supply
+            site_pv[here[0]] = supply
         else:
             w = weight[here]
             w = w / w.sum() if w.sum() > 0 else np.full(w.size, 1.0 / w.size)
@@ -451,8 +468,9 @@ _PURE_PYTHON_ENV = "SDG_TWIN_PURE_PYTHON"
 _kernels: dict[str, ModuleType] = {}
 
 
-def _dispatch_kernel() -> ModuleType:
-    """The kernel :func:`ext.dispatch_api.allocate` would use now (looked up once per choice)."""
+def dispatch_kernel() -> ModuleType:
+    """The kernel :func:`ext.dispatch_api.allocate` would use now (looked up once per choice):
+    ``ext.dispatch`` or its NumPy twin."""
     choice = os.environ.get(_PURE_PYTHON_ENV, "")
     kernel = _kernels.get(choice)
     if kernel is None:
@@ -476,7 +494,7 @@ def dispatch(need_kwh: np.ndarray, t_dep_s: np.ndarray, p_max_kw: np.ndarray,
     budget = float(grid_budget_kw)
     if -1e12 <= budget <= 1e12 and 1e-3 <= step_s <= 1e9 and 0.0 < eta_ch <= 1.0 \
             and 0.0 < eta_dis <= 1.0:
-        kernel = _dispatch_kernel()
+        kernel = dispatch_kernel()
         p_rate = p_max_kw if p_rate_kw is None else p_rate_kw
         p = np.empty(len(need_kwh))
         site_out = np.empty((3, len(site_cap_kw)))
@@ -522,10 +540,19 @@ def allocate_evs(ev: PluggedEVs, cfg: CoordinatorConfig, zone: ZoneLayout, step_
     )
 
 
+def _first(mask: np.ndarray, value: bool, start: int = 0) -> int:
+    """Index of the first element of ``mask`` from ``start`` on that equals ``value``; the size
+    of ``mask`` if none does."""
+    rest = mask[start:]
+    if not rest.size:
+        return mask.size
+    i = int(rest.argmax() if value else rest.argmin())
+    return start + i if rest[i] == value else mask.size
+
+
 def offpeak_steps(period: np.ndarray, offpeak: np.ndarray) -> int:
     """Number of consecutive off-peak steps from the first one of ``period`` (0 if on-peak)."""
-    on = ~offpeak[period]
-    return int(np.argmax(on)) if on.any() else int(period.size)
+    return _first(offpeak.take(period), False)
 
 
 class FillWindow:
@@ -542,20 +569,17 @@ class FillWindow:
     def steps(self, k: int, period: np.ndarray) -> tuple[float, float] | None:
         """``(first, last)`` step offsets of departures that count at step ``k``; ``period``
         holds the tariff period codes from step ``k`` on. None if there is no window."""
-        off = self.offpeak[period]
+        off = self.offpeak.take(period)
         if off.size and off[0]:
-            on = ~off
-            end = int(np.argmax(on)) if on.any() else off.size
+            end = _first(off, False)
             self._last_end_k = k + end
             return 0.0, end + self.margin
         if self._last_end_k is not None and k < self._last_end_k + self.margin:
             return 0.0, self._last_end_k + self.margin - k
-        if not off.any():
+        first = _first(off, True)
+        if first == off.size:
             return None
-        first = int(np.argmax(off))
-        on = ~off[first:]
-        end = first + (int(np.argmax(on)) if on.any() else on.size)
-        return float(first), end + self.margin
+        return float(first), _first(off, False, first) + self.margin
 
 
 def spread_budget_kw(need_kwh: np.ndarray, t_dep_s: np.ndarray, window_s: float,

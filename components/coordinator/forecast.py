@@ -110,6 +110,7 @@ class Forecaster:
         self._shape_floor = MIN_SIN_ELEVATION * self.shape.max() if total else 0.0
         self.pv = np.full(total, np.nan)
         self.base = np.full(total, np.nan)
+        self._fades: dict[float, np.ndarray] = {}
 
     def observe_pv(self, k: int, pv_kw: float) -> None:
         """PV generation of step ``k`` [kW]."""
@@ -119,24 +120,37 @@ class Forecaster:
         """Zone import without EVs of step ``k`` (known once its power flow is done) [kW]."""
         self.base[k] = base_kw
 
-    def _ratio(self, k: int, back_steps: int) -> float | None:
-        lo = max(0, k - back_steps + 1)
-        shape = self.shape[lo:k + 1]
-        pv = self.pv[lo:k + 1]
-        ok = (shape > self._shape_floor) & np.isfinite(pv)
-        if not ok.any() or shape[ok].sum() <= 0:
-            return None
-        return float(pv[ok].sum() / shape[ok].sum())
+    def _fade(self, h: int, fade_h: float) -> np.ndarray:
+        """``exp(-lead / fade_h)`` at the leads of ``h`` steps from 0 (kept for the longest
+        asked, and the same values for any shorter) [-]."""
+        w = self._fades.get(fade_h)
+        if w is None or w.size < h:
+            lead_h = np.arange(h) * self.step_s / 3600.0
+            w = self._fades[fade_h] = np.exp(-lead_h / fade_h)
+        return w[:h]
+
+    def _ratios(self, k: int, back_steps: tuple[int, ...]) -> list[float | None]:
+        """Observed PV per unit of the shape over the last ``back`` steps up to ``k``, for each
+        ``back``; None where no step of that window was bright enough."""
+        lo = max(0, k - max(back_steps) + 1)
+        ok = (self.shape[lo:k + 1] > self._shape_floor) & np.isfinite(self.pv[lo:k + 1])
+        ratios: list[float | None] = []
+        for back in back_steps:
+            # the window's own steps are the tail of the longest one
+            start = max(0, k - back + 1)
+            keep = ok[start - lo:]
+            shape = self.shape[start:k + 1][keep].sum()
+            ratios.append(None if shape <= 0
+                          else float(self.pv[start:k + 1][keep].sum() / shape))
+        return ratios
 
     def pv_kw(self, k: int, h: int) -> np.ndarray:
         """PV generation of steps ``k .. k+h-1``; the first is the observed one if known [kW]."""
-        recent = self._ratio(k, int(RECENT_H * 3600 / self.step_s))
-        day = self._ratio(k, self.per_day)
-        day = DEFAULT_PV_RATIO if day is None else \
-            0.5 * (day + self._ratio(k, PV_HISTORY_DAYS * self.per_day))
+        recent, day, history = self._ratios(k, (int(RECENT_H * 3600 / self.step_s),
+                                                 self.per_day, PV_HISTORY_DAYS * self.per_day))
+        day = DEFAULT_PV_RATIO if day is None else 0.5 * (day + history)
         recent = day if recent is None else recent
-        lead_h = np.arange(h) * self.step_s / 3600.0
-        w = np.exp(-lead_h / PV_FADE_H)
+        w = self._fade(h, PV_FADE_H)
         out = (w * recent + (1 - w) * day) * self.shape[k:k + h]
         if h and np.isfinite(self.pv[k]):
             out[0] = self.pv[k]
@@ -152,8 +166,7 @@ class Forecaster:
         ref = prior[0] if h else np.nan
         if not np.isfinite(ref):
             return np.where(np.isfinite(prior), prior, now_kw)
-        lead_h = (steps - k) * self.step_s / 3600.0
-        shifted = prior + (now_kw - ref) * np.exp(-lead_h / BASE_FADE_H)
+        shifted = prior + (now_kw - ref) * self._fade(h, BASE_FADE_H)
         return np.where(np.isfinite(shifted), shifted, now_kw)
 
 

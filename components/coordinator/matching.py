@@ -12,7 +12,8 @@ Matching rules, per step:
 Within a stage, plants and sites are paired in their configured order ("north-west corner" of
 the transport table: the first plant supplies the first site until one of them is exhausted,
 and so on), so a stage makes at most ``plants + sites - 1`` trades and the result is
-deterministic. Matched PV is priced at the local PV price of the step
+deterministic (the kernel ``north_west_into`` of :mod:`ext.dispatch` fills the tables).
+Matched PV is priced at the local PV price of the step
 (:meth:`.tariffs.TariffConfig.pv_to_ev_price_cny_per_kwh`).
 
 Energy closes per plant (``matched + exported = generated``) and per site (``from PV + from the
@@ -26,10 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from components.coordinator.core import Prices
+from components.coordinator.core import Prices, dispatch_kernel
 
 MIN_TRADE_KWH = 0.0005
 GRID = "grid"
+KINDS = ("pv_to_ev", "grid_to_ev", "v2g", "pv_export")
+"""The kinds of trade, in the order a step lists them."""
 
 Transaction = tuple[str, str, float, float, str]
 """(seller, buyer, kWh, price [CNY/kWh], kind), kind one of ``pv_to_ev``, ``grid_to_ev``,
@@ -54,6 +57,8 @@ class Settlement:
         What the PV plants earn (sales to EVs and feed-in) [CNY].
     grid_cost_cny : float
         The part of ``cost_cny`` paid for grid energy [CNY].
+    pv_to_ev_kw, grid_to_ev_kw, v2g_kw : float
+        Totals of ``flow_kw``, ``grid_to_site_kw`` and ``v2g_site_kw`` [kW].
     """
 
     flow_kw: np.ndarray
@@ -65,50 +70,16 @@ class Settlement:
     pv_revenue_cny: float
     grid_cost_cny: float
     transactions: list[Transaction]
-
-    @property
-    def pv_to_ev_kw(self) -> float:
-        return float(self.flow_kw.sum())
-
-    @property
-    def grid_to_ev_kw(self) -> float:
-        return float(self.grid_to_site_kw.sum())
-
-    @property
-    def v2g_kw(self) -> float:
-        return float(self.v2g_site_kw.sum())
+    pv_to_ev_kw: float
+    grid_to_ev_kw: float
+    v2g_kw: float
 
 
-def _north_west(supply: np.ndarray, demand: np.ndarray) -> np.ndarray:
-    """Transport table filled in order; ships ``min(sum(supply), sum(demand))`` in total.
-
-    Filling in order (the north-west corner rule) gives plant ``i`` and site ``j`` the overlap
-    of the intervals they occupy on the cumulative supply and demand axes; computed that way
-    with no loop.
-    """
-    s_hi = np.cumsum(np.maximum(supply, 0.0))
-    d_hi = np.cumsum(np.maximum(demand, 0.0))
-    s_lo = np.concatenate(([0.0], s_hi[:-1]))
-    d_lo = np.concatenate(([0.0], d_hi[:-1]))
-    return np.maximum(np.minimum(s_hi[:, None], d_hi[None, :])
-                      - np.maximum(s_lo[:, None], d_lo[None, :]), 0.0)
-
-
-def _cumulative(values: list[float]) -> tuple[list[float], list[float]]:
-    """Lower and upper ends of each value's interval on the cumulative axis (negatives as 0).
-
-    Scalar twin of the cumulative sums of :func:`_north_west`, operation for operation: NumPy's
-    ``maximum(x, y)`` and ``minimum(x, y)`` return ``y`` on ties (0.0 against -0.0), Python's
-    ``max`` and ``min`` their first argument, hence the swapped arguments.
-    """
-    lo, hi = [], []
-    acc = 0.0
-    for i, v in enumerate(values):
-        v = max(0.0, v)
-        lo.append(acc)
-        acc = v if i == 0 else acc + v
-        hi.append(acc)
-    return lo, hi
+def _groups(members: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Groups of indices as the start of each and all of them in order (for
+    ``north_west_into``)."""
+    start = np.cumsum([0, *(len(m) for m in members)], dtype=np.int64)
+    return start, np.array([i for m in members for i in m], dtype=np.int64)
 
 
 class Matcher:
@@ -126,19 +97,33 @@ class Matcher:
                  plant_names: tuple[str, ...], site_names: tuple[str, ...]) -> None:
         plant_bus = np.asarray(plant_bus, dtype=np.int64)
         site_bus = np.asarray(site_bus, dtype=np.int64)
-        self.n_plants, self.n_sites = plant_bus.size, site_bus.size
-        self.plants = [f"pv:{name}" for name in plant_names]
-        self.sites = [f"site:{name}" for name in site_names]
+        n_plants, n_sites = plant_bus.size, site_bus.size
+        self.n_plants, self.n_sites = n_plants, n_sites
+        self.plants = plants = [f"pv:{name}" for name in plant_names]
+        self.sites = sites = [f"site:{name}" for name in site_names]
         # plants and sites sharing a bus, each group in configured order
         self.groups = [(np.flatnonzero(plant_bus == bus).tolist(),
                         np.flatnonzero(site_bus == bus).tolist())
                        for bus in np.intersect1d(plant_bus, site_bus).tolist()]
-        cells = [(i, j) for plants, sites in self.groups for i in plants for j in sites]
+        # the transport tables (north_west_into's groups): one per bus, then the pool
+        self._bus_plants = _groups([g[0] for g in self.groups])
+        self._bus_sites = _groups([g[1] for g in self.groups])
+        self._pool_plants = _groups([list(range(n_plants))])
+        self._pool_sites = _groups([list(range(n_sites))])
+        self._kernel = dispatch_kernel()
         # the same-bus cells in table order (row by row), as trades are listed
-        order = sorted(range(len(cells)), key=lambda c: cells[c])
-        self._cell_order = order
-        self._cells = [cells[c] for c in order]
-        self._flat = np.array([i * self.n_sites + j for i, j in self._cells], dtype=np.intp)
+        cells = sorted((i, j) for bus_plants, bus_sites in self.groups
+                       for i in bus_plants for j in bus_sites)
+        self._same_cells = np.array([i * n_sites + j for i, j in cells], dtype=np.intp)
+        # every possible trade in listing order: same-bus cells, the pool's table row by row,
+        # grid to each site, each site's V2G, each plant's export; (seller, buyer, kind)
+        self._trades = [
+            *((plants[i], sites[j], 0) for i, j in cells),
+            *((plants[i], sites[j], 0) for i in range(n_plants) for j in range(n_sites)),
+            *((GRID, site, 1) for site in sites),
+            *((site, GRID, 2) for site in sites),
+            *((plant, GRID, 3) for plant in plants),
+        ]
 
     def settle(self, pv_kw: np.ndarray, charge_kw: np.ndarray, discharge_kw: np.ndarray,
                dt_h: float, prices: Prices) -> Settlement:
@@ -150,58 +135,37 @@ class Matcher:
                 or dis.shape != (self.n_sites,):
             raise ValueError(f"match: {self.n_plants} plants and {self.n_sites} sites, got "
                              f"pv {pv.shape}, charge {ch.shape}, discharge {dis.shape}")
-        flow = np.zeros((self.n_plants, self.n_sites))
-        same: list[float] = []
-        if self.groups:
-            # the same-bus tables are a few cells each: scalar arithmetic, the values of
-            # _north_west exactly
-            pv_l, ch_l = pv.tolist(), ch.tolist()
-            for plants, sites in self.groups:
-                s_lo, s_hi = _cumulative([pv_l[i] for i in plants])
-                d_lo, d_hi = _cumulative([ch_l[j] for j in sites])
-                for a, b in zip(s_lo, s_hi, strict=True):
-                    for c, d in zip(d_lo, d_hi, strict=True):
-                        # np.maximum(np.minimum(b, d) - np.maximum(a, c), 0.0)
-                        same.append(max(0.0, min(d, b) - max(c, a)))
-            same = [same[c] for c in self._cell_order]
-            flow.reshape(-1)[self._flat] = same
-        same_bus = flow.copy()
-        flow += _north_west(pv - flow.sum(axis=1), ch - flow.sum(axis=0))
+        same_bus = np.zeros((self.n_plants, self.n_sites))
+        self._kernel.north_west_into(pv, ch, *self._bus_plants, *self._bus_sites, same_bus)
+        flow = same_bus.copy()
+        self._kernel.north_west_into(pv - same_bus.sum(axis=1), ch - same_bus.sum(axis=0),
+                                     *self._pool_plants, *self._pool_sites, flow)
         export = np.maximum(pv - flow.sum(axis=1), 0.0)
         from_grid = np.maximum(ch - flow.sum(axis=0), 0.0)
 
-        pv_kwh = flow.sum() * dt_h
-        grid_kwh = from_grid.sum() * dt_h
+        pv_to_ev, grid_to_ev, v2g = flow.sum(), from_grid.sum(), dis.sum()
+        pv_kwh = pv_to_ev * dt_h
+        grid_kwh = grid_to_ev * dt_h
         cost = pv_kwh * prices.pv_local + grid_kwh * prices.grid
-        revenue = dis.sum() * dt_h * prices.v2g
+        revenue = v2g * dt_h * prices.v2g
         pv_revenue = pv_kwh * prices.pv_local + export.sum() * dt_h * prices.feed_in
 
-        tx: list[Transaction] = []
-        plants, sites = self.plants, self.sites
         # same-bus trades first, then the pool, each in table order; one trade per plant-site
-        # pair
-        for (i, j), x in zip(self._cells, same, strict=True):
-            if x > 0 and x * dt_h >= MIN_TRADE_KWH:
-                tx.append((plants[i], sites[j], x * dt_h, prices.pv_local, "pv_to_ev"))
-        pool = flow - same_bus
-        rows, cols = np.nonzero(pool > 0)
-        for i, j, x in zip(rows.tolist(), cols.tolist(), pool[rows, cols].tolist(),
-                           strict=True):
-            if x * dt_h >= MIN_TRADE_KWH:
-                tx.append((plants[i], sites[j], x * dt_h, prices.pv_local, "pv_to_ev"))
-        for j, x in enumerate(from_grid.tolist()):
-            if x * dt_h >= MIN_TRADE_KWH:
-                tx.append((GRID, sites[j], x * dt_h, prices.grid, "grid_to_ev"))
-        for j, x in enumerate(dis.tolist()):
-            if x * dt_h >= MIN_TRADE_KWH:
-                tx.append((sites[j], GRID, x * dt_h, prices.v2g, "v2g"))
-        for i, x in enumerate(export.tolist()):
-            if x * dt_h >= MIN_TRADE_KWH:
-                tx.append((plants[i], GRID, x * dt_h, prices.feed_in, "pv_export"))
+        # pair; then the grid's sales, V2G and exports
+        kwh = np.concatenate((same_bus.reshape(-1)[self._same_cells],
+                              (flow - same_bus).reshape(-1), from_grid, dis, export)) * dt_h
+        listed = (kwh >= MIN_TRADE_KWH).nonzero()[0]
+        price = (prices.pv_local, prices.grid, prices.v2g, prices.feed_in)
+        tx: list[Transaction] = [
+            (seller, buyer, x, price[kind], KINDS[kind])
+            for (seller, buyer, kind), x in zip(map(self._trades.__getitem__, listed.tolist()),
+                                                kwh[listed].tolist(), strict=True)]
         return Settlement(flow_kw=flow, pv_export_kw=export, grid_to_site_kw=from_grid,
                           v2g_site_kw=dis, cost_cny=float(cost),
                           ev_user_revenue_cny=float(revenue), pv_revenue_cny=float(pv_revenue),
-                          grid_cost_cny=float(grid_kwh * prices.grid), transactions=tx)
+                          grid_cost_cny=float(grid_kwh * prices.grid), transactions=tx,
+                          pv_to_ev_kw=float(pv_to_ev), grid_to_ev_kw=float(grid_to_ev),
+                          v2g_kw=float(v2g))
 
 
 def match_step(pv_kw: np.ndarray, plant_bus: np.ndarray, charge_kw: np.ndarray,

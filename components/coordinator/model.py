@@ -35,8 +35,8 @@ from components.coordinator.core import (
     Snapshot,
     ZoneLayout,
     add_at,
+    dispatch_kernel,
     distinct,
-    site_sum,
 )
 from components.coordinator.forecast import Forecaster
 from components.coordinator.island import (
@@ -132,6 +132,9 @@ class Coordinator:
         self.dis_rate_kw = np.zeros(zone.n_ev)
         self.delta_e_kwh = np.zeros(zone.n_ev)  # battery energy change since plug-in
         self.site_of = np.full(zone.n_ev, -1, dtype=np.int64)  # site at the previous step
+        self._capacity_kwh = (np.zeros(0) if zone.ev_capacity_kwh is None
+                              else np.ascontiguousarray(zone.ev_capacity_kwh, dtype=float))
+        self._kernel = dispatch_kernel()  # ext.dispatch or its twin, chosen once
         grid = zone.grid
         n_ctrl = 0 if grid is None else grid.ctrl_buses.size
         self._site_col = None if grid is None else grid.columns(zone.site_bus)
@@ -162,38 +165,30 @@ class Coordinator:
         """The EV fleet's ``plugged_*`` arrays as :class:`PluggedEVs` of step ``k``."""
         if view is None:
             return PluggedEVs.empty()
-        ids = np.asarray(view["plugged_ids"], dtype=np.int64)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.zone.n_ev):
+        ids = np.ascontiguousarray(view["plugged_ids"], dtype=np.int64)
+        site = np.ascontiguousarray(view["plugged_site"], dtype=np.int64)
+        soc = np.ascontiguousarray(view["plugged_soc"], dtype=float)
+        v2g = np.ascontiguousarray(view["plugged_v2g"], dtype=bool)
+        out = np.empty((8, ids.size))
+        # need, departure and power bounds as the fleet reports them (clamped); the rates
+        # seen, the stays and the energy V2G took, kept per EV of the fleet
+        code = self._kernel.plugged_into(
+            ids, site, soc, np.ascontiguousarray(view["plugged_need_kwh"], dtype=float),
+            np.ascontiguousarray(view["plugged_departure_s"], dtype=float),
+            np.ascontiguousarray(view["plugged_p_max_kw"], dtype=float),
+            np.ascontiguousarray(view["plugged_p_min_kw"], dtype=float), v2g.view(np.uint8),
+            float(k * self.step_s), float(self.step_s), self.zone.site_point_kw,
+            self._capacity_kwh, self.zone.soc_max, self.rate_kw, self.dis_rate_kw,
+            self.delta_e_kwh, self.site_of, out)
+        if code == 1:
             raise ValueError(f"plugged_ids: EV index outside [0, {self.zone.n_ev})")
-        site = np.asarray(view["plugged_site"], dtype=np.int64)
-        if site.size and (site.min() < 0 or site.max() >= self.zone.n_sites):
+        if code == 2:
             raise ValueError(f"plugged_site: site index outside [0, {self.zone.n_sites})")
-        p_max = np.maximum(np.asarray(view["plugged_p_max_kw"], dtype=float), 0.0)
-        p_min = np.minimum(np.asarray(view["plugged_p_min_kw"], dtype=float), 0.0)
-        self.rate_kw[ids] = np.maximum(self.rate_kw[ids], p_max)
-        self.dis_rate_kw[ids] = np.maximum(self.dis_rate_kw[ids], -p_min)
-        v2g = np.asarray(view["plugged_v2g"], dtype=bool)
-        # a new stay starts when an EV was not plugged at the previous step, or elsewhere
-        new = self.site_of[ids] != site
-        self.delta_e_kwh[ids[new]] = 0.0
-        self.site_of[:] = -1
-        self.site_of[ids] = site
-        point = self.zone.site_point_kw[site]
-        t_dep = np.asarray(view["plugged_departure_s"], dtype=float) - k * self.step_s
-        soc = np.asarray(view["plugged_soc"], dtype=float)
-        need = np.maximum(np.asarray(view["plugged_need_kwh"], dtype=float), 0.0)
-        cap = self.zone.ev_capacity_kwh
-        room = need if cap is None else np.maximum((self.zone.soc_max - soc) * cap[ids], need)
-        rate, dis_rate = self.rate_kw[ids], self.dis_rate_kw[ids]  # as updated above
+        need, t_dep, p_max, p_min, p_rate, p_dis_rate, restore, room = out
         return PluggedEVs(
-            ids=ids, site=site, soc=soc, need_kwh=need,
-            t_dep_s=np.maximum(t_dep, self.step_s),
-            p_max_kw=p_max, p_min_kw=p_min, v2g=v2g,
-            p_rate_kw=np.where(rate > 0, rate, point),
-            p_dis_rate_kw=np.where(v2g, np.where(dis_rate > 0, dis_rate, point), 0.0),
-            restore_kwh=np.maximum(-self.delta_e_kwh[ids], 0.0),
-            room_kwh=room,
-        )
+            ids=ids, site=site, soc=soc, need_kwh=need, t_dep_s=t_dep, p_max_kw=p_max,
+            p_min_kw=p_min, v2g=v2g, p_rate_kw=p_rate, p_dis_rate_kw=p_dis_rate,
+            restore_kwh=restore, room_kwh=room)
 
     def prices(self, k: int) -> Prices:
         grid, pv_local, feed_in, v2g, period = self._step_prices[k]
@@ -234,7 +229,8 @@ class Coordinator:
         fac_p = _vector(factories, "p_kw", zone.n_factories)
         fac_q = _vector(factories, "q_kvar", zone.n_factories)
         fac_def = _vector(factories, "deferrable_kw", zone.n_factories)
-        twin_kw = float(fac_p.sum() - pv_kw.sum())
+        pv_total_kw = pv_kw.sum()
+        twin_kw = float(fac_p.sum() - pv_total_kw)
 
         state = None
         base = np.nan
@@ -253,7 +249,7 @@ class Coordinator:
                 self.peak_import_kw = max(self.peak_import_kw, state.import_kw)
                 self.forecaster.observe_base(k - 1, state.import_kw - self.prev_ev_kw)
             base = state.import_kw - self.prev_ev_kw - self.prev_twin_kw + twin_kw
-        self.forecaster.observe_pv(k, float(pv_kw.sum()))
+        self.forecaster.observe_pv(k, float(pv_total_kw))
 
         ctrl_p = ctrl_q = None
         if zone.grid is not None:
@@ -289,18 +285,18 @@ class Coordinator:
                 fac_def, self.factory_shed_kw, tel)
             if island is not None:
                 _apply_island(sp, island)
-        p = np.asarray(sp.p_kw, dtype=float)
+        p = np.ascontiguousarray(sp.p_kw, dtype=float)
         if p.shape != (ev.n,):
             raise RuntimeError(f"strategy {self.cfg.strategy!r} returned {p.shape} powers for "
                                f"{ev.n} plugged EVs")
-        # what the fleet will do: NaN = its maximum, everything within its bounds
-        p_done = np.clip(np.where(np.isnan(p), ev.p_max_kw, p), ev.p_min_kw, ev.p_max_kw)
-        charge_site = site_sum(ev.site, np.maximum(p_done, 0.0), zone.n_sites)
-        discharge_site = site_sum(ev.site, np.maximum(-p_done, 0.0), zone.n_sites)
-
-        # state for the next step
-        self.delta_e_kwh[ev.ids] += (zone.eta_ch * np.maximum(p_done, 0.0)
-                                     - np.maximum(-p_done, 0.0) / zone.eta_dis) * self.dt_h
+        # what the fleet will do (NaN = its maximum, everything within its bounds), per site,
+        # and the energy it adds to each battery (state for the next step)
+        p_done = np.empty(ev.n)
+        site_kw = np.empty((2, zone.n_sites))
+        p_set = np.empty(zone.n_ev)
+        self._kernel.done_into(p, ev.p_min_kw, ev.p_max_kw, ev.ids, ev.site, zone.eta_ch,
+                               zone.eta_dis, self.dt_h, self.delta_e_kwh, p_done, site_kw, p_set)
+        charge_site, discharge_site = site_kw[0], site_kw[1]
         ev_kw = float(p_done.sum())
         self.prev_ev_kw = ev_kw
         self.prev_twin_kw = twin_kw
@@ -311,8 +307,6 @@ class Coordinator:
             self.prev_ctrl_q = ctrl_q.copy()
         self.k = k + 1
 
-        p_set = np.full(zone.n_ev, np.nan)
-        p_set[ev.ids] = p
         totals = {"pv_curtailed_kw": float(np.maximum(pv_avail - pv_kw, 0.0).sum())}
         self._to_settle = (k, pv_kw, snap.prices, charge_site, discharge_site)
         shed_kw = (np.zeros(zone.n_factories) if sp.shed_kw is None

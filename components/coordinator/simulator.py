@@ -62,6 +62,9 @@ grid -> coordinator are each broken by exactly one time-shifted connection.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 import mosaik_api_v3
@@ -93,6 +96,16 @@ SETPOINT_OUTPUTS = ["p_set_kw", "curtail_kw", "q_kvar_set", "shed_kw", "shed_bac
 TOTAL_OUTPUTS = [*(t for t in TOTALS), "peak_threshold_kw", "n_controlled", "island_mode"]
 OUTPUTS = [*SETPOINT_OUTPUTS, *TOTAL_OUTPUTS, "transactions"]
 _OUTPUT_SET = frozenset(OUTPUTS)
+_SETTLED = frozenset((*SETTLEMENT_TOTALS, "transactions"))
+_RESULT_OUTPUTS: dict[str, Callable[[StepResult], Any]] = {
+    **{a: attrgetter(a) for a in ("curtail_kw", "q_kvar_set", "shed_kw",
+                                  "shed_background_share", "island_mode")},
+    "peak_threshold_kw": lambda res: (res.peak_threshold_kw
+                                      if math.isfinite(res.peak_threshold_kw) else 0.0),
+    "n_controlled": lambda res: int(np.count_nonzero(np.isfinite(res.p_set_kw))),
+}
+"""The outputs read off a step's result other than ``p_set_kw``, ``transactions`` and the
+totals."""
 INPUTS = [*EV_INPUTS, *PV_INPUTS, *FACTORY_INPUTS, *GRID_INPUTS, *ISLAND_INPUTS]
 
 META = {
@@ -203,7 +216,8 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         k = step_index(self.sid, time, self.step_ticks, self.n_steps)
         self._settle(k, charge_kw, discharge_kw)
         res = self._result
-        return {**{a: self._output(res, a, EID) for a in SETTLEMENT_TOTALS},
+        sender = f"{self.sid}.{EID}"
+        return {**{a: finite_output(sender, a, res.totals[a]) for a in SETTLEMENT_TOTALS},
                 "transactions": res.transactions}
 
     def _settle(self, k: int, charge_kw: np.ndarray | None = None,
@@ -246,34 +260,19 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
 
     def _output(self, res: StepResult, attr: str, eid: str) -> Any:
         """Output ``attr`` of the step, checked: numbers finite, ``p_set_kw`` not infinite."""
-        sender = f"{self.sid}.{eid}"
         if attr == "p_set_kw":
             value = res.p_set_kw
             if np.isinf(value).any():  # NaN is allowed: uncontrolled
-                raise ValueError(f"{sender}: attribute 'p_set_kw' has infinite values")
+                raise ValueError(f"{self.sid}.{eid}: attribute 'p_set_kw' has infinite values")
             return value
-        if res.settlement is None and (attr == "transactions" or attr in SETTLEMENT_TOTALS):
-            self._settle(self.coord.k - 1)  # not settled on metered power: the dispatch
-        if attr == "transactions":
-            return res.transactions
-        if attr == "curtail_kw":
-            value = res.curtail_kw
-        elif attr == "q_kvar_set":
-            value = res.q_kvar_set
-        elif attr == "shed_kw":
-            value = res.shed_kw
-        elif attr == "shed_background_share":
-            value = res.shed_background_share
-        elif attr == "island_mode":
-            value = res.island_mode
-        elif attr == "peak_threshold_kw":
-            t = res.peak_threshold_kw
-            value = t if np.isfinite(t) else 0.0
-        elif attr == "n_controlled":
-            value = int(np.isfinite(res.p_set_kw).sum())
-        else:
-            value = res.totals[attr]
-        return finite_output(sender, attr, value)
+        if attr in _SETTLED:
+            if res.settlement is None:
+                self._settle(self.coord.k - 1)  # not settled on metered power: the dispatch
+            if attr == "transactions":
+                return res.transactions
+        read = _RESULT_OUTPUTS.get(attr)
+        return finite_output(f"{self.sid}.{eid}", attr,
+                             res.totals[attr] if read is None else read(res))
 
 
 def _group(values: dict[str, Any], names: dict[str, str], require_all: bool = False

@@ -80,6 +80,7 @@ from components.coordinator.optimal import OptimalStrategy
 from components.coordinator.tariffs import PERIODS
 
 _EPS_KW = 1e-6
+_SQRT_2PI = np.sqrt(2 * np.pi)
 
 
 class Uncontrolled(Strategy):
@@ -96,32 +97,51 @@ class PVFollowing(Strategy):
         super().__init__(cfg, zone, step_s)
         self.offpeak = np.array([p in cfg.offpeak_periods for p in PERIODS])
         self.fill_window = FillWindow(self.offpeak, cfg.offpeak_fill_margin_h * 3600 / step_s)
-        self._targets: tuple[Snapshot, np.ndarray, np.ndarray] | None = None
+        self._planned: tuple[Snapshot, np.ndarray, np.ndarray] | None = None
+        self._targets: tuple[Snapshot, np.ndarray] | None = None
+        self._morning: tuple[Snapshot, np.ndarray] | None = None
 
     def decide(self, snap: Snapshot) -> Setpoints:
         return Setpoints(p_kw=self.charge(snap))
 
-    def targets(self, snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
-        """Battery energy to plan for per EV [kWh], and which EVs the off-peak grid fills.
+    def planned(self, snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
+        """The plugged EVs' planned need [kWh] and departure [s] (:func:`.core.planned_need_kwh`,
+        :func:`.core.planned_t_dep_s`), worked out once per snapshot."""
+        if self._planned is None or self._planned[0] is not snap:
+            ev, cfg = snap.ev, self.cfg
+            self._planned = (snap, planned_need_kwh(ev, cfg),
+                             planned_t_dep_s(ev, cfg, self.step_s))
+        return self._planned[1], self._planned[2]
 
-        The planned need (:func:`.core.planned_need_kwh`), or the room to full, as
-        ``departure_target`` says; the EVs leaving within the current or next off-peak window
-        (or up to ``offpeak_fill_margin_h`` after it) are filled from the grid in the window,
-        the others wait for PV (and their mandatory power).
+    def targets(self, snap: Snapshot) -> np.ndarray:
+        """Battery energy to plan for per EV [kWh]: the planned need
+        (:func:`.core.planned_need_kwh`) or the room to full, as ``departure_target`` says
+        (``morning_full``: full for the EVs of :meth:`morning`)."""
+        if self._targets is None or self._targets[0] is not snap:
+            need = self.planned(snap)[0]
+            target = np.maximum(snap.ev.room_kwh, need)
+            if self.cfg.departure_target != "full":
+                target = np.where(self.morning(snap), target, need)
+            self._targets = (snap, target)
+        return self._targets[1]
+
+    def morning(self, snap: Snapshot) -> np.ndarray:
+        """Which EVs the off-peak grid fills: those leaving within the current or next off-peak
+        window (or up to ``offpeak_fill_margin_h`` after it); the others wait for PV (and their
+        mandatory power). None of them with ``departure_target`` ``need``.
+
+        Asked in every off-peak step with EVs plugged (the window is remembered then) and,
+        with ``morning_full``, in every step with EVs plugged.
         """
-        if self._targets is not None and self._targets[0] is snap:
-            return self._targets[1], self._targets[2]
-        ev, cfg = snap.ev, self.cfg
-        need = planned_need_kwh(ev, cfg)
-        morning = np.zeros(ev.n, dtype=bool)
-        window = self.fill_window.steps(snap.k, snap.lookahead.period)
-        if window is not None and cfg.departure_target != "need":
-            dep = planned_t_dep_s(ev, cfg, self.step_s) / self.step_s
-            morning = (dep >= window[0]) & (dep <= window[1])
-        full = np.ones(ev.n, dtype=bool) if cfg.departure_target == "full" else morning
-        target = np.where(full, np.maximum(ev.room_kwh, need), need)
-        self._targets = (snap, target, morning)
-        return target, morning
+        if self._morning is None or self._morning[0] is not snap:
+            morning = np.zeros(snap.ev.n, dtype=bool)
+            if self.cfg.departure_target != "need":
+                window = self.fill_window.steps(snap.k, snap.lookahead.period)
+                if window is not None:
+                    dep = self.planned(snap)[1] / self.step_s
+                    morning = (dep >= window[0]) & (dep <= window[1])
+            self._morning = (snap, morning)
+        return self._morning[1]
 
     def charge(self, snap: Snapshot) -> np.ndarray:
         """Charging powers (no discharge) of the plugged EVs for step ``k`` [kW].
@@ -137,23 +157,28 @@ class PVFollowing(Strategy):
         ev, zone, cfg = snap.ev, self.zone, self.cfg
         if ev.n == 0:
             return np.zeros(0)
-        target, morning = self.targets(snap)
+        target = self.targets(snap)
         weight = site_sum(ev.site, ev.p_max_kw, zone.n_sites)
         site_pv, pool = pv_by_site(snap.pv_kw, zone.plant_bus, zone.site_bus, weight,
-                                    zone.site_bus_groups)
-        p, info = allocate_evs(ev, cfg, zone, self.step_s, site_pv, pool, need_kwh=target)
+                                    zone.site_bus_groups, zone.plant_site_group)
+        p, info = allocate_evs(ev, cfg, zone, self.step_s, site_pv, pool, need_kwh=target,
+                               t_dep_s=self.planned(snap)[1])
         site_left = np.maximum(site_pv - info.pv_used_kw, 0.0)
         pool_left = max(pool - info.grid_kw, 0.0)
-        # PV a site's EVs do not need goes to the targets of EVs elsewhere
-        rest = np.maximum(target - zone.eta_ch * p * snap.dt_h, 0.0)
-        extra, site_left, pool_left = self.share_pv(snap, p, rest, site_left, pool_left)
-        p = p + extra
-        if cfg.charge_pv_to_full:
-            extra, _, _ = self.share_pv(snap, p, np.full(ev.n, np.inf), site_left, pool_left)
+        if site_left.sum() + pool_left > _EPS_KW:
+            # PV a site's EVs do not need goes to the targets of EVs elsewhere
+            rest = np.maximum(target - zone.eta_ch * p * snap.dt_h, 0.0)
+            extra, site_left, pool_left = self.share_pv(snap, p, rest, site_left, pool_left)
             p = p + extra
+            if cfg.charge_pv_to_full:
+                extra, _, _ = self.share_pv(snap, p, np.full(ev.n, np.inf), site_left,
+                                            pool_left)
+                p = p + extra
         n_off = offpeak_steps(snap.lookahead.period, self.offpeak)
-        if n_off and morning.any():
-            p = p + self.fill(snap, p, np.where(morning, target, 0.0), n_off * self.step_s)
+        if n_off:
+            morning = self.morning(snap)
+            if morning.any():
+                p = p + self.fill(snap, p, np.where(morning, target, 0.0), n_off * self.step_s)
         return p
 
     def share_pv(self, snap: Snapshot, p: np.ndarray, want_kwh: np.ndarray,
@@ -167,10 +192,12 @@ class PVFollowing(Strategy):
         powers and the PV left per site and in the pool [kW].
         """
         ev, zone = snap.ev, self.zone
+        extra = np.zeros(ev.n)
+        if site_pv_kw.sum() + pool_kw <= _EPS_KW:
+            return extra, site_pv_kw, pool_kw
         want = np.minimum(np.maximum(ev.p_max_kw - p, 0.0),
                           np.maximum(want_kwh, 0.0) / (zone.eta_ch * snap.dt_h))
-        extra = np.zeros(ev.n)
-        if site_pv_kw.sum() + pool_kw <= _EPS_KW or want.sum() <= _EPS_KW:
+        if want.sum() <= _EPS_KW:
             return extra, site_pv_kw, pool_kw
         for local in (True, False):
             if not local:  # the sites' leftovers, pooled
@@ -185,7 +212,7 @@ class PVFollowing(Strategy):
             # mandatory power, and the EVs leaving soonest get the PV first (least laxity
             # first), before those that stay for the afternoon sun
             x, info = dispatch(room * zone.eta_ch * snap.dt_h,
-                               planned_t_dep_s(ev, self.cfg, self.step_s) + self.step_s, room,
+                               self.planned(snap)[1] + self.step_s, room,
                                np.zeros(ev.n), ev.site, cap_left, site_pv_kw, pool_kw,
                                self.step_s, zone.eta_ch, zone.eta_dis)
             extra += x
@@ -201,16 +228,17 @@ class PVFollowing(Strategy):
         (in proportion to it); should it not come, the EV's mandatory power closes the gap.
         """
         ev, zone, cfg = snap.ev, self.zone, self.cfg
-        t_dep = planned_t_dep_s(ev, cfg, self.step_s)
+        t_dep = self.planned(snap)[1]
         left = np.maximum(target_kwh - zone.eta_ch * p * snap.dt_h, 0.0)
-        room = np.where(left > 0, np.maximum(ev.p_max_kw - p, 0.0), 0.0)
+        filled = left > 0
+        room = np.where(filled, np.maximum(ev.p_max_kw - p, 0.0), 0.0)
         if left.sum() <= 1e-9 or room.sum() <= _EPS_KW:
             return np.zeros(ev.n)
-        n = int(np.ceil(t_dep[left > 0].max() / self.step_s))
+        n = int(np.ceil(t_dep[filled].max() / self.step_s))
         pv_fc = np.maximum(np.asarray(snap.lookahead.pv_kw(n + 1), dtype=float), 0.0)
         pv_kwh = np.concatenate([[0.0], np.cumsum(pv_fc[1:] * snap.dt_h)])
-        before = pv_kwh[np.clip((t_dep / self.step_s).astype(np.int64) - 1, 0,
-                                pv_kwh.size - 1)]
+        before = pv_kwh[np.minimum(np.maximum((t_dep / self.step_s).astype(np.int64) - 1, 0),
+                                   pv_kwh.size - 1)]
         left = np.maximum(left - zone.eta_ch * before * left / left.sum(), 0.0)
         if left.sum() <= 1e-9:
             return np.zeros(ev.n)
@@ -232,6 +260,7 @@ class V2GPeakShaving(PVFollowing):
         super().__init__(cfg, zone, step_s)
         self.n_horizon = round(cfg.v2g_horizon_h * 3600.0 / step_s)
         self.errors = ForecastErrors(max(self.n_horizon, 1))
+        self._v2g_energy: tuple[Snapshot, int, float] | None = None
 
     def decide(self, snap: Snapshot) -> Setpoints:
         forecast = self.base_forecast(snap)
@@ -290,7 +319,7 @@ class V2GPeakShaving(PVFollowing):
 
     def _window_h(self, snap: Snapshot, reserve_h: float, n: int) -> np.ndarray:
         """Hours each EV stays plugged within the window, less ``reserve_h`` [h]."""
-        t_h = planned_t_dep_s(snap.ev, self.cfg, self.step_s) / 3600.0 - reserve_h
+        t_h = self.planned(snap)[1] / 3600.0 - reserve_h
         return np.clip(t_h, 0.0, n * snap.dt_h)
 
     def discharge_level(self, snap: Snapshot, forecast: np.ndarray) -> float:
@@ -304,13 +333,18 @@ class V2GPeakShaving(PVFollowing):
     def v2g_energy_kwh(self, snap: Snapshot, n: int) -> float:
         """Energy the V2G EVs plugged now can deliver in the next ``n`` steps: above the
         users' minimum SoC, at their discharge rate, until their departure less the reserve
-        (grid side) [kWh]."""
+        (grid side) [kWh]. Worked out once per snapshot and window (the threshold and the
+        hold margin both ask)."""
+        if self._v2g_energy is not None and self._v2g_energy[0] is snap \
+                and self._v2g_energy[1] == n:
+            return self._v2g_energy[2]
         ev, zone = snap.ev, self.zone
         energy = ev.p_dis_rate_kw * self._window_h(snap, self.cfg.v2g_reserve_h, n)
         if zone.ev_capacity_kwh is not None and ev.n:
             above = (ev.soc - zone.min_soc_v2g) * zone.ev_capacity_kwh[ev.ids] * zone.eta_dis
             energy = np.minimum(energy, np.maximum(above, 0.0))
-        return float(energy.sum())
+        self._v2g_energy = (snap, n, float(energy.sum()))
+        return self._v2g_energy[2]
 
     def charge_level(self, snap: Snapshot, forecast: np.ndarray) -> float:
         """Lowest import level under which the plugged EVs' planned charging fits [kW].
@@ -321,7 +355,7 @@ class V2GPeakShaving(PVFollowing):
         """
         ev = snap.ev
         hours = self._window_h(snap, 0.0, forecast.size)
-        target = self.targets(snap)[0]
+        target = self.targets(snap)
         energy = np.minimum(target / self.zone.eta_ch, np.maximum(ev.p_rate_kw, ev.p_max_kw)
                             * hours)
         return -water_level(-forecast, float(energy.sum()), snap.dt_h)
@@ -379,12 +413,12 @@ class V2GPeakShaving(PVFollowing):
         Energy an EV would otherwise take as mandatory power just before it leaves (perhaps
         into the next peak) is taken now, where the import has room, least laxity first.
         """
-        ev, zone, cfg = snap.ev, self.zone, self.cfg
-        rest = np.maximum(self.targets(snap)[0] - zone.eta_ch * p * snap.dt_h, 0.0)
+        ev, zone = snap.ev, self.zone
+        rest = np.maximum(self.targets(snap) - zone.eta_ch * p * snap.dt_h, 0.0)
         room = np.maximum(ev.p_max_kw - p, 0.0)
         if rest.sum() <= 1e-9 or room.sum() <= _EPS_KW:
             return np.zeros(ev.n)
-        t_dep = planned_t_dep_s(ev, cfg, self.step_s)
+        t_dep = self.planned(snap)[1]
         budget = min(spread_budget_kw(rest, t_dep, float(t_dep.max()), zone.eta_ch),
                      headroom_kw)
         cap_left = np.maximum(zone.site_charge_kw - site_sum(ev.site, p, zone.n_sites), 0.0)
@@ -403,7 +437,7 @@ class V2GPeakShaving(PVFollowing):
         """
         ev, zone, cfg = snap.ev, self.zone, self.cfg
         p_mand, _ = allocate_evs(ev, cfg, zone, self.step_s, np.zeros(zone.n_sites), 0.0,
-                                 need_kwh=self.targets(snap)[0])
+                                 need_kwh=self.targets(snap), t_dep_s=self.planned(snap)[1])
         p_mand = np.minimum(p_mand, p)
         mandatory = float(p_mand.sum())
         if target_kw >= mandatory:
@@ -429,13 +463,14 @@ class V2GPeakShaving(PVFollowing):
         that leaves (EVs without slack) goes by laxity alone.
         """
         ev, zone, cfg = snap.ev, self.zone, self.cfg
-        t_dep = planned_t_dep_s(ev, cfg, self.step_s) - 3600.0 * cfg.v2g_reserve_h
+        need, t_dep = self.planned(snap)
+        t_dep = t_dep - 3600.0 * cfg.v2g_reserve_h
         cand = np.flatnonzero((p_now <= _EPS_KW) & (ev.p_min_kw < -_EPS_KW)
                               & (t_dep > self.step_s))
         out = np.zeros(ev.n)
         if cand.size == 0 or want_kw <= 0:
             return out
-        need, t_dep = planned_need_kwh(ev, cfg)[cand], t_dep[cand]
+        need, t_dep = need[cand], t_dep[cand]
         rate = np.maximum(ev.p_rate_kw[cand], _EPS_KW)
         limit = ev.p_min_kw[cand]
         d = np.zeros(cand.size)
@@ -531,13 +566,20 @@ def expected_water_level(profile_kw: np.ndarray, sigma_kw: np.ndarray, energy_kw
     lo = water_level(m, energy_kwh, dt_h)
     if not (s > 0).any():
         return lo
-    sure = s <= 0
-    s_safe = np.where(sure, 1.0, s)
+    sure: np.ndarray | None = s <= 0
+    if sure.any():
+        s_safe = np.where(sure, 1.0, s)
+    else:  # every step uncertain: no step takes the profile's own excess
+        sure, s_safe = None, s
 
     def energy(level: float) -> float:
-        z = (m - level) / s_safe
-        excess = s_safe * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi) + (m - level) * ndtr(z)
-        return float(np.where(sure, np.maximum(m - level, 0.0), excess).sum() * dt_h)
+        # evaluated some 50 times per call: no operation twice, none where nothing is sure
+        d = m - level
+        z = d / s_safe
+        excess = s_safe * np.exp(-0.5 * z * z) / _SQRT_2PI + d * ndtr(z)
+        if sure is not None:
+            excess = np.where(sure, np.maximum(d, 0.0), excess)
+        return float(np.add.reduce(excess) * dt_h)
 
     hi = float((m + 10.0 * s).max())
     if energy(lo) <= energy_kwh:
@@ -646,7 +688,9 @@ class GridAware(V2GPeakShaving):
                     trafo: np.ndarray) -> np.ndarray:
         """Smallest change of the sites' EV power that meets the limits [kW per EV]."""
         ev, zone, grid = snap.ev, self.zone, self.zone.grid
-        p_mand, _ = allocate_evs(ev, self.cfg, zone, self.step_s, np.zeros(zone.n_sites), 0.0)
+        need, t_dep = self.planned(snap)
+        p_mand, _ = allocate_evs(ev, self.cfg, zone, self.step_s, np.zeros(zone.n_sites), 0.0,
+                                 need_kwh=need, t_dep_s=t_dep)
         floor = discharge_floor_kw(ev, self.cfg, self.step_s, zone.eta_ch, zone.eta_dis)
         lo = np.where(p_mand > _EPS_KW, p_mand, np.minimum(floor, p))
         hi = ev.p_max_kw

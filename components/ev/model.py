@@ -7,11 +7,12 @@ minute on two cores):
   wakes at every local midnight, draws the trip chains of the day ``PLAN_AHEAD_DAYS`` ahead for all
   EVs of each user group with NumPy (commuters: home -> workplace -> home; shift workers: aligned
   to the factories' shift calendars; the commercial fleet: depot -> several stops -> depot;
-  leisure trips on days off and some evenings), snaps them to the step grid and schedules one
-  SimPy event per distinct departure step and per distinct arrival step, each carrying the batch
-  of EVs concerned. So SimPy handles a few hundred events per simulated day instead of one process
-  per EV (tens of millions of events a year, far too slow in pure Python). Planning ahead means
-  every parked EV knows its next departure, which the coordinator needs.
+  leisure trips on days off and some evenings), snaps them to the step grid and files the EVs
+  leaving and arriving under each step concerned, as batches the step boundary takes in the
+  order they were planned. So the SimPy environment holds one event per simulated day instead of
+  one process per EV (tens of millions of events a year, far too slow in pure Python), and a
+  step's trips cost a dictionary look-up. Planning ahead means every parked EV knows its next
+  departure, which the coordinator needs.
 - **Arrivals and departures happen at step boundaries.** Trip times are drawn in continuous time
   and rounded to the grid; a trip lasts at least one step, a stay at least one step. At a boundary
   the model applies departures first (chargers are freed), then arrivals, then serves the charger
@@ -228,8 +229,8 @@ class EVFleet:
         self._legs_init()
 
         self.env = simpy.Environment()
-        self._due_dep: list[np.ndarray] = []
-        self._due_arr: list[np.ndarray] = []
+        # EVs due per step, in batches in planning order: (departures, arrivals)
+        self._due: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
         self.k = 0
         for d in range(PLAN_AHEAD_DAYS + 1):
             self._plan_day(d)
@@ -383,6 +384,9 @@ class EVFleet:
         self.shortfall_kwh = np.zeros(n)
         self.fade_loss_kwh = np.zeros(n)
         self.unmet_kwh = np.zeros(n)
+        # fleet sums of the accounts above and the mean fade, for the KPIs: each is dropped
+        # when its account changes (most steps change only the charged energy)
+        self._totals: dict[str, float] = {}
         # fleet counters
         self.trips = 0
         self.trips_short = 0
@@ -672,25 +676,32 @@ class EVFleet:
         self.last_arr[ev[last]] = arr[last]
         if idle.size:  # parked EVs that had no trip planned now know their next one
             self._next_trip(idle)
-        self._schedule(dep, ev, self._due_dep)
-        self._schedule(arr, ev, self._due_arr)
+        self._schedule(dep, ev, 0)
+        self._schedule(arr, ev, 1)
         if self.trip_log is not None:
             run = dep < self.n_steps
             self.trip_log.append({"ev": ev[run], "dep_step": dep[run], "arr_step": arr[run],
                                   "km": km[run], "dest": dest[run]})
 
-    def _schedule(self, steps: np.ndarray, ev: np.ndarray, due: list[np.ndarray]) -> None:
-        """One SimPy event per distinct step, carrying the EVs due then."""
+    def _schedule(self, steps: np.ndarray, ev: np.ndarray, event: int) -> None:
+        """File the EVs due at each step as one batch per distinct step; ``event`` is 0 for
+        departures, 1 for arrivals."""
         inside = steps < self.n_steps
         steps, ev = steps[inside], ev[inside]
         if steps.size == 0:
             return
+        if steps.min() < self.env.now:
+            raise RuntimeError(f"EV trip planned at step {int(steps.min())}, before the current "
+                               f"step {self.env.now}")
         order = np.argsort(steps, kind="stable")
         steps, ev = steps[order], ev[order]
         cuts = np.flatnonzero(np.r_[True, steps[1:] != steps[:-1]])
-        for a, b in zip(cuts, np.r_[cuts[1:], steps.size], strict=True):
-            event = self.env.timeout(int(steps[a]) - self.env.now, value=ev[a:b])
-            event.callbacks.append(lambda e, due=due: due.append(e.value))
+        due = self._due
+        for a, b in zip(cuts.tolist(), [*cuts[1:].tolist(), steps.size], strict=True):
+            batches = due.get(int(steps[a]))
+            if batches is None:
+                batches = due[int(steps[a])] = ([], [])
+            batches[event].append(ev[a:b])
 
     def _day_process(self):
         """SimPy process: at every local midnight, age the batteries and plan ahead."""
@@ -709,14 +720,15 @@ class EVFleet:
     def _boundary(self, k: int) -> None:
         """Apply everything due at the start of step ``k``: departures, arrivals, queues."""
         env = self.env
-        while env.peek() <= k:  # most steps have no event due: no SimPy run at all
+        while env.peek() <= k:  # the day planner, at local midnight
             env.step()
-        if self._due_dep:
-            self._depart(np.concatenate(self._due_dep), k)
-            self._due_dep.clear()
-        if self._due_arr:
-            self._arrive(np.concatenate(self._due_arr), k)
-            self._due_arr.clear()
+        due = self._due.pop(k, None)
+        if due is not None:
+            departures, arrivals = due
+            if departures:
+                self._depart(np.concatenate(departures), k)
+            if arrivals:
+                self._arrive(np.concatenate(arrivals), k)
         if self._queue_dirty:  # new EVs wait, or chargers were freed while EVs wait
             self._serve_queue(k)
             self._queue_dirty = False
@@ -743,12 +755,17 @@ class EVFleet:
         if res is None:
             raise RuntimeError(f"EV trip plan inconsistent at step {k}")
         n_unplugged, n_unmet, gave_up, n_short, flush = res
+        self._totals.pop("driven_kwh", None)
+        self._totals.pop("shortfall_kwh", None)
         if n_unplugged:
             self._charging_ids = None
             self._plugged_dirty = True
             self._queue_dirty |= self._n_waiting > 0
         # NumPy's (pairwise) sum, as over the unmet energies of these EVs
-        self.unmet_step_kwh += float(self._unmet_buf[:n_unmet].sum())
+        unmet_kwh = float(self._unmet_buf[:n_unmet].sum())
+        if unmet_kwh:  # a zero sum of energies >= 0: no EV added any
+            self.unmet_step_kwh += unmet_kwh
+            self._totals.pop("unmet_kwh", None)
         self.plug_refusals += gave_up  # still waiting when leaving
         self._n_waiting -= gave_up
         self.trips += ids.size
@@ -850,6 +867,7 @@ class EVFleet:
         self.ageing.temp_c = temp
         self.ageing.add_calendar(mean_soc, temp, duration_s)
         self.fade = self.ageing.fade()
+        self._totals.pop("fade", None)
         self.cap_kwh = self.cap0_kwh * (1.0 - self.fade)
         self._capacity_changed = True
         e_cap = self.cfg.soc_max * self.cap_kwh
@@ -943,6 +961,11 @@ class EVFleet:
             self.discharge_kw = float(self._dis_kw[:n_moving].sum())
         else:
             self.charge_kw = self.discharge_kw = 0.0
+        # a zero sum of powers >= 0: no EV changed that account
+        if self.charge_kw:
+            self._totals.pop("charged_kwh", None)
+        if self.discharge_kw:
+            self._totals.pop("discharged_kwh", None)
         self.q_site_kvar = p_site_kw * self._q_per_p
         self._e_sum_day += self.e_kwh
         self._steps_in_day += 1
@@ -1004,21 +1027,30 @@ class EVFleet:
                - self.discharged_kwh / cfg.discharge_efficiency - self.fade_loss_kwh)
         return lhs - (self.e_kwh - self.e_start_kwh)
 
+    def _total(self, account: str) -> float:
+        """Fleet sum of the per-EV ``account`` [kWh], kept until the account changes."""
+        total = self._totals.get(account)
+        if total is None:
+            total = self._totals[account] = float(getattr(self, account).sum())
+        return total
+
     def kpis(self) -> dict[str, float]:
         """Fleet totals since the start (units in the key names).
 
         The capacity fade is the one of the last local midnight, when capacities are updated.
         """
-        fade = self.fade
+        fade = self._totals.get("fade")
+        if fade is None:
+            fade = self._totals["fade"] = float(100 * self.fade.mean())
         return {
-            "ev_charge_energy_mwh": float(self.charged_kwh.sum() / 1000),
-            "ev_discharge_energy_mwh": float(self.discharged_kwh.sum() / 1000),
-            "ev_unmet_energy_mwh": float(self.unmet_kwh.sum() / 1000),
+            "ev_charge_energy_mwh": self._total("charged_kwh") / 1000,
+            "ev_discharge_energy_mwh": self._total("discharged_kwh") / 1000,
+            "ev_unmet_energy_mwh": self._total("unmet_kwh") / 1000,
             "ev_trips_short": int(self.trips_short),
             "ev_plug_refusals": int(self.plug_refusals),
-            "ev_capacity_fade_pct_mean": float(100 * fade.mean()),
-            "ev_driven_energy_mwh": float(self.driven_kwh.sum() / 1000),
-            "ev_trip_shortfall_mwh": float(self.shortfall_kwh.sum() / 1000),
+            "ev_capacity_fade_pct_mean": fade,
+            "ev_driven_energy_mwh": self._total("driven_kwh") / 1000,
+            "ev_trip_shortfall_mwh": self._total("shortfall_kwh") / 1000,
             "ev_trips": int(self.trips),
             "ev_setpoints_clamped": int(self.clamped_total),
         }

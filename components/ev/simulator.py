@@ -160,33 +160,33 @@ class EVSimulator(mosaik_api_v3.Simulator):
             raise RuntimeError(f"{self.sid}: get_data called before create")
         return step_outputs(self.sid, EID, outputs, self._out, self._output)
 
-    def _once(self, key: str, make: Any) -> Any:
-        """``make()``, computed once per step (kept with the step's outputs)."""
-        value = self._out.get(key)
-        if value is None:
-            value = self._out[key] = make()
-        return value
-
     def _output(self, attr: str) -> Any:
-        """The value of ``attr`` after the last step, checked to be finite."""
+        """The value of ``attr`` after the last step, checked to be finite.
+
+        The outputs made together (the step's results, the plugged view, the KPIs) are checked
+        and kept together: a world asks for most of them in every step.
+        """
         fleet = self.fleet
         if attr in _FLEET_ATTR:
-            value = getattr(fleet, _FLEET_ATTR[attr])
+            group = {name: getattr(fleet, key) for name, key in _FLEET_ATTR.items()}
         elif attr in PLUGGED_OUTPUTS:
-            value = self._once("_plugged", fleet.plugged_view)[attr]
-        elif attr == "unmet_kwh":
-            value = self._unmet_kwh
-        elif attr == "n_plugged":
-            value = int(fleet.n_plugged)
+            group = fleet.plugged_view()
         elif attr in KPI_OUTPUTS:
-            value = self._once("_kpis", fleet.kpis)[attr]
+            group = fleet.kpis()
+        elif attr == "unmet_kwh":
+            group = {attr: self._unmet_kwh}
+        elif attr == "n_plugged":
+            group = {attr: int(fleet.n_plugged)}
         elif attr == "n_ev":
-            value = fleet.n_ev
+            group = {attr: fleet.n_ev}
         elif attr == "p_set_kw":
             raise ValueError(f"{self.sid}: p_set_kw is an input, not an output")
         else:
             raise ValueError(f"{self.sid}: unknown attribute {attr!r}")
-        return finite_output(f"{self.sid}.{EID}", attr, value)
+        sender = f"{self.sid}.{EID}"
+        for name, value in group.items():
+            self._out[name] = finite_output(sender, name, value)
+        return group[attr]
 
 
 def main() -> None:

@@ -11,13 +11,12 @@ scales the non-critical reactive power in proportion and leaves the critical par
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import Any
 
 import mosaik_api_v3
 import numpy as np
 
-from components.base import require_finite, step_ticks
+from components.base import all_finite, finite_output, step_outputs, step_ticks
 from components.factory.config import FactoriesConfig
 from components.factory.model import FactoryFleet
 
@@ -47,7 +46,7 @@ class FactorySimulator(mosaik_api_v3.Simulator):
         self.fleet: FactoryFleet | None = None
         self.buses: list[int] = []
         self._out: dict[str, np.ndarray] = {}
-        self._finite: set[str] = set()  # outputs of this step already checked
+        self._sent: dict[str, np.ndarray] = {}  # outputs of this step already checked
 
     def init(self, sid: str, time_resolution: float = 1.0,
              start: str = "2026-06-01T00:00:00+08:00", step_s: int = 900, n_steps: int = 96,
@@ -112,7 +111,7 @@ class FactorySimulator(mosaik_api_v3.Simulator):
         request = np.zeros(n)
         for source, value in inputs.get(EID, {}).get("shed_kw", {}).items():
             arr = np.asarray(value, dtype=float)
-            if arr.shape != (n,) or not _all_finite(arr):
+            if arr.shape != (n,) or not all_finite(arr):
                 raise ValueError(
                     f"{self.sid}.{EID} at t={time} s: shed_kw from {source} must be {n} finite "
                     f"values (one per factory), got shape {arr.shape}"
@@ -137,35 +136,21 @@ class FactorySimulator(mosaik_api_v3.Simulator):
             "shed_applied_kw": applied,
             "rated_kw": self._rated_kw,
         }
-        self._finite = set()
+        self._sent = {}
         return time + self.ticks_per_step
 
     def get_data(self, outputs: dict[str, list[str]]) -> dict[str, dict[str, np.ndarray]]:
         """Arrays per requested attribute, aligned to the factories' order."""
-        data: dict[str, dict[str, np.ndarray]] = {}
-        for eid, attrs in outputs.items():
-            if eid != EID:
-                raise ValueError(f"{self.sid}: unknown entity {eid!r}; the only one is {EID!r}")
-            unknown = [a for a in attrs if a not in OUTPUTS]
-            if unknown:
-                raise ValueError(f"{self.sid}: {unknown} are not outputs; outputs: {OUTPUTS}")
-            if not self._out:
-                raise RuntimeError(f"{self.sid}: get_data before the first step")
-            values = {a: self._out[a] for a in attrs}
-            # mosaik and the recorder ask separately: check each output once per step
-            for a in attrs:
-                if a not in self._finite:
-                    if not _all_finite(values[a]):
-                        require_finite(f"{self.sid}.{EID}", **{a: values[a]})
-                    self._finite.add(a)
-            data[eid] = values
-        return data
+        # mosaik and the recorder ask separately: check each output once per step
+        return step_outputs(self.sid, EID, outputs, self._sent, self._checked)
 
-
-def _all_finite(a: np.ndarray) -> bool:
-    """Whether every value of the float array ``a`` is finite."""
-    # a finite sum means every value is finite: one pass and no temporary in the usual case
-    return math.isfinite(np.add.reduce(a, axis=None)) or bool(np.isfinite(a).all())
+    def _checked(self, attr: str) -> np.ndarray:
+        """Output ``attr`` of the last step, checked to be finite."""
+        if attr not in OUTPUTS:
+            raise ValueError(f"{self.sid}: {attr!r} is not an output; outputs: {OUTPUTS}")
+        if not self._out:
+            raise RuntimeError(f"{self.sid}: get_data before the first step")
+        return finite_output(f"{self.sid}.{EID}", attr, self._out[attr])
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ import pandapower.topology as top
 import pandas as pd
 from scipy.sparse.linalg import MatrixRankWarning
 
-from components.base import BusRef
+from components.base import BusRef, all_finite
 from components.grid.config import (
     SOLVERS,
     GridConfig,
@@ -61,7 +61,7 @@ from components.grid.topology import (
     has_slack,
     resolve_tie_switches,
 )
-from ext.powerflow_net import PowerFlowNetwork, UnsupportedNetworkError
+from ext.powerflow_net import PowerFlowNetwork, PowerFlowResult, UnsupportedNetworkError
 
 if TYPE_CHECKING:
     from pandapower import pandapowerNet
@@ -108,15 +108,15 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _all_finite(a: np.ndarray) -> bool:
-    """Whether every value of the float array ``a`` is finite."""
-    # a finite sum means every value is finite: one pass and no temporary in the usual case
-    return math.isfinite(np.add.reduce(a, axis=None)) or bool(np.isfinite(a).all())
+def _total_kw(mw: np.ndarray) -> float:
+    """``float(np.add.reduce(1e3 * mw))``: a sum in kW of values in MW; a single value without
+    the array operations' set-up cost (the usual single external grid)."""
+    return 1e3 * float(mw[0]) if mw.size == 1 else float(np.add.reduce(1e3 * mw))
 
 
 def _nan_to_zero(a: np.ndarray) -> np.ndarray:
     """``np.nan_to_num(a)``, but ``a`` itself when every value is finite (the usual case)."""
-    return a if math.isfinite(np.add.reduce(a, axis=None)) else np.nan_to_num(a)
+    return a if all_finite(a) else np.nan_to_num(a)
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,7 +518,7 @@ def _quiet_numba_advice() -> Iterator[None]:
 # The model
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GridResult:
     """State of the grid after one step's power flow.
 
@@ -528,6 +528,9 @@ class GridResult:
     A de-energised bus reports ``vm_pu = 0`` and ``energised = 0``; a line or transformer
     without voltage at an end reports loading 0. Background and injection powers count what was
     served; what de-energised buses asked for is in the ``*_unserved_kw`` attributes.
+
+    Read-only by contract: the model keeps the last good result to repeat it. (Not a frozen
+    dataclass, whose construction costs several times more, once per step.)
     """
 
     vm_pu: np.ndarray
@@ -556,8 +559,6 @@ class GridResult:
     """False when this step's power flow failed and the last good state is repeated."""
     energised: np.ndarray = field(default_factory=_no_ints)
     """1 where the bus has a path to a slack (external grid or grid-forming unit), else 0."""
-    v_quality_ok: np.ndarray = field(default_factory=_no_ints)
-    """1 where the bus is energised and its voltage within ±10 % of nominal (EN 50160)."""
     islanded: int = 0
     """1 while the upstream grid is out."""
     island_held: int = 0
@@ -604,6 +605,11 @@ class GridResult:
     shedding, energised or not). [kW]"""
 
     @property
+    def v_quality_ok(self) -> np.ndarray:
+        """1 where the bus is energised and its voltage within ±10 % of nominal (EN 50160)."""
+        return self.energised & (np.abs(self.vm_pu - 1.0) <= 0.1)
+
+    @property
     def balance_residual_kw(self) -> float:
         """Sources minus everything they feed: zero when the step's energy balance closes. [kW]"""
         return self.import_kw + self.gfm_supply_kw - (
@@ -620,12 +626,14 @@ class _Raw:
     line_loading_pct: np.ndarray
     trafo_loading_pct: np.ndarray
     losses_kw: float
-    ext_grid_p_kw: np.ndarray
-    ext_grid_q_kvar: np.ndarray
+    ext_grid_p_mw: np.ndarray
+    ext_grid_q_mvar: np.ndarray
     background_load_kw: float
     background_gen_kw: float
     background_storage_kw: float
     injection_kw: float
+    finite: bool = False
+    """Every value above is known to be finite (nothing to blank out)."""
 
 
 # Background element columns a step sets: the profiled ones and the static reactive powers.
@@ -754,6 +762,8 @@ class GridModel:
         self.background_scale = float(background_scale)
         self.injection_buses = self._check_injection_buses(injection_buses)
         n_inj = self.injection_buses.size
+        self._inj_shape = (n_inj,)
+        self._n_steps = len(self.times)
         self.v_band_pu = (float(v_band_pu[0]), float(v_band_pu[1]))
         self.max_loading_pct = float(max_loading_pct)
 
@@ -890,6 +900,7 @@ class GridModel:
         self._last_supply: tuple[Topology | None, _Supply | None] = (None, None)
         self._no_shunt_steps = _frozen(np.zeros(0, np.int64))
         self._no_shunt_q = _frozen(np.zeros(0))
+        self._has_shunts = bool(self.shunts.n)
 
     def _setup_accounting(self, net: pandapowerNet, background: _Background,
                           injection_customers: np.ndarray | list[int] | None) -> None:
@@ -905,6 +916,7 @@ class GridModel:
             self._acct[element] = (pos, w, background.values[(element, "p_mw")])
         self._load_class = load_shed_classes(net)
         self._class_kw = None
+        self._no_classes = _frozen(np.zeros(len(SHED_CLASSES)))
         if "load" in self._acct:
             # what the loads of each class ask, every step [kW]: summed in load order like
             # np.bincount(classes, weights=asked) (the + 0.0 gives an empty sum its +0)
@@ -1010,7 +1022,7 @@ class GridModel:
             if loading.size and np.nanmax(loading, initial=0.0) > self.max_loading_pct:
                 return False
         if topo.islanded and self.gfm is not None:
-            supply = float(raw.ext_grid_p_kw[self._ext_grid_is_gfm].sum())
+            supply = _total_kw(raw.ext_grid_p_mw[self._ext_grid_is_gfm])
             if self.gfm.shortfall_kw(supply, self._h) > 0:
                 return False
         return True
@@ -1046,21 +1058,22 @@ class GridModel:
             ``converged=False`` (the step is counted in ``nonconverged_steps``, never raised).
         """
         t_start = time.perf_counter()
-        if not 0 <= k < len(self.times):
-            raise ValueError(f"step {k} outside the {len(self.times)} steps of this run")
+        if not 0 <= k < self._n_steps:
+            raise ValueError(f"step {k} outside the {self._n_steps} steps of this run")
         p_kw = np.asarray(p_kw_bus, dtype=np.float64)
         q_kvar = np.asarray(q_kvar_bus, dtype=np.float64)
         n_inj = self.injection_buses.size
-        if p_kw.shape != (n_inj,) or q_kvar.shape != (n_inj,):
+        if p_kw.shape != self._inj_shape or q_kvar.shape != self._inj_shape:
             raise ValueError(f"p_kw_bus, q_kvar_bus: need shape ({n_inj},) aligned to "
                              f"injection_buses, got {p_kw.shape} and {q_kvar.shape}")
         pq_kw = np.concatenate((p_kw, q_kvar))  # a copy: P [kW], then Q [kvar]
-        if not _all_finite(pq_kw):
+        if not all_finite(pq_kw):
             raise ValueError("p_kw_bus, q_kvar_bus: non-finite injection")
         p_kw, q_kvar = self.injection_p_kw, self.injection_q_kvar = pq_kw[:n_inj], pq_kw[n_inj:]
         shed = self._shed_fraction(shed_share)
 
-        steps = self.shunts.update(self._last_vm[self._shunt_bus_pos]) if self.shunts.n else ()
+        steps = (self.shunts.update(self._last_vm[self._shunt_bus_pos]) if self._has_shunts
+                 else ())
         topo, ready = self._topology(k, steps)
         raw = self._flow.solve(int(k), p_kw, q_kvar, topo, warm=True, shed=shed, pq_kw=pq_kw)
         if raw is not None:
@@ -1074,7 +1087,7 @@ class GridModel:
                     topo, raw = trial, cand
         held, supply, demand, gfm_loss = False, 0.0, 0.0, 0.0
         if raw is not None and topo.gfm_on:
-            demand = float(raw.ext_grid_p_kw[self._ext_grid_is_gfm].sum())
+            demand = _total_kw(raw.ext_grid_p_mw[self._ext_grid_is_gfm])
             if self.gfm.shortfall_kw(demand, self._h) > 0:
                 topo = topo.without_gfm()  # the unit trips: the island goes dark
                 raw = self._flow.solve(int(k), p_kw, q_kvar, topo, warm=True, shed=shed,
@@ -1118,61 +1131,37 @@ class GridModel:
         all_bus, all_line, all_trafo = self._select_all
         sup = self._supply(topo)
         if sup.reported_on:  # every reported bus energised: nothing to blank out
-            vm = raw.vm_pu.copy() if all_bus else raw.vm_pu[sel.bus]
-            va = raw.va_deg.copy() if all_bus else raw.va_deg[sel.bus]
-            ok = np.abs(vm - 1.0) <= 0.1
+            vm = raw.vm_pu if all_bus else raw.vm_pu[sel.bus]
+            va = raw.va_deg if all_bus else raw.va_deg[sel.bus]
         else:
             vm = np.where(sup.energised, raw.vm_pu, 0.0)[sel.bus]
             va = np.where(sup.energised, raw.va_deg, 0.0)[sel.bus]
-            ok = sup.energised[sel.bus] & (np.abs(vm - 1.0) <= 0.1)
-        unserved = {}  # nothing unserved while every bus is energised
-        if sup.any_dead:
-            for element, (_, _, values) in self._acct.items():
-                row = values[k] if values.ndim == 2 else values
-                unserved[element] = 1e3 * float(row @ sup.unserved_w[element])
-        classes = np.zeros(len(SHED_CLASSES))
-        shed_kw = 0.0
-        load = self._acct.get("load")
-        if load is not None:
-            classes = self._class_kw[k] if self._class_kw.ndim == 2 else self._class_kw
-            if shed is not None:
-                _, w, values = load
-                asked = 1e3 * (values[k] if values.ndim == 2 else values) * w
-                shed_kw = float((asked * shed) @ sup.load_on)
-        if sup.any_dead:
-            off = sup.customers_off
-            interrupted = int(self.customers_per_bus @ (sup.dead & self._prev_energised))
-        else:
-            off = interrupted = 0
+        line = raw.line_loading_pct if all_line else raw.line_loading_pct[sel.line]
+        trafo = raw.trafo_loading_pct if all_trafo else raw.trafo_loading_pct[sel.trafo]
+        if not raw.finite:  # a line or transformer without voltage at an end: loading 0
+            line, trafo = _nan_to_zero(line), _nan_to_zero(trafo)
         if self._all_ext_grids_upstream:
-            import_kw, q_import_kvar = float(raw.ext_grid_p_kw.sum()), float(
-                raw.ext_grid_q_kvar.sum())
+            import_kw = _total_kw(raw.ext_grid_p_mw)
+            q_import_kvar = _total_kw(raw.ext_grid_q_mvar)
         else:
             upstream = self._ext_grid_upstream
-            import_kw, q_import_kvar = float(raw.ext_grid_p_kw[upstream].sum()), float(
-                raw.ext_grid_q_kvar[upstream].sum())
+            import_kw = _total_kw(raw.ext_grid_p_mw[upstream])
+            q_import_kvar = _total_kw(raw.ext_grid_q_mvar[upstream])
         if not (math.isfinite(import_kw) and math.isfinite(q_import_kvar)):
             # a finite sum means finite terms; otherwise zero the non-finite ones first
             upstream = self._ext_grid_upstream
-            import_kw = float(np.nan_to_num(raw.ext_grid_p_kw)[upstream].sum())
-            q_import_kvar = float(np.nan_to_num(raw.ext_grid_q_kvar)[upstream].sum())
-        gfm = self.gfm
-        if gfm is not None:
-            head = gfm.max_supply_kw(self._h) - demand_kw
-            absorb = gfm.max_absorb_kw(self._h) + demand_kw
-        if self.shunts.n:
-            steps = np.asarray(topo.shunt_steps, dtype=np.int64)
-            shunt_q = (self.shunts.q_kvar * steps
-                       * np.square(np.nan_to_num(raw.vm_pu[self._shunt_bus_pos])))
-        else:
-            steps, shunt_q = self._no_shunt_steps, self._no_shunt_q
-        return GridResult(
+            import_kw = _total_kw(np.nan_to_num(raw.ext_grid_p_mw)[upstream])
+            q_import_kvar = _total_kw(np.nan_to_num(raw.ext_grid_q_mvar)[upstream])
+        classes = self._class_kw
+        if classes is None:
+            classes = self._no_classes
+        elif classes.ndim == 2:
+            classes = classes[k]
+        result = GridResult(
             vm_pu=vm,
             va_deg=va,
-            line_loading_pct=_nan_to_zero(raw.line_loading_pct.copy() if all_line
-                                          else raw.line_loading_pct[sel.line]),
-            trafo_loading_pct=_nan_to_zero(raw.trafo_loading_pct.copy() if all_trafo
-                                           else raw.trafo_loading_pct[sel.trafo]),
+            line_loading_pct=line,
+            trafo_loading_pct=trafo,
             losses_kw=raw.losses_kw,
             import_kw=import_kw,
             q_import_kvar=q_import_kvar,
@@ -1182,28 +1171,50 @@ class GridModel:
             injection_kw=raw.injection_kw,
             converged=True,
             energised=sup.energised_out,
-            v_quality_ok=ok.astype(np.int64),
-            islanded=int(topo.islanded),
-            island_held=int(held),
-            gfm_supply_kw=supply_kw,
-            gfm_demand_kw=demand_kw,
-            gfm_losses_kw=gfm_losses_kw,
-            gfm_soc=gfm.soc if gfm is not None else 0.0,
-            gfm_e_kwh=gfm.energy_kwh if gfm is not None else 0.0,
-            gfm_headroom_kw=head if gfm is not None else 0.0,
-            gfm_absorb_headroom_kw=absorb if gfm is not None else 0.0,
-            background_load_unserved_kw=unserved.get("load", 0.0),
-            background_gen_unserved_kw=unserved.get("sgen", 0.0),
             injection_unserved_kw=(np.where(sup.inj_dead, p_kw, 0.0) if sup.any_inj_dead
                                    else self._all_served),
-            customers_off=off,
-            customers_interrupted=interrupted,
-            shunt_steps=steps,
-            shunt_q_kvar=shunt_q,
-            ties_closed=len(topo.closed_switches),
-            background_load_shed_kw=shed_kw,
+            shunt_steps=self._no_shunt_steps,
+            shunt_q_kvar=self._no_shunt_q,
             background_class_kw=classes,
         )
+        # The rest keeps its default (no island, nothing unserved, shed or switched) unless the
+        # step has it: set only then, as a plain zone's steps never do.
+        if topo.islanded:
+            result.islanded = 1
+        if topo.closed_switches:
+            result.ties_closed = len(topo.closed_switches)
+        if sup.any_dead:
+            for element, (_, _, values) in self._acct.items():
+                row = values[k] if values.ndim == 2 else values
+                unserved_kw = 1e3 * float(row @ sup.unserved_w[element])
+                if element == "load":
+                    result.background_load_unserved_kw = unserved_kw
+                else:
+                    result.background_gen_unserved_kw = unserved_kw
+            result.customers_off = sup.customers_off
+            result.customers_interrupted = int(
+                self.customers_per_bus @ (sup.dead & self._prev_energised))
+        load = self._acct.get("load")
+        if shed is not None and load is not None:
+            _, w, values = load
+            asked = 1e3 * (values[k] if values.ndim == 2 else values) * w
+            result.background_load_shed_kw = float((asked * shed) @ sup.load_on)
+        gfm = self.gfm
+        if gfm is not None:
+            result.island_held = int(held)
+            result.gfm_supply_kw = supply_kw
+            result.gfm_demand_kw = demand_kw
+            result.gfm_losses_kw = gfm_losses_kw
+            result.gfm_soc = gfm.soc
+            result.gfm_e_kwh = gfm.energy_kwh
+            result.gfm_headroom_kw = gfm.max_supply_kw(self._h) - demand_kw
+            result.gfm_absorb_headroom_kw = gfm.max_absorb_kw(self._h) + demand_kw
+        if self._has_shunts:
+            steps = np.asarray(topo.shunt_steps, dtype=np.int64)
+            result.shunt_steps = steps
+            result.shunt_q_kvar = (self.shunts.q_kvar * steps
+                                   * np.square(np.nan_to_num(raw.vm_pu[self._shunt_bus_pos])))
+        return result
 
     def _check_injection_buses(self, buses: np.ndarray | list[int]) -> np.ndarray:
         buses = np.asarray(buses, dtype=np.int64).ravel()
@@ -1228,33 +1239,13 @@ def _diverging_iterations_are_quiet() -> Iterator[None]:
         yield
 
 
-class _KernelIsQuiet:
-    """Context of one call of the compiled kernel: NumPy's floating-point warnings are off and
-    any warning raised inside (a diverging step's fallback meets singular Jacobians) is kept
-    from the user; the outcome is judged by convergence, so these warnings are noise.
-
-    Cheaper than :func:`_diverging_iterations_are_quiet`, which sets filters, as it is entered
-    on every step: warnings are recorded and dropped instead. A filter that turns a warning
-    into an error still raises it; :meth:`_CompiledFlow._run` counts that as non-convergence.
-    """
-
-    __slots__ = ("_errstate", "_warnings")
-
-    def __enter__(self) -> None:
-        self._warnings = warnings.catch_warnings(record=True)
-        self._warnings.__enter__()
-        self._errstate = np.errstate(all="ignore")
-        self._errstate.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self._errstate.__exit__(*exc)
-        self._warnings.__exit__(*exc)
-
-
 # --------------------------------------------------------------------------------------------
 # Solvers: set up once from the net, then ``solve(k, p_kw, q_kvar, warm)`` per step, returning
 # the step's GridResult or None when the power flow did not converge.
 # --------------------------------------------------------------------------------------------
+
+_SERVED = ("load", "sgen", "storage")  # background tables a step reports served powers of
+
 
 class _CompiledTopology:
     """One switching state converted for the kernel (``network`` None: no slack, all dark)."""
@@ -1263,14 +1254,15 @@ class _CompiledTopology:
                  weights: dict[str, np.ndarray], bus_pos: dict[str, np.ndarray],
                  values: dict[str, np.ndarray], inj_pos: np.ndarray) -> None:
         self.network = network
-        self.v: np.ndarray | None = None
+        self.last: PowerFlowResult | None = None
+        """The last converged solution: the warm start of the next step."""
         if network is None:
             self.live = np.zeros(len(net.bus), dtype=bool)
         else:
             dead = np.union1d(network.islanded_buses, network.out_of_service_buses)
             self.live = ~np.isin(network.bus_index, dead)
         self.all_live = bool(self.live.all())
-        self.inj_live = self.live[inj_pos]
+        self.inj_live = self.live[inj_pos].astype(np.float64)  # 1 or 0: a dot product's weights
         # Elements on out-of-service or islanded buses draw nothing (as in pandapower's res_*).
         self.weights = {e: w * self.live[bus_pos[e]] for e, w in weights.items()}
         # served background per table: profiled ones per step, static ones once [MW]
@@ -1278,30 +1270,42 @@ class _CompiledTopology:
                          if values[e].ndim == 2]
         self.static = {e: float(values[e] @ w) for e, w in self.weights.items()
                        if values[e].ndim != 2}
-        self.per_step: np.ndarray | None = None
-        """Served background of the profiled tables, (n_steps, len(profiled)), once filled."""
+        self.per_step: list[tuple[float, float, float]] | None = None
+        """:meth:`served_mw` of every step, once filled."""
         if network is None:
             self.shunt_pos, self.shunt_mw_1pu = np.zeros(0, np.int64), np.zeros(0)
         else:
             self.shunt_pos, self.shunt_mw_1pu = _shunt_p_at_1pu(net, network, self.live)
+        self.has_shunts = bool(self.shunt_pos.size)
+
+    def served_mw(self, k: int) -> tuple[float, float, float]:
+        """Served background of step ``k``: load, sgen and storage, each summed over its table
+        (0 without one). [MW]"""
+        if self.per_step is not None:
+            return self.per_step[k]
+        static, profiled = self.static, {e: (values, w) for e, values, w in self.profiled}
+        return tuple(float(profiled[e][0][k] @ profiled[e][1]) if e in profiled
+                     else static.get(e, 0.0) for e in _SERVED)
 
     def fill_per_step(self) -> None:
         """Sum the profiled tables of every step now (the same dot product a step would do)."""
         if not self.profiled:
             return
-        table = np.empty((self.profiled[0][1].shape[0], len(self.profiled)))
-        for j, (_, values, w) in enumerate(self.profiled):
-            table[:, j] = [row @ w for row in values]
-        self.per_step = table
+        n_steps = self.profiled[0][1].shape[0]
+        columns = {e: [float(row @ w) for row in values] for e, values, w in self.profiled}
+        self.per_step = list(zip(*(columns[e] if e in columns
+                                   else [self.static.get(e, 0.0)] * n_steps
+                                   for e in _SERVED), strict=True))
 
 
 class _CompiledFlow:
     """The compiled kernel on arrays: no DataFrame is touched after set-up.
 
     The background powers of the whole run are summed per bus at set-up (one sparse product
-    per element table); a step copies its row, adds the injections at their bus positions and
-    solves, warm-started from the last good voltages of the same switching state. Each
-    switching state (topology) is converted once, when first met, and kept.
+    per element table); a step hands its row and the injections to the kernel, which adds them
+    at their bus positions and solves, warm-started from the last good voltages of the same
+    switching state. Each switching state (topology) is converted once, when first met, and
+    kept.
     """
 
     def __init__(self, net: pandapowerNet, background: _Background, n_steps: int,
@@ -1333,7 +1337,7 @@ class _CompiledFlow:
         values = background.values
         self._load_pq = ((values[("load", "p_mw")], values[("load", "q_mvar")])
                          if len(net.load) else (np.zeros(0), np.zeros(0)))
-        # P and Q of a step side by side, [p_mw..., q_mvar...]: one copy and one update a step
+        # P and Q of a step side by side, [p_mw..., q_mvar...]: the kernel's input row
         profiled = np.ndim(p_bus) == 2 or np.ndim(q_bus) == 2
         self._pq_bus = np.empty((n_steps if profiled else 1, 2 * nw.n_bus))
         self._pq_bus[:, :nw.n_bus] = p_bus
@@ -1375,75 +1379,80 @@ class _CompiledFlow:
               pq_kw: np.ndarray | None = None) -> _Raw | None:
         """Solve step ``k``; ``pq_kw``, if given, is ``p_kw`` followed by ``q_kvar``."""
         entry = self._topology(topo)
-        totals = entry.static.copy()
-        if entry.per_step is not None:
-            for (e, _, _), mw in zip(entry.profiled, entry.per_step[k].tolist(), strict=True):
-                totals[e] = mw
-        else:
-            for e, values, w in entry.profiled:
-                totals[e] = float(values[k] @ w)
-        shed_p = shed_q = None
-        if shed is not None:
-            p_row, q_row = (v[k] if v.ndim == 2 else v for v in self._load_pq)
-            shed_p, shed_q = shed * p_row, shed * q_row
-            totals["load"] -= float(shed_p @ entry.weights["load"])
-        inj_kw = float(p_kw @ entry.inj_live) if p_kw.size else 0.0
         if entry.network is None:
             n_bus, n_line, n_trafo = self._n
             nan = np.full(n_bus, np.nan)
             return _Raw(nan, nan, np.zeros(n_line), np.zeros(n_trafo), 0.0,
                         np.zeros(self._eg_n), np.zeros(self._eg_n), 0.0, 0.0, 0.0, 0.0)
-        pq = self._pq_bus[k if self._pq_profiled else 0].copy()
-        pq[self._pq_inj_pos] += 1e-3 * (np.concatenate((p_kw, q_kvar)) if pq_kw is None
-                                        else pq_kw)
-        n_bus = self._n_bus
-        p_mw, q_mvar = pq[:n_bus], pq[n_bus:]
-        if shed_p is not None:
+        load_mw, sgen_mw, storage_mw = entry.served_mw(k)
+        row = self._pq_bus[k if self._pq_profiled else 0]
+        at = self._inj_pos
+        extra = 1e-3 * (np.concatenate((p_kw, q_kvar)) if pq_kw is None else pq_kw)
+        if shed is not None:  # the row formed here: injections added, then shed loads taken off
+            row = row.copy()
+            row[self._pq_inj_pos] += extra
+            at = extra = None
+            n_bus = self._n_bus
+            p_row, q_row = (v[k] if v.ndim == 2 else v for v in self._load_pq)
+            shed_p, shed_q = shed * p_row, shed * q_row
+            load_mw -= float(shed_p @ entry.weights["load"])
             dp, dq = self.network.aggregate("load", shed_p, shed_q)
-            p_mw -= dp
-            q_mvar -= dq
+            row[:n_bus] -= dp
+            row[n_bus:] -= dq
         t0 = time.perf_counter()
         try:
-            res, vm = self._run(entry, p_mw, q_mvar, entry.v if warm else None)
-            if res is None and warm and entry.v is not None:
+            res, finite = self._run(entry, row, at, extra, entry.last if warm else None)
+            if res is None and warm and entry.last is not None:
                 # from the no-load voltages
-                res, vm = self._run(entry, p_mw, q_mvar, None)
+                res, finite = self._run(entry, row, at, extra, None)
         finally:
             self.time_s += time.perf_counter() - t0
         if res is None:
             return None
-        entry.v = res.v_pu
+        entry.last = res
+        out, lay = res._out, res._layout
+        vm = out[lay.vm]
         shunt_mw = (float(entry.shunt_mw_1pu @ np.square(vm[entry.shunt_pos]))
-                    if entry.shunt_pos.size else 0.0)
+                    if entry.has_shunts else 0.0)
         return _Raw(
             vm_pu=vm,
-            va_deg=res.va_degree,
-            line_loading_pct=res.line_loading_pct,
-            trafo_loading_pct=res.trafo_loading_pct,
-            losses_kw=1e3 * (res.p_loss_mw + shunt_mw),
-            ext_grid_p_kw=1e3 * _nan_to_zero(res.ext_grid_p_mw),
-            ext_grid_q_kvar=1e3 * _nan_to_zero(res.ext_grid_q_mvar),
-            background_load_kw=1e3 * totals.get("load", 0.0),
-            background_gen_kw=1e3 * totals.get("sgen", 0.0),
-            background_storage_kw=1e3 * totals.get("storage", 0.0),
-            injection_kw=inj_kw,
+            va_deg=out[lay.va],
+            line_loading_pct=out[lay.line],
+            trafo_loading_pct=out[lay.trafo],
+            losses_kw=1e3 * (float(out[lay.scalars]) + shunt_mw),
+            ext_grid_p_mw=out[lay.eg_p],
+            ext_grid_q_mvar=out[lay.eg_q],
+            background_load_kw=1e3 * load_mw,
+            background_gen_kw=1e3 * sgen_mw,
+            background_storage_kw=1e3 * storage_mw,
+            # .dot: the product @ gives, at half the call's cost
+            injection_kw=float(p_kw.dot(entry.inj_live)) if p_kw.size else 0.0,
+            finite=finite,
         )
 
     @staticmethod
-    def _run(entry: _CompiledTopology, p_mw: np.ndarray, q_mvar: np.ndarray,
-             v0: np.ndarray | None) -> tuple[Any, np.ndarray | None]:
-        """The kernel's result and its voltage magnitudes, or (None, None) if it failed."""
+    def _run(entry: _CompiledTopology, row: np.ndarray, at: np.ndarray | None,
+             extra: np.ndarray | None, start: PowerFlowResult | None
+             ) -> tuple[PowerFlowResult | None, bool]:
+        """The kernel's result, or None if it failed (a warning turned into an error by a
+        filter counts as failing: only a diverging step warns); and whether its whole output
+        row is finite. The row is made read-only: results hand out views of it, and the next
+        step starts from it."""
         try:
-            with _KernelIsQuiet():
-                res = entry.network.solve(p_mw, q_mvar, v0, flows=False)
-        except Warning:  # raised by an "error" filter: only a diverging step warns
-            return None, None
-        if not res.converged:
-            return None, None
-        vm = res.vm_pu
-        if _all_finite(vm if entry.all_live else vm[entry.live]):
-            return res, vm
-        return None, None
+            res = entry.network.solve_row(row, at, extra, start, flows=False)
+        except Warning:
+            return None, False
+        if res._its <= 0:  # not converged
+            return None, False
+        out = res._out
+        # with every bus supplied, a converged row is finite throughout: one check for all
+        finite = entry.all_live and all_finite(out)
+        if not finite:
+            vm = out[res._layout.vm]
+            if not all_finite(vm if entry.all_live else vm[entry.live]):
+                return None, False
+        out.setflags(write=False)
+        return res, finite
 
 
 def _shunt_p_at_1pu(net: pandapowerNet, network: PowerFlowNetwork,
@@ -1587,14 +1596,14 @@ class _PandapowerFlow:
                                          + res_sw["p_to_mw"].to_numpy()[self._switch_pos]))
         bg_load_mw = float(np.nansum(load_mw[:n])) + sum(
             _column_sum(net, t, "p_mw") for t in _EXTRA_LOAD_TABLES)
-        return _Raw(
-            vm_pu=net.res_bus["vm_pu"].to_numpy(np.float64),
-            va_deg=net.res_bus["va_degree"].to_numpy(np.float64),
-            line_loading_pct=net.res_line["loading_percent"].to_numpy(np.float64),
-            trafo_loading_pct=net.res_trafo["loading_percent"].to_numpy(np.float64),
+        return _Raw(  # copies: the next power flow writes the res_* tables anew
+            vm_pu=net.res_bus["vm_pu"].to_numpy(np.float64, copy=True),
+            va_deg=net.res_bus["va_degree"].to_numpy(np.float64, copy=True),
+            line_loading_pct=net.res_line["loading_percent"].to_numpy(np.float64, copy=True),
+            trafo_loading_pct=net.res_trafo["loading_percent"].to_numpy(np.float64, copy=True),
             losses_kw=1e3 * losses_mw,
-            ext_grid_p_kw=1e3 * np.nan_to_num(net.res_ext_grid["p_mw"].to_numpy(np.float64)),
-            ext_grid_q_kvar=1e3 * np.nan_to_num(
+            ext_grid_p_mw=np.nan_to_num(net.res_ext_grid["p_mw"].to_numpy(np.float64)),
+            ext_grid_q_mvar=np.nan_to_num(
                 net.res_ext_grid["q_mvar"].to_numpy(np.float64)),
             background_load_kw=1e3 * bg_load_mw,
             background_gen_kw=1e3 * sum(_column_sum(net, t, "p_mw") for t in _GEN_TABLES),

@@ -45,6 +45,8 @@ _SCALAR_ATTRS = ("losses_kw", "import_kw", "q_import_kvar", "background_load_kw"
                  "customers_interrupted", "ties_closed", "background_load_shed_kw")
 _STATIC_ATTRS = ("bus_ids", "line_ids", "trafo_ids", "injection_buses", "shunt_buses",
                  "tie_switch_ids")
+_RESULT_ATTRS = frozenset(_ARRAY_ATTRS + _SCALAR_ATTRS)  # read from the step's GridResult
+_NONE: dict = {}  # no inputs (never modified)
 
 META = {
     "api_version": "3.0",
@@ -74,7 +76,9 @@ class GridSimulator(mosaik_api_v3.Simulator):
         # outputs of the current state, each checked for finiteness once: mosaik and the
         # recorder ask for them separately every step
         self._sent: dict[str, object] = {}
-        self._concat_pos: dict[tuple[tuple[str, ...], tuple[str, ...]], np.ndarray] = {}
+        # per set of senders (P, then Q): bin of each concatenated element, shape of each array
+        self._plans: dict[tuple[tuple[str, ...], tuple[str, ...]],
+                          tuple[np.ndarray, list[tuple[int]]]] = {}
 
     def init(self, sid: str, time_resolution: float = 1.0,
              start: str = "2026-06-01T00:00:00+08:00", step_s: int = 900, n_steps: int = 96,
@@ -94,6 +98,7 @@ class GridSimulator(mosaik_api_v3.Simulator):
         """
         self.step_ticks = step_ticks(sid, step_s, n_steps, time_resolution)
         self.sid = sid
+        self._name = f"{sid}.{EID}"
         self.time_resolution = float(time_resolution)
         self.step_s = int(step_s)
         self.n_steps = int(n_steps)
@@ -164,17 +169,19 @@ class GridSimulator(mosaik_api_v3.Simulator):
         ``RuntimeError`` once more steps failed to converge than ``max_nonconverged_share``
         of the run allows.
         """
-        k = step_index(f"{self.sid}.{EID}", time, self.step_ticks, self.n_steps)
-        values = inputs.get(EID, {})
-        p_kw, q_kvar = self._per_bus(values.get("p_kw", {}), values.get("q_kvar", {}), time)
-        shed = self._shed_share(values.get("shed_background_share", {}), time)
+        k = step_index(self._name, time, self.step_ticks, self.n_steps)
+        values = inputs.get(EID, _NONE)
+        p_kw, q_kvar = self._per_bus(values.get("p_kw", _NONE), values.get("q_kvar", _NONE),
+                                     time)
+        by_source = values.get("shed_background_share")
+        shed = self._shed_share(by_source, time) if by_source else None
         self._shed_applied = self._no_shed if shed is None else shed
         self._result = self.model.solve_step(k, p_kw, q_kvar, shed)
         self._next = k + 1
         self._sent = {}
         if self.model.nonconverged_steps > self._max_nonconverged:
             raise RuntimeError(
-                f"{self.sid}.{EID} at t={time} s ({self.times[k].isoformat()}): the power flow "
+                f"{self._name} at t={time} s ({self.times[k].isoformat()}): the power flow "
                 f"did not converge in {self.model.nonconverged_steps} steps (at steps "
                 f"{self.model.nonconverged_at[:10]}), more than max_nonconverged_share="
                 f"{self.config.max_nonconverged_share} of {self.n_steps} steps allows "
@@ -187,7 +194,7 @@ class GridSimulator(mosaik_api_v3.Simulator):
         for src, values in by_source.items():
             arr = np.asarray(values, dtype=np.float64).ravel()
             if arr.shape != (len(SHED_CLASSES),) or not np.isfinite(arr).all():
-                raise ValueError(f"{self.sid}.{EID} at t={time} s: shed_background_share from "
+                raise ValueError(f"{self._name} at t={time} s: shed_background_share from "
                                  f"{src!r} must be {len(SHED_CLASSES)} finite shares (classes "
                                  f"{SHED_CLASSES}), got {arr.tolist()}")
             total = arr if total is None else total + arr
@@ -196,45 +203,60 @@ class GridSimulator(mosaik_api_v3.Simulator):
     def _per_bus(self, p_by_source: dict, q_by_source: dict,
                  time: int) -> tuple[np.ndarray, np.ndarray]:
         """P [kW] and Q [kvar] per injection bus, each summed over the sources."""
-        arrays = [self._source_array("p_kw", src, values, time)
-                  for src, values in p_by_source.items()]
-        arrays += [self._source_array("q_kvar", src, values, time)
-                   for src, values in q_by_source.items()]
         n = self.injection_buses.size
-        if not arrays:
+        if not p_by_source and not q_by_source:
             return np.zeros(n), np.zeros(n)
         key = (tuple(p_by_source), tuple(q_by_source))
-        pos = self._concat_pos.get(key)
-        if pos is None:  # Q into bins n..2n-1
-            pos = self._concat_pos[key] = np.concatenate(
-                [self._source_pos[s] for s in key[0]] + [n + self._source_pos[s] for s in key[1]])
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(key, time)
+        pos, shapes = plan
+        arrays = [*p_by_source.values(), *q_by_source.values()]
+        if [getattr(a, "shape", None) for a in arrays] != shapes:  # lists, or wrong lengths
+            arrays = [self._source_array(attr, src, by_source[src], time)
+                      for attr, by_source in (("p_kw", p_by_source), ("q_kvar", q_by_source))
+                      for src in by_source]
         # adds each element to its bus in source order, as np.add.at would, in one call
-        total = np.bincount(pos, weights=np.concatenate(arrays), minlength=2 * n)
+        total = np.bincount(pos, weights=np.concatenate(arrays, dtype=np.float64),
+                            minlength=2 * n)
         return total[:n], total[n:]
 
+    def _plan(self, key: tuple[tuple[str, ...], tuple[str, ...]],
+              time: int) -> tuple[np.ndarray, list[tuple[int]]]:
+        """Bin of each element of the senders' arrays concatenated (Q into bins n..2n-1), and
+        the shape each array must have; ``ValueError`` naming a sender that is no injector."""
+        n = self.injection_buses.size
+        for attr, sources in zip(("p_kw", "q_kvar"), key, strict=True):
+            for src in sources:
+                if src not in self._source_pos:
+                    raise ValueError(f"{self._name} at t={time} s: {attr} from {src!r}, which "
+                                     f"is not among the injectors {sorted(self._source_pos)}")
+        pos = np.concatenate([self._source_pos[s] for s in key[0]]
+                             + [n + self._source_pos[s] for s in key[1]])
+        return pos, [self._source_pos[s].shape for s in (*key[0], *key[1])]
+
     def _source_array(self, attr: str, src: str, values, time: int) -> np.ndarray:
-        pos = self._source_pos.get(src)
-        if pos is None:
-            raise ValueError(f"{self.sid}.{EID} at t={time} s: {attr} from {src!r}, which "
-                             f"is not among the injectors {sorted(self._source_pos)}")
+        pos = self._source_pos[src]
         arr = np.asarray(values, dtype=np.float64)
         if arr.shape != pos.shape:
-            raise ValueError(f"{self.sid}.{EID} at t={time} s: {attr} from {src!r} has shape "
+            raise ValueError(f"{self._name} at t={time} s: {attr} from {src!r} has shape "
                              f"{arr.shape}, its bus list has {pos.size} entries")
         return arr
 
     def get_data(self, outputs: dict) -> dict:
-        return step_outputs(self.sid, EID, outputs, self._sent,
-                            lambda attr: self._checked(attr, self._output(attr)))
+        return step_outputs(self.sid, EID, outputs, self._sent, self._checked_output)
+
+    def _checked_output(self, attr: str):
+        """Output ``attr`` once it is known to be finite (``ValueError`` naming it if not)."""
+        value = (getattr(self._result, attr) if attr in _RESULT_ATTRS
+                 else self._output(attr))
+        return finite_output(self._name, attr, value)
 
     def _output(self, attr: str):
-        res = self._result
-        if attr in _ARRAY_ATTRS or attr in _SCALAR_ATTRS:
-            return getattr(res, attr)
         if attr == "shed_background_share":  # as applied in the last step
             return self._shed_applied
         if attr == "converged":
-            return int(res.converged)
+            return int(self._result.converged)
         if attr == "nonconverged_steps":
             return self.model.nonconverged_steps
         if attr == "islanded_next":
@@ -242,8 +264,4 @@ class GridSimulator(mosaik_api_v3.Simulator):
             return int(outage[self._next]) if self._next < outage.size else 0
         if attr in _STATIC_ATTRS:
             return getattr(self.model, attr)
-        raise ValueError(f"{self.sid}.{EID}: {attr!r} is not an output attribute")
-
-    def _checked(self, attr: str, value):
-        """``value`` once it is known to be finite (``ValueError`` naming ``attr`` if not)."""
-        return finite_output(f"{self.sid}.{EID}", attr, value)
+        raise ValueError(f"{self._name}: {attr!r} is not an output attribute")

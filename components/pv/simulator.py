@@ -28,7 +28,6 @@ of step ``k`` approximates its mean over ``[t_k, t_k + step_s)``.
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
@@ -36,7 +35,7 @@ import mosaik_api_v3
 import numpy as np
 import pandas as pd
 
-from components.base import require_finite, step_index, step_ticks
+from components.base import finite_output, step_index, step_outputs, step_ticks
 from components.pv.config import LocationConfig, PVConfig, WeatherConfig
 from components.pv.inverter import InverterControl
 from components.pv.model import PVFleet
@@ -75,7 +74,7 @@ class PVSimulator(mosaik_api_v3.Simulator):
         self._vm_index: np.ndarray | None = None
         self._applied: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self._out: dict[str, np.ndarray] = {}
-        self._finite: set[str] = set()  # outputs of this step already checked
+        self._sent: dict[str, np.ndarray] = {}  # outputs of this step already checked
 
     def init(
         self,
@@ -172,28 +171,21 @@ class PVSimulator(mosaik_api_v3.Simulator):
             "p_avail_kw": self.fleet.available_ac_kw[k].copy(),
             "p_curtailed_kw": curtailed,
         }
-        self._finite = set()
+        self._sent = {}
         return time + self.step_ticks
 
     def get_data(self, outputs: dict) -> dict:
         """Return the requested per-plant arrays of the last step."""
-        data: dict[str, dict[str, np.ndarray]] = {}
-        for eid, attrs in outputs.items():
-            if eid != EID:
-                raise ValueError(f"{self.sid}: unknown entity {eid!r}")
-            unknown = [a for a in attrs if a not in self._out]
-            if unknown:
-                raise ValueError(f"{self.sid}: {unknown} are not outputs (or no step ran yet); "
-                                 f"outputs are {OUTPUTS}")
-            values = {a: self._out[a] for a in attrs}
-            # mosaik and the recorder ask separately: check each output once per step
-            for a in attrs:
-                if a not in self._finite:
-                    if not _all_finite(values[a]):
-                        require_finite(f"{self.sid}.{eid}", **{a: values[a]})
-                    self._finite.add(a)
-            data[eid] = values
-        return data
+        # mosaik and the recorder ask separately: check each output once per step
+        return step_outputs(self.sid, EID, outputs, self._sent, self._checked)
+
+    def _checked(self, attr: str) -> np.ndarray:
+        """Output ``attr`` of the last step, checked to be finite."""
+        value = self._out.get(attr)
+        if value is None:
+            raise ValueError(f"{self.sid}: {attr!r} is not an output (or no step ran yet); "
+                             f"outputs are {OUTPUTS}")
+        return finite_output(f"{self.sid}.{EID}", attr, value)
 
     def _plant_voltages(self, by_source: dict | None, time: int) -> np.ndarray | None:
         """Each plant's bus voltage from the ``vm_pu`` input (None if not connected)."""
@@ -248,12 +240,6 @@ def _combine(by_source: dict | None, ufunc: np.ufunc) -> np.ndarray | None:
         if ufunc is np.minimum or ufunc is np.maximum:
             return values[0].copy()
     return ufunc.reduce(np.stack(np.broadcast_arrays(*values)), axis=0)
-
-
-def _all_finite(a: np.ndarray) -> bool:
-    """Whether every value of the float array ``a`` is finite."""
-    # a finite sum means every value is finite: one pass and no temporary in the usual case
-    return math.isfinite(np.add.reduce(a, axis=None)) or bool(np.isfinite(a).all())
 
 
 def main() -> None:

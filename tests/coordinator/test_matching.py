@@ -82,7 +82,7 @@ def test_nothing_to_settle():
 
 def _reference_settle(pv, plant_bus, charge, site_bus):
     """The table filled with the vectorised rule per bus, then the pool (the definition)."""
-    from components.coordinator.matching import _north_west
+    from ext.dispatch_np import north_west_table as _north_west
 
     pv, ch = np.maximum(pv, 0.0), np.maximum(charge, 0.0)
     flow = np.zeros((pv.size, ch.size))

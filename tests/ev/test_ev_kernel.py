@@ -224,3 +224,25 @@ def test_queue_compiled_equals_numpy_on_random_queues():
         for key in ("waiting", "used", "plug", "charging", "p_ch_lim", "p_dis_lim"):
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
         assert (a["used"] <= a["n_chargers"]).all()
+
+
+@pytest.mark.skipif(not HAS_COMPILED, reason="ext.evstep is not built")
+def test_compiled_kernel_rejects_arrays_of_the_wrong_kind_naming_them():
+    kern = select_kernel("evstep", "compiled")
+    n = 4
+    ids = np.arange(n)
+    e, cap, lim = np.full(n, 30.0), np.full(n, 60.0), np.full(n, 7.0)
+    out = [np.empty(n), np.empty(n), np.zeros(n, dtype=np.int64), np.empty(n), np.empty(n)]
+    args = (0.95, 0.95, 0.8, 0.95, 0.05, 0.3, 0.25, 1e-6)
+    assert kern.limits_cc(ids, e, cap, lim, lim, lim, *args, *out) == 0
+    np.testing.assert_allclose(out[0], 7.0)  # the charger's full power all step long
+    with pytest.raises(ValueError, match="e_kwh: needs a C-contiguous 1-d array of float64"):
+        kern.limits_cc(ids, e.astype(np.float32), cap, lim, lim, lim, *args, *out)
+    with pytest.raises(ValueError, match="cap_kwh: needs a C-contiguous"):
+        kern.limits_cc(ids, e, np.full(2 * n, 60.0)[::2], lim, lim, lim, *args, *out)
+    frozen = np.empty(n)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="p_max: needs a C-contiguous writable"):
+        kern.limits_cc(ids, e, cap, lim, lim, lim, *args, frozen, *out[1:])
+    with pytest.raises(ValueError, match="output arrays shorter"):
+        kern.limits_cc(ids, e, cap, lim, lim, lim, *args, np.empty(1), *out[1:])

@@ -102,3 +102,45 @@ def test_world_with_coordinator_applies_setpoints_one_step_later():
         assert int(rec["clamped_count"][t]) == 0
         assert float(rec["p_kw"][t].sum()) == pytest.approx(0.5 * told.sum(), abs=1e-6)
     assert sum(float(rec["charge_kw"][k * STEP_S]) for k in range(N_STEPS)) > 0
+
+
+def test_a_non_finite_output_fails_at_the_sender_naming_it():
+    sim = _sim()
+    sim.step(0, {}, 0)
+    ids = sim.get_data({"fleet": ["plugged_ids"]})["fleet"]["plugged_ids"]
+    assert ids.size
+    sim.step(STEP_S, {}, 0)
+    # a corrupted battery state of a plugged EV and a corrupted site power
+    sim.fleet.e_kwh[sim.fleet.plugged_view()["plugged_ids"][1]] = np.nan
+    sim.fleet.p_site_kw[2] = -np.inf
+    with pytest.raises(ValueError, match=r"EV-0\.fleet: attribute 'plugged_soc' has 1 "
+                                         r"non-finite value\(s\), first at index 1"):
+        sim.get_data({"fleet": ["plugged_ids", "plugged_soc"]})
+    with pytest.raises(ValueError, match="'p_kw' has 1 non-finite value.*first at index 2"):
+        sim.get_data({"fleet": ["p_kw"]})
+    # the outputs made with it (the step's results) are not sent either
+    with pytest.raises(ValueError, match="'p_kw' has 1 non-finite"):
+        sim.get_data({"fleet": ["charge_kw"]})
+    with pytest.raises(ValueError, match="is an input"):
+        sim.get_data({"fleet": ["p_set_kw"]})
+
+
+def test_kpi_totals_follow_the_accounts_through_trips_v2g_and_midnight():
+    """The fleet sums the KPIs keep between changes equal fresh sums at every step."""
+    n_steps = 110  # past the first local midnight (capacity fade)
+    fleet = EVFleet(CFG, BUSES, START, STEP_S, n_steps, np.random.default_rng(SEED))
+    rng = np.random.default_rng(0)
+    for k in range(n_steps):
+        # charging, V2G and idle steps
+        p_set = rng.uniform(-11.0, 11.0, fleet.n_ev) if k % 3 else np.zeros(fleet.n_ev)
+        fleet.step(k, None if k % 7 == 0 else p_set)
+        kpis = fleet.kpis()
+        for key, account in (("ev_charge_energy_mwh", fleet.charged_kwh),
+                             ("ev_discharge_energy_mwh", fleet.discharged_kwh),
+                             ("ev_unmet_energy_mwh", fleet.unmet_kwh),
+                             ("ev_driven_energy_mwh", fleet.driven_kwh),
+                             ("ev_trip_shortfall_mwh", fleet.shortfall_kwh)):
+            assert kpis[key] == float(account.sum() / 1000), (k, key)
+        assert kpis["ev_capacity_fade_pct_mean"] == float(100 * fleet.fade.mean())
+    assert kpis["ev_discharge_energy_mwh"] > 0 and kpis["ev_unmet_energy_mwh"] > 0
+    assert kpis["ev_driven_energy_mwh"] > 0 and kpis["ev_capacity_fade_pct_mean"] > 0

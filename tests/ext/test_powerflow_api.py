@@ -105,6 +105,59 @@ def test_warm_start_saves_iterations_not_accuracy() -> None:
     np.testing.assert_allclose(again.vm_pu, first.vm_pu, atol=1e-9)
 
 
+BACKENDS = ["numpy", *(["compiled"] if HAS_COMPILED else [])]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("flows", [False, True])
+def test_solve_row_is_solve_of_the_summed_row_from_the_same_start(backend, flows) -> None:
+    # a row plus extra injections at some buses, warm-started from an earlier result: the same
+    # bits as solve() of the sum formed in NumPy, started from that result's v_pu
+    network = PowerFlowNetwork(cigre(), backend=backend)
+    p, q = daily_injections(network, 4, seed=3)
+    at = network.bus_positions([4, 9, 14])
+    rng = np.random.default_rng(8)
+    extra = rng.normal(size=6) * np.array([1.0, 1e-3, 10.0, 0.1, 1e-6, 1.0])
+    previous = network.solve(p[0], q[0], flows=flows)
+    for k in (1, 2, 3):
+        row = np.concatenate((p[k], q[k]))
+        summed = row.copy()
+        summed[np.concatenate((at, network.n_bus + at))] += extra
+        want = network.solve(summed[:network.n_bus], summed[network.n_bus:],
+                             previous.v_pu, flows=flows)
+        got = network.solve_row(row, at, extra, previous, flows=flows)
+        assert got.converged and got.iterations == want.iterations
+        assert got._out.tobytes() == want._out.tobytes()
+        cold = network.solve_row(summed, start=None, flows=flows)
+        assert cold._out.tobytes() == network.solve(summed[:network.n_bus],
+                                                    summed[network.n_bus:],
+                                                    flows=flows)._out.tobytes()
+        previous = got
+
+
+def test_solve_row_falls_back_and_checks_its_inputs() -> None:
+    network = PowerFlowNetwork(cigre(), max_iteration=2)  # the Newton fallback must finish
+    p, q = network.base_injections()
+    at = network.bus_positions([4])
+    got = network.solve_row(np.concatenate((p, q)), at, np.array([0.5, 0.1]))
+    p_want, q_want = p.copy(), q.copy()
+    p_want[at] += 0.5
+    q_want[at] += 0.1
+    np.testing.assert_allclose(got.vm_pu, cigre_network().solve(p_want, q_want).vm_pu,
+                               atol=1e-9)
+    row = np.concatenate((p, q))
+    with pytest.raises(ValueError, match="another network"):
+        network.solve_row(row, start=cigre_network().solve(p, q))
+    with pytest.raises(ValueError, match="out of range"):
+        network.solve_row(row, np.array([network.n_bus]), np.zeros(2))
+    with pytest.raises(ValueError, match="shapes"):
+        network.solve_row(row[:-1])
+    bad = row.copy()
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="p_mw_bus: 1 non-finite"):
+        network.solve_row(bad)
+
+
 def test_batch_without_flows_keeps_the_core_results() -> None:
     network = cigre_network()
     p, q = daily_injections(network, 3)

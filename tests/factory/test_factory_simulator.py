@@ -120,3 +120,19 @@ def test_adapter_rejects_bad_config_buses_and_inputs():
         FactorySimulator().init("F", start="2026-06-01T00:00:00")
     with pytest.raises(ValueError, match="whole number of mosaik time units"):
         FactorySimulator().init("F", time_resolution=60.0, step_s=90)
+
+
+def test_a_non_finite_output_fails_at_the_sender_naming_it():
+    sim = _adapter()
+    sim.create(1, "Factories", CONFIG, [3, 5])
+    sim.step(0, {}, 3600)
+    assert np.isfinite(sim.get_data({"factories": list(ATTRS)})["factories"]["p_kw"]).all()
+    # a corrupted energy record of the second factory in step 1 (reactive channel)
+    sim.fleet._energy[1, 1, 1] = np.inf
+    sim.step(STEP_S, {}, 3600)
+    assert np.isfinite(sim.get_data({"factories": ["p_kw"]})["factories"]["p_kw"]).all()
+    with pytest.raises(ValueError, match=r"Factories-0\.factories: attribute 'q_kvar' has 1 "
+                                         r"non-finite value\(s\), first at index 1"):
+        sim.get_data({"factories": ["p_kw", "q_kvar"]})
+    with pytest.raises(ValueError, match="not an output"):
+        sim.get_data({"factories": ["shed_kw"]})

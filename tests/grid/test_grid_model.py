@@ -472,15 +472,22 @@ def test_warnings_inside_the_kernel_stay_quiet_and_an_error_filter_means_diverge
     times = _times("2026-06-01T00:00+08:00", 3)
     model = GridModel(copy.deepcopy(comm_net), times, injection_buses=np.array([77, 102]))
     network = model._flow.network
-    solve = network.solve
+    fallback = network._newton_fallback
 
-    def noisy(*args, **kwargs):  # what a diverging fallback may raise
+    def diverging(solve):  # the fixed point gives up: the Newton-Raphson fallback takes over
+        def run(*args):
+            solve(*args)
+            return -network.max_iteration
+        return run
+
+    def noisy(*args):  # what a diverging fallback may raise
         warnings.warn("Matrix is exactly singular", MatrixRankWarning, stacklevel=1)
         warnings.warn("overflow encountered", RuntimeWarning, stacklevel=1)
         _ = np.ones(2) / np.zeros(2)  # a floating-point warning from NumPy itself
-        return solve(*args, **kwargs)
+        return fallback(*args)
 
-    monkeypatch.setattr(network, "solve", noisy)
+    monkeypatch.setattr(network, "_kernel_solve_row", diverging(network._kernel_solve_row))
+    monkeypatch.setattr(network, "_newton_fallback", noisy)
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
         quiet = model.solve_step(0, np.array([300.0, 200.0]), np.zeros(2))

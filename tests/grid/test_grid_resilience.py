@@ -164,6 +164,21 @@ def test_fault_is_isolated_and_tie_restores_healthy_sections_within_limits(cigre
                                np.nan_to_num(net.res_line.loading_percent.to_numpy()), atol=1e-4)
 
 
+def test_voltage_quality_counts_energised_buses_in_band_and_results_stay_read_only(cigre):
+    model = _model(cigre, 3, events=FAULT)  # no tie: buses 7..11 stay dark in step 2
+    results = [model.solve_step(k, np.array([200.0, 400.0]), np.zeros(2)) for k in range(3)]
+    for r in results:
+        in_band = (r.vm_pu >= 0.9) & (r.vm_pu <= 1.1)
+        np.testing.assert_array_equal(r.v_quality_ok, (r.energised == 1) & in_band)
+        assert r.v_quality_ok.dtype == np.int64
+    dark = results[2]
+    assert dark.v_quality_ok.sum() == dark.energised.sum() < len(model.bus_ids)
+    # the arrays handed out are views of the solver's rows, which later steps start from
+    for name in ("vm_pu", "va_deg", "line_loading_pct", "trafo_loading_pct"):
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(results[1], name)[0] = 0.5
+
+
 def test_tie_that_would_overload_stays_open(cigre):
     model = _model(cigre, 4, tie_switches=TIE, events=FAULT, max_loading_pct=5.0)
     r = [model.solve_step(k, np.array([200.0, 400.0]), np.zeros(2)) for k in range(4)][3]

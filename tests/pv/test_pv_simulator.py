@@ -11,6 +11,7 @@ import pytest
 
 from components.pv.config import LocationConfig, PVConfig, WeatherConfig
 from components.pv.model import PVFleet
+from components.pv.simulator import OUTPUTS as OUTPUTS_ALL
 from components.pv.simulator import PVSimulator, _combine
 from components.pv.weather import synthetic_weather, weather_from_file
 
@@ -164,3 +165,22 @@ def test_one_source_gives_what_the_reduction_over_sources_gives():
     two = _combine({"A.a": values, "B.b": np.ones(6)}, np.add)
     np.testing.assert_array_equal(two, values + 1.0)
     assert _combine({}, np.add) is None and _combine({"A.a": None}, np.add) is None
+
+
+def test_a_non_finite_output_fails_at_the_sender_naming_it():
+    sim = PVSimulator()
+    sim.init("PV-0", start=START, step_s=STEP_S, n_steps=N_STEPS, weather=WEATHER)
+    sim.create(1, "PVFleet", config=SECTION, buses=BUSES)
+    sim.step(0, {}, 0)
+    assert np.isfinite(sim.get_data({"pv": OUTPUTS_ALL})["pv"]["p_kw"]).all()
+    # a NaN limit from a faulty controller makes the delivered power NaN
+    limit = np.array([50.0, np.nan, 10.0, 10.0])
+    sim.step(STEP_S, {"pv": {"curtail_kw": {"Coord-0.coord": limit}}}, 0)
+    assert sim.get_data({"pv": ["p_avail_kw"]})["pv"]["p_avail_kw"].shape == (4,)
+    with pytest.raises(ValueError, match=r"PV-0\.pv: attribute 'p_kw' has 1 non-finite value\(s\), "
+                                         r"first at index 1"):
+        sim.get_data({"pv": ["p_kw"]})
+    with pytest.raises(ValueError, match="'p_curtailed_kw' has 1 non-finite"):
+        sim.get_data({"pv": ["p_curtailed_kw"]})
+    with pytest.raises(ValueError, match="not an output"):
+        sim.get_data({"pv": ["curtail_kw"]})

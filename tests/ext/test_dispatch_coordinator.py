@@ -1,0 +1,257 @@
+"""The coordinator's per-step kernels of ``ext.dispatch`` besides the allocation: the plugged EVs'
+view (``plugged_into``), what the EVs do with the set-points (``done_into``) and the
+north-west-corner transport tables of the settlement (``north_west_into``). The compiled kernels
+equal the NumPy twins to the bit, and do what they are defined to."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import ext.dispatch_np as twin
+
+pytestmark = pytest.mark.kernels
+
+HAS_COMPILED = importlib.util.find_spec("ext.dispatch") is not None
+BACKENDS = ["numpy", *(["compiled"] if HAS_COMPILED else [])]
+
+
+def _kernel(backend: str):
+    from ext.dispatch_api import kernel_module
+
+    return kernel_module(backend)
+
+
+def _groups(members: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    start = np.cumsum([0, *(len(m) for m in members)], dtype=np.int64)
+    return start, np.array([i for m in members for i in m], dtype=np.int64)
+
+
+def _case(seed: int):
+    """Random supply and demand (zeros of both signs, negatives, exact ties) and disjoint
+    groups of suppliers and consumers in shuffled order."""
+    rng = np.random.default_rng(seed)
+    n_rows, n_cols = int(rng.integers(1, 15)), int(rng.integers(1, 10))
+    supply = rng.uniform(-50, 300, n_rows) * (rng.random(n_rows) < 0.8)
+    supply[rng.random(n_rows) < 0.2] = -0.0
+    demand = rng.uniform(-50, 250, n_cols) * (rng.random(n_cols) < 0.8)
+    demand[0] = supply[0]
+    n_groups = int(rng.integers(0, 4))
+    rows = np.array_split(rng.permutation(n_rows), max(n_groups, 1))[:n_groups]
+    cols = np.array_split(rng.permutation(n_cols), max(n_groups, 1))[:n_groups]
+    flow = rng.uniform(0, 10, (n_rows, n_cols)) * (rng.random((n_rows, n_cols)) < 0.3)
+    return supply, demand, [r.tolist() for r in rows], [c.tolist() for c in cols], flow
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_compiled_kernel_and_twin_agree_to_the_bit(seed: int) -> None:
+    if not HAS_COMPILED:
+        pytest.skip("ext.dispatch is not built")
+    supply, demand, rows, cols, flow = _case(seed)
+    out = {}
+    for backend in ("numpy", "compiled"):
+        out[backend] = flow.copy()
+        _kernel(backend).north_west_into(supply, demand, *_groups(rows), *_groups(cols),
+                                         out[backend])
+    assert out["compiled"].tobytes() == out["numpy"].tobytes()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", range(20))
+def test_each_group_ships_what_it_can_in_order(backend: str, seed: int) -> None:
+    supply, demand, rows, cols, flow = _case(seed)
+    out = flow.copy()
+    _kernel(backend).north_west_into(supply, demand, *_groups(rows), *_groups(cols), out)
+    added = out - flow
+    in_group = np.zeros(flow.shape, dtype=bool)
+    for r, c in zip(rows, cols, strict=True):
+        in_group[np.ix_(r, c)] = True
+        table = added[np.ix_(r, c)]
+        s, d = np.maximum(supply[r], 0.0), np.maximum(demand[c], 0.0)
+        # no supplier ships more than it has, no consumer gets more than it wants, and the
+        # group ships all it can
+        assert (table >= 0).all()
+        assert (table.sum(axis=1) <= s + 1e-9).all() and (table.sum(axis=0) <= d + 1e-9).all()
+        assert table.sum() == pytest.approx(min(s.sum(), d.sum()), abs=1e-9)
+        # in order: a supplier ships to a later consumer only once the earlier ones are served
+        for a in range(len(r)):
+            served = np.flatnonzero(table[a] > 0)
+            if served.size:
+                last = served[-1]
+                left = d[:last] - table[:, :last].sum(axis=0)
+                assert (left <= 1e-9).all()
+    assert not added[~in_group].any()
+
+
+def test_by_hand() -> None:
+    # two plants (100, 50) for three sites (30, 80, 100): 30 and 70 from the first plant,
+    # 10 and 40 from the second
+    flow = np.zeros((2, 3))
+    twin.north_west_into(np.array([100.0, 50.0]), np.array([30.0, 80.0, 100.0]),
+                         *_groups([[0, 1]]), *_groups([[0, 1, 2]]), flow)
+    assert flow.tolist() == [[30.0, 70.0, 0.0], [0.0, 10.0, 40.0]]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_indices_and_sizes_are_refused(backend: str) -> None:
+    kernel = _kernel(backend)
+    supply, demand, flow = np.ones(2), np.ones(3), np.zeros((2, 3))
+    ok_rows, ok_cols = _groups([[0, 1]]), _groups([[0, 1, 2]])
+    with pytest.raises(ValueError, match="supplier index"):
+        kernel.north_west_into(supply, demand, *_groups([[0, 2]]), *ok_cols, flow)
+    with pytest.raises(ValueError, match="consumer index"):
+        kernel.north_west_into(supply, demand, *ok_rows, *_groups([[-1]]), flow)
+    with pytest.raises(ValueError, match="group bounds"):
+        kernel.north_west_into(supply, demand, np.array([0, 5]), ok_rows[1], *ok_cols, flow)
+    with pytest.raises(ValueError, match="sizes"):
+        kernel.north_west_into(np.ones(3), demand, *ok_rows, *ok_cols, flow)
+    with pytest.raises(ValueError, match="sizes"):
+        kernel.north_west_into(supply, demand, *ok_rows, *_groups([[0], [1]]), flow)
+
+
+def _fleet(seed: int):
+    """A fleet of 40 EVs on 5 sites, some plugged (shuffled, with zeros of both signs, NaN
+    set-points and bounds that cross zero), and the coordinator's memory of each EV."""
+    rng = np.random.default_rng(seed)
+    n_ev, n_site = 40, 5
+    n = int(rng.integers(0, n_ev + 1))
+    ids = rng.permutation(n_ev)[:n].astype(np.int64)
+    site = rng.integers(0, n_site, n).astype(np.int64)
+    view = {"soc": rng.uniform(0, 1, n), "need_kwh": rng.uniform(-5, 40, n),
+            "departure_s": rng.uniform(0, 2e5, n), "p_max_kw": rng.uniform(-1, 11, n),
+            "p_min_kw": rng.uniform(-11, 1, n), "v2g": (rng.random(n) < 0.5).view(np.uint8)}
+    for a in ("need_kwh", "p_max_kw", "p_min_kw"):
+        view[a][rng.random(n) < 0.2] = -0.0
+        view[a][rng.random(n) < 0.1] = 0.0
+    state = {"rate_kw": rng.uniform(0, 11, n_ev) * (rng.random(n_ev) < 0.6),
+             "dis_rate_kw": rng.uniform(0, 11, n_ev) * (rng.random(n_ev) < 0.6),
+             "delta_e_kwh": rng.uniform(-20, 20, n_ev),
+             "site_of": np.where(rng.random(n_ev) < 0.5, rng.integers(0, n_site, n_ev), -1)}
+    state["site_of"][ids[: n // 2]] = site[: n // 2]  # half of them stay where they were
+    p = np.where(rng.random(n) < 0.2, np.nan, rng.uniform(-12, 12, n))
+    p[rng.random(n) < 0.1] = -0.0
+    return ids, site, view, state, p, rng.uniform(3, 11, n_site), rng.uniform(30, 90, n_ev)
+
+
+def _plugged(backend: str, ids, site, view, state, point, capacity):
+    state = {k: v.copy() for k, v in state.items()}
+    out = np.full((8, ids.size), -1.0)
+    code = _kernel(backend).plugged_into(
+        ids, site, view["soc"], view["need_kwh"], view["departure_s"], view["p_max_kw"],
+        view["p_min_kw"], view["v2g"], 3600.0, 900.0, point, capacity, 0.95,
+        state["rate_kw"], state["dis_rate_kw"], state["delta_e_kwh"], state["site_of"], out)
+    return code, out, state
+
+
+@pytest.mark.parametrize("known_capacity", [True, False])
+@pytest.mark.parametrize("seed", range(15))
+def test_plugged_view_compiled_equals_twin_to_the_bit(seed: int, known_capacity: bool) -> None:
+    if not HAS_COMPILED:
+        pytest.skip("ext.dispatch is not built")
+    ids, site, view, state, _, point, capacity = _fleet(seed)
+    capacity = capacity if known_capacity else np.zeros(0)
+    got = {b: _plugged(b, ids, site, view, state, point, capacity) for b in ("numpy", "compiled")}
+    assert got["numpy"][0] == got["compiled"][0] == 0
+    assert got["numpy"][1].tobytes() == got["compiled"][1].tobytes()
+    for k in state:
+        assert got["numpy"][2][k].tobytes() == got["compiled"][2][k].tobytes()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", range(10))
+def test_plugged_view_follows_its_definition(backend: str, seed: int) -> None:
+    ids, site, view, state, _, point, capacity = _fleet(seed)
+    code, out, after = _plugged(backend, ids, site, view, state, point, capacity)
+    assert code == 0
+    need, t_dep, p_max, p_min, p_rate, p_dis_rate, restore, room = out
+    assert (need >= 0).all() and (t_dep >= 900.0).all() and (p_max >= 0).all()
+    assert (p_min <= 0).all()
+    np.testing.assert_array_equal(t_dep, np.maximum(view["departure_s"] - 3600.0, 900.0))
+    # the rates seen only grow; an EV without a rate seen plans with its site's point
+    rate = np.maximum(state["rate_kw"][ids], p_max)
+    np.testing.assert_array_equal(after["rate_kw"][ids], rate)
+    np.testing.assert_array_equal(p_rate, np.where(rate > 0, rate, point[site]))
+    assert (p_dis_rate[view["v2g"] == 0] == 0).all()
+    # a new stay (another site, or not plugged before) starts with nothing to give back
+    new = state["site_of"][ids] != site
+    assert (restore[new] == 0).all()
+    np.testing.assert_array_equal(restore[~new],
+                                  np.maximum(-state["delta_e_kwh"][ids[~new]], 0.0))
+    assert (after["delta_e_kwh"][ids[new]] == 0).all()
+    expected_site_of = np.full(state["site_of"].size, -1)
+    expected_site_of[ids] = site
+    np.testing.assert_array_equal(after["site_of"], expected_site_of)
+    np.testing.assert_array_equal(room, np.maximum((0.95 - view["soc"]) * capacity[ids], need))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_plugged_view_refuses_bad_indices_before_changing_anything(backend: str) -> None:
+    ids, site, view, state, _, point, capacity = _fleet(3)
+    assert ids.size
+    for bad_ids, bad_site, code in ((ids.copy(), site, 1), (ids, site.copy(), 2)):
+        if code == 1:
+            bad_ids[-1] = state["rate_kw"].size
+        else:
+            bad_site[0] = -1
+        got, _, after = _plugged(backend, bad_ids, bad_site, view, state, point, capacity)
+        assert got == code
+        for k in state:
+            assert after[k].tobytes() == state[k].tobytes()
+    with pytest.raises(ValueError, match="sizes"):
+        _plugged(backend, ids, site[:-1], view, state, point, capacity)
+
+
+def _done(backend: str, p, ids, site, state, p_min, p_max, n_site):
+    delta = state["delta_e_kwh"].copy()
+    p_done, site_kw, p_set = np.full(p.size, -1.0), np.full((2, n_site), -1.0), np.zeros(delta.size)
+    _kernel(backend).done_into(p, p_min, p_max, ids, site, 0.92, 0.9, 0.25, delta, p_done,
+                               site_kw, p_set)
+    return delta, p_done, site_kw, p_set
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_done_compiled_equals_twin_to_the_bit(seed: int) -> None:
+    if not HAS_COMPILED:
+        pytest.skip("ext.dispatch is not built")
+    ids, site, view, state, p, point, _ = _fleet(seed)
+    p_min, p_max = np.minimum(view["p_min_kw"], 0.0), np.maximum(view["p_max_kw"], 0.0)
+    got = {b: _done(b, p, ids, site, state, p_min, p_max, point.size)
+           for b in ("numpy", "compiled")}
+    for a, b in zip(got["numpy"], got["compiled"], strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", range(10))
+def test_done_follows_its_definition(backend: str, seed: int) -> None:
+    ids, site, view, state, p, point, _ = _fleet(seed)
+    p_min, p_max = np.minimum(view["p_min_kw"], 0.0), np.maximum(view["p_max_kw"], 0.0)
+    delta, p_done, site_kw, p_set = _done(backend, p, ids, site, state, p_min, p_max,
+                                          point.size)
+    # NaN: the EV's maximum; everything within the EV's bounds
+    np.testing.assert_array_equal(p_done, np.clip(np.where(np.isnan(p), p_max, p), p_min, p_max))
+    charging, discharging = np.maximum(p_done, 0.0), np.maximum(-p_done, 0.0)
+    np.testing.assert_allclose(site_kw[0], [charging[site == j].sum() for j in range(point.size)])
+    np.testing.assert_allclose(site_kw[1],
+                               [discharging[site == j].sum() for j in range(point.size)])
+    gained = delta - state["delta_e_kwh"]
+    np.testing.assert_allclose(gained[ids], (0.92 * charging - discharging / 0.9) * 0.25)
+    others = np.setdiff1d(np.arange(delta.size), ids)
+    assert (gained[others] == 0).all()
+    np.testing.assert_array_equal(p_set[ids], p)
+    assert np.isnan(p_set[others]).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_done_refuses_bad_indices_and_sizes(backend: str) -> None:
+    ids, site, view, state, p, point, _ = _fleet(4)
+    assert ids.size
+    p_min, p_max = np.minimum(view["p_min_kw"], 0.0), np.maximum(view["p_max_kw"], 0.0)
+    bad = site.copy()
+    bad[0] = point.size
+    with pytest.raises(ValueError, match="out of range"):
+        _done(backend, p, ids, bad, state, p_min, p_max, point.size)
+    with pytest.raises(ValueError, match="sizes"):
+        _done(backend, p[:-1], ids, site, state, p_min, p_max, point.size)
