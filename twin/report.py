@@ -16,10 +16,13 @@ once per file; nothing is fetched when the page opens.
 from __future__ import annotations
 
 import argparse
+import base64
+import functools
 import html
 import json
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,10 +132,10 @@ def flows_kw(run: RunData) -> pd.DataFrame:
     return out
 
 
-FLOW_COLORS = {"PV generation": "#f2b701", "PV curtailed": "#d9a0a0", "factories": "#e73f74", "EV charging": "#3969ac",
-               "EV discharging (V2G)": "#7f3c8d", "background load": "#80ba5a",
-               "background generation": "#11a579", "grid import": "#222222",
-               "grid export": "#a5aa99", "losses": "#cf1c90"}
+FLOW_COLORS = {"PV generation": "#f2b701", "PV curtailed": "#d9a0a0", "factories": "#e73f74",
+               "EV charging": "#3969ac", "EV discharging (V2G)": "#7f3c8d",
+               "background load": "#80ba5a", "background generation": "#11a579",
+               "grid import": "#222222", "grid export": "#a5aa99", "losses": "#cf1c90"}
 
 
 def for_plot(df: pd.DataFrame, how: str = "mean") -> tuple[pd.DataFrame, str]:
@@ -147,53 +150,53 @@ def for_plot(df: pd.DataFrame, how: str = "mean") -> tuple[pd.DataFrame, str]:
 
 
 # -- figures of one run ----------------------------------------------------------------------
+#
+# The figures of a run are plain plotly figure dicts ({"data": [...], "layout": {...}}) built in
+# one go: plotly's graph objects validate every assignment, which took most of a report's time.
+# Numeric series are plotly.js typed arrays (as plotly itself writes them) and the template is
+# resolved once per process, so the page serialises them without another validation.
 
-def fig_energy_flows(run: RunData):
-    import plotly.graph_objects as go
-
+def fig_energy_flows(run: RunData) -> dict[str, Any]:
     flows, note = for_plot(flows_kw(run) / 1000.0)
-    fig = go.Figure()
+    x = _times(flows.index)
+    traces = []
     for name in flows.columns:
         dash = "dot" if name in ("grid export", "losses", "PV curtailed") else None
-        fig.add_trace(go.Scatter(x=flows.index, y=flows[name], name=name, mode="lines",
-                                 line={"color": FLOW_COLORS.get(name), "dash": dash,
-                                       "width": 2.5 if name == "grid import" else 1.5}))
-    _layout(fig, "Energy flows" + (f" ({note})" if note else ""), "power [MW]",
-            run.scenario.timezone)
-    return fig
+        line = {"color": FLOW_COLORS.get(name), "width": 2.5 if name == "grid import" else 1.5}
+        if dash:
+            line["dash"] = dash
+        traces.append({"type": "scatter", "x": x, "y": _f8(flows[name]), "name": name,
+                       "mode": "lines", "line": line})
+    return _figure(traces, _layout("Energy flows" + (f" ({note})" if note else ""),
+                                   "power [MW]", run.scenario.timezone))
 
 
-def fig_coordinator(run: RunData):
+def fig_coordinator(run: RunData) -> dict[str, Any] | None:
     """The coordinator's power flows [MW]: every ``*_kw`` output, vectors summed."""
-    import plotly.graph_objects as go
-
     frame = run.frames.get("coordinator")
     if frame is None:
         return None
-    flows = pd.DataFrame(index=frame.index)
+    flows = {}
     for col in frame.columns:
         if col.endswith("_kw"):
             flows[col[:-3].replace("_", " ")] = frame[col]
     for attr in dict.fromkeys(c.split("[")[0] for c in frame.columns if "[" in c):
         if attr.endswith("_kw"):
             flows[attr[:-3].replace("_", " ") + " (sum)"] = vector(frame, attr).sum(axis=1)
-    if flows.empty:
+    if not flows:
         return None
-    flows, note = for_plot(flows / 1000.0)
-    fig = go.Figure()
-    for name in flows.columns:
-        fig.add_trace(go.Scatter(x=flows.index, y=flows[name], name=name, mode="lines",
-                                 line={"dash": "dash" if "threshold" in name else None}))
-    _layout(fig, "Coordinator: matched and dispatched power" + (f" ({note})" if note else ""),
-            "power [MW]", run.scenario.timezone)
-    return fig
+    shown, note = for_plot(pd.DataFrame(flows, index=frame.index) / 1000.0)
+    x = _times(shown.index)
+    traces = [{"type": "scatter", "x": x, "y": _f8(shown[name]), "name": name, "mode": "lines",
+               **({"line": {"dash": "dash"}} if "threshold" in name else {})}
+              for name in shown.columns]
+    return _figure(traces, _layout("Coordinator: matched and dispatched power"
+                                   + (f" ({note})" if note else ""), "power [MW]",
+                                   run.scenario.timezone))
 
 
-def fig_ev(run: RunData) -> list:
+def fig_ev(run: RunData) -> list[dict[str, Any]]:
     """EV figures: the SoC distribution when recorded, unmet energy and plugged EVs."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     ev = run.frames.get("ev")
     if ev is None:
         return []
@@ -204,45 +207,51 @@ def fig_ev(run: RunData) -> list:
     frame, note = for_plot(ev[["unmet_kwh", "n_plugged"]], "mean")
     cumulative = ev["unmet_kwh"].cumsum()
     cumulative, _ = for_plot(cumulative.to_frame("c"), "last")
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Bar(x=frame.index, y=frame["unmet_kwh"], name="unmet energy per step",
-                         marker_color="#e73f74"), secondary_y=False)
-    fig.add_trace(go.Scatter(x=cumulative.index, y=cumulative["c"], name="unmet energy, total",
-                             mode="lines", line={"color": "#7f3c8d"}), secondary_y=False)
-    fig.add_trace(go.Scatter(x=frame.index, y=frame["n_plugged"], name="EVs plugged in",
-                             mode="lines", line={"color": "#3969ac", "width": 1}),
-                  secondary_y=True)
-    _layout(fig, "EV energy users lacked at departure, and EVs plugged in"
-            + (f" ({note})" if note else ""), "energy [kWh]", run.scenario.timezone)
-    fig.update_yaxes(title_text="EVs plugged in [-]", secondary_y=True, rangemode="tozero")
-    figs.append(fig)
+    x = _times(frame.index)
+    traces = [
+        {"type": "bar", "x": x, "y": _f8(frame["unmet_kwh"]), "name": "unmet energy per step",
+         "marker": {"color": "#e73f74"}, "xaxis": "x", "yaxis": "y"},
+        {"type": "scatter", "x": _times(cumulative.index), "y": _f8(cumulative["c"]),
+         "name": "unmet energy, total", "mode": "lines", "line": {"color": "#7f3c8d"},
+         "xaxis": "x", "yaxis": "y"},
+        {"type": "scatter", "x": x, "y": _f8(frame["n_plugged"]), "name": "EVs plugged in",
+         "mode": "lines", "line": {"color": "#3969ac", "width": 1}, "xaxis": "x", "yaxis": "y2"},
+    ]
+    layout = _layout("EV energy users lacked at departure, and EVs plugged in"
+                     + (f" ({note})" if note else ""), "energy [kWh]", run.scenario.timezone)
+    # A secondary y axis on the right, as plotly's make_subplots lays it out.
+    layout["xaxis"].update(anchor="y", domain=[0.0, 0.94])
+    layout["yaxis"].update(anchor="x", domain=[0.0, 1.0])
+    layout["yaxis2"] = {"anchor": "x", "overlaying": "y", "side": "right",
+                        "title": {"text": "EVs plugged in [-]"}, "rangemode": "tozero"}
+    figs.append(_figure(traces, layout))
     return figs
 
 
-def fig_soc(run: RunData, soc: pd.DataFrame):
+def fig_soc(run: RunData, soc: pd.DataFrame) -> dict[str, Any]:
     """The fleet's SoC distribution over time: quantile bands and the median [%]."""
-    import plotly.graph_objects as go
-
     soc, note = for_plot(soc * 100.0)
     cols = list(soc.columns)
-    fig = go.Figure()
+    x = _times(soc.index)
+    traces = []
     # Outer pairs of quantiles become nested bands; a middle column is the median.
     for k in range(len(cols) // 2):
         lo, hi = cols[k], cols[-1 - k]
         alpha = 0.15 + 0.2 * k
-        fig.add_trace(go.Scatter(x=soc.index, y=soc[lo], mode="lines", line={"width": 0},
-                                 showlegend=False, name=lo, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=soc.index, y=soc[hi], mode="lines", line={"width": 0},
-                                 fill="tonexty", fillcolor=f"rgba(57,105,172,{alpha:.2f})",
-                                 name=f"{lo} to {hi}"))
+        traces.append({"type": "scatter", "x": x, "y": _f8(soc[lo]), "mode": "lines",
+                       "line": {"width": 0}, "showlegend": False, "name": lo,
+                       "hoverinfo": "skip"})
+        traces.append({"type": "scatter", "x": x, "y": _f8(soc[hi]), "mode": "lines",
+                       "line": {"width": 0}, "fill": "tonexty",
+                       "fillcolor": f"rgba(57,105,172,{alpha:.2f})", "name": f"{lo} to {hi}"})
     if len(cols) % 2:
         mid = cols[len(cols) // 2]
-        fig.add_trace(go.Scatter(x=soc.index, y=soc[mid], mode="lines", name=mid,
-                                 line={"color": "#3969ac", "width": 2}))
-    _layout(fig, "EV state of charge across the fleet" + (f" ({note})" if note else ""),
-            "state of charge [%]", run.scenario.timezone)
-    fig.update_yaxes(range=[0, 100])
-    return fig
+        traces.append({"type": "scatter", "x": x, "y": _f8(soc[mid]), "mode": "lines",
+                       "name": mid, "line": {"color": "#3969ac", "width": 2}})
+    layout = _layout("EV state of charge across the fleet" + (f" ({note})" if note else ""),
+                     "state of charge [%]", run.scenario.timezone)
+    layout["yaxis"]["range"] = [0, 100]
+    return _figure(traces, layout)
 
 
 def voltage_stats(run: RunData) -> pd.DataFrame:
@@ -256,121 +265,210 @@ def voltage_stats(run: RunData) -> pd.DataFrame:
     return stats
 
 
-def fig_voltage_per_bus(run: RunData, net: Any = None):
-    import plotly.graph_objects as go
-
-    stats = voltage_stats(run).dropna()
+def fig_voltage_per_bus(run: RunData, net: Any = None,
+                        stats: pd.DataFrame | None = None) -> dict[str, Any]:
+    """``stats``: :func:`voltage_stats` of the run, when already at hand."""
+    stats = (voltage_stats(run) if stats is None else stats).dropna()
     names = _names(net, "bus", stats.index)
-    x = [str(i) for i in stats.index]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(
-        x=x, y=stats["mean"], mode="markers", name="mean, with min–max range",
-        marker={"color": "#3969ac", "size": 5},
-        error_y={"type": "data", "symmetric": False, "array": stats["max"] - stats["mean"],
-                 "arrayminus": stats["mean"] - stats["min"], "color": "#3969ac",
-                 "thickness": 1.2, "width": 2},
-        text=[f"{n}<br>min {a:.4f} pu<br>mean {m:.4f} pu<br>max {b:.4f} pu"
-              for n, a, m, b in zip(names, stats["min"], stats["mean"], stats["max"])],
-        hoverinfo="text"))
-    _band_lines(fig, run)
-    fig.update_layout(title="Voltage envelope per bus (over the run)", template="plotly_white",
-                      xaxis={"title": "bus (pandapower index)", "type": "category"},
-                      yaxis={"title": "voltage [pu]"}, height=420,
-                      margin={"l": 60, "r": 20, "t": 50, "b": 50}, showlegend=True)
-    return fig
+    lo, mean, hi = (stats[c].to_numpy(dtype=float) for c in ("min", "mean", "max"))
+    trace = {
+        "type": "scatter", "x": [str(i) for i in stats.index], "y": _f8(mean), "mode": "markers",
+        "name": "mean, with min–max range", "marker": {"color": "#3969ac", "size": 5},
+        "error_y": {"type": "data", "symmetric": False, "array": _f8(hi - mean),
+                    "arrayminus": _f8(mean - lo), "color": "#3969ac", "thickness": 1.2,
+                    "width": 2},
+        "text": [f"{n}<br>min {a:.4f} pu<br>mean {m:.4f} pu<br>max {b:.4f} pu"
+                 for n, a, m, b in zip(names, lo, mean, hi)],
+        "hoverinfo": "text"}
+    layout = {"title": {"text": "Voltage envelope per bus (over the run)"},
+              "template": _template(),
+              "xaxis": {"title": {"text": "bus (pandapower index)"}, "type": "category"},
+              "yaxis": {"title": {"text": "voltage [pu]"}}, "height": 420,
+              "margin": {"l": 60, "r": 20, "t": 50, "b": 50}, "showlegend": True,
+              **_band_lines(run)}
+    return _figure([trace], layout)
 
 
-def fig_voltage_time(run: RunData):
-    import plotly.graph_objects as go
-
+def fig_voltage_time(run: RunData) -> dict[str, Any]:
     grid = run.frames["grid"]
-    vm = vector(grid, "vm_pu")
+    vm = vector(grid, "vm_pu").to_numpy(dtype=float)
     if "converged" in grid:
-        vm = vm.where(grid["converged"] > 0.5, axis=0)
-    env = pd.DataFrame({"min": vm.min(axis=1), "max": vm.max(axis=1)})
+        vm = np.where((grid["converged"] > 0.5).to_numpy()[:, None], vm, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: unconverged steps
+        env = pd.DataFrame({"min": np.nanmin(vm, axis=1), "max": np.nanmax(vm, axis=1)},
+                           index=grid.index)
     env, note = for_plot(env)
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=env.index, y=env["max"], mode="lines", name="highest bus",
-                             line={"color": "#e73f74"}))
-    fig.add_trace(go.Scatter(x=env.index, y=env["min"], mode="lines", name="lowest bus",
-                             line={"color": "#3969ac"}, fill="tonexty",
-                             fillcolor="rgba(57,105,172,0.12)"))
-    _band_lines(fig, run)
-    _layout(fig, "Voltage envelope over time" + (f" ({note})" if note else ""),
-            "voltage [pu]", run.scenario.timezone)
-    return fig
+    x = _times(env.index)
+    traces = [{"type": "scatter", "x": x, "y": _f8(env["max"]), "mode": "lines",
+               "name": "highest bus", "line": {"color": "#e73f74"}},
+              {"type": "scatter", "x": x, "y": _f8(env["min"]), "mode": "lines",
+               "name": "lowest bus", "line": {"color": "#3969ac"}, "fill": "tonexty",
+               "fillcolor": "rgba(57,105,172,0.12)"}]
+    layout = _layout("Voltage envelope over time" + (f" ({note})" if note else ""),
+                     "voltage [pu]", run.scenario.timezone)
+    layout.update(_band_lines(run))
+    return _figure(traces, layout)
 
 
-def fig_network_map(run: RunData, net: Any):
+def fig_network_map(run: RunData, net: Any,
+                    stats: pd.DataFrame | None = None) -> dict[str, Any]:
     """The network drawn with pandapower's plotly traces: buses coloured by their minimum
     voltage, lines and transformers by their maximum loading over the run.
 
-    ``net`` is modified (coordinates added, unreported lines dropped): pass a fresh one.
+    ``net`` is not changed (a network without bus coordinates is laid out on a view of it).
+    ``stats``: :func:`voltage_stats` of the run, when already at hand.
     """
     from pandapower.plotting.plotly.traces import (
         create_bus_trace,
         create_line_trace,
         create_trafo_trace,
-        draw_traces,
     )
 
-    _ensure_coordinates(net)
+    net = _with_coordinates(net)
     grid = run.frames["grid"]
     ok = grid["converged"] > 0.5 if "converged" in grid else pd.Series(True, grid.index)
     lo, hi = run.scenario.grid.v_band_pu
-    stats = voltage_stats(run)
-    buses = [b for b in net.bus.index if b in stats.index and np.isfinite(stats.at[b, "min"])
-             and isinstance(net.bus.at[b, "geo"], str)]
+    stats = voltage_stats(run) if stats is None else stats
+    placed = net.bus["geo"].map(lambda g: isinstance(g, str))
+    finite_min = np.isfinite(stats["min"].reindex(net.bus.index).to_numpy(dtype=float))
+    buses = net.bus.index[placed.to_numpy(dtype=bool) & finite_min].tolist()
     vmin = stats.loc[buses, "min"].to_numpy()
-    bus_info = pd.Series([f"{net.bus.at[b, 'name']} (bus {b})<br>min {stats.at[b, 'min']:.4f} pu"
+    bus_names = net.bus["name"]
+    bus_info = pd.Series([f"{bus_names.at[b]} (bus {b})<br>min {stats.at[b, 'min']:.4f} pu"
                           f"<br>max {stats.at[b, 'max']:.4f} pu" for b in buses], index=buses)
-    traces = []
+    geometry = _geometry_key(net)
+    traces: list[dict[str, Any]] = []
 
+    line_names = net.line["name"]
     line_max = _max_by_index(vector(grid, "line_loading_pct")[ok], net.line.index)
-    idle = net.line.index[~np.isfinite(line_max)]
+    reported = np.isfinite(line_max)
+    idle = net.line.index[~reported]
     if len(idle):
-        # Lines the grid did not report (out of service): dotted grey, then left out of the
-        # net so that the colour values align with the remaining lines by index.
-        traces += create_line_trace(net, lines=idle, use_line_geo=False, width=1.5,
-                                    color="#aaaaaa", dash="dot", trace_name="lines out of service",
-                                    infofunc=pd.Series([f"{net.line.at[i, 'name']} (line {i})"
-                                                        "<br>out of service" for i in idle],
-                                                       index=idle))
-        net.line = net.line.loc[np.isfinite(line_max)]
-        line_max = line_max[np.isfinite(line_max)]
-    if len(net.line):
-        info = pd.Series([f"{net.line.at[i, 'name']} (line {i})<br>max loading {v:.1f} %"
-                          for i, v in zip(net.line.index, line_max)], index=net.line.index)
-        traces += create_line_trace(net, use_line_geo=False, width=2.5, infofunc=info,
-                                    cmap="jet", cmap_vals=line_max,
-                                    cmin=0.0, cmax=100.0, cbar_title="max loading [%]",
-                                    cpos=1.12)
+        # Lines the grid did not report (out of service): dotted grey.
+        traces += _branch_traces(
+            create_line_trace, "lines", net, geometry, idle,
+            [f"{line_names.at[i]} (line {i})<br>out of service" for i in idle],
+            use_line_geo=False, width=1.5, color="#aaaaaa", dash="dot",
+            trace_name="lines out of service")
+    active = net.line.index[reported]
+    if len(active):
+        traces += _branch_traces(
+            create_line_trace, "lines", net, geometry, active,
+            [f"{line_names.at[i]} (line {i})<br>max loading {v:.1f} %"
+             for i, v in zip(active, line_max[reported])],
+            values=line_max[reported], cmin=0.0, cmax=100.0,
+            use_line_geo=False, width=2.5, cbar_title="max loading [%]", cpos=1.12)
     trafo_max = _max_by_index(vector(grid, "trafo_loading_pct")[ok], net.trafo.index)
-    with_geo = net.trafo.hv_bus.map(lambda b: isinstance(net.bus.at[b, "geo"], str)) \
-        & net.trafo.lv_bus.map(lambda b: isinstance(net.bus.at[b, "geo"], str))
+    with_geo = (net.trafo.hv_bus.isin(net.bus.index[placed]) & net.trafo.lv_bus.isin(
+        net.bus.index[placed])).to_numpy(dtype=bool)
     if with_geo.any():
-        info = pd.Series([f"{net.trafo.at[i, 'name']} (transformer {i})<br>max loading "
-                          + (f"{v:.1f} %" if np.isfinite(v) else "n/a")
-                          for i, v in zip(net.trafo.index, trafo_max)], index=net.trafo.index)
-        traces += create_trafo_trace(net, width=5, infofunc=info, cmap="jet",
-                                     cmap_vals=np.nan_to_num(trafo_max[with_geo.to_numpy()],
-                                                             nan=0.0),
-                                     cmin=0.0, cmax=100.0)
+        drawn = net.trafo.index[with_geo]
+        trafo_names = net.trafo["name"]
+        traces += _branch_traces(
+            create_trafo_trace, "trafos", net, geometry, drawn,
+            [f"{trafo_names.at[i]} (transformer {i})<br>max loading "
+             + (f"{v:.1f} %" if np.isfinite(v) else "n/a")
+             for i, v in zip(drawn, trafo_max[with_geo])],
+            values=np.nan_to_num(trafo_max[with_geo], nan=0.0), cmin=0.0, cmax=100.0, width=5)
     if len(net.ext_grid):
-        slack = [b for b in net.ext_grid.bus if isinstance(net.bus.at[b, "geo"], str)]
+        slack = [b for b in net.ext_grid.bus if b in placed.index and placed.at[b]]
         if slack:
-            traces += create_bus_trace(net, buses=slack, color="grey", size=16,
-                                       patch_type="square", trace_name="external grid")
-    traces += create_bus_trace(net, buses=buses, size=9, infofunc=bus_info, cmap="Jet",
-                               cmap_vals=vmin, cmin=lo, cmax=hi, cpos=1.0,
-                               cbar_title="min voltage [pu]", trace_name="buses")
-    fig = draw_traces(traces, showlegend=False, filename=None, auto_open=False)
-    fig.update_layout(width=None, height=620, autosize=True, template="plotly_white",
-                      title="Network: buses by minimum voltage, lines and transformers by "
-                            "maximum loading",
-                      margin={"l": 10, "r": 10, "t": 50, "b": 10})
-    fig.update_yaxes(scaleanchor="x", scaleratio=1)
-    return fig
+            traces += _plain(create_bus_trace(net, buses=slack, color="grey", size=16,
+                                              patch_type="square",
+                                              trace_name="external grid"))
+    traces += _plain(create_bus_trace(net, buses=buses, size=9, infofunc=bus_info, cmap="Jet",
+                                      cmap_vals=vmin, cmin=lo, cmax=hi, cpos=1.0,
+                                      cbar_title="min voltage [pu]", trace_name="buses"))
+    # The layout of pandapower's draw_traces (axes without grid or ticks, nearest hover), at
+    # the page's width and with equal scales on both axes.
+    layout = {"template": _template(), "showlegend": False, "autosize": True,
+              "hovermode": "closest", "legend": {"itemsizing": "constant"}, "height": 620,
+              "title": {"text": "Network: buses by minimum voltage, lines and transformers by "
+                                "maximum loading"},
+              "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
+              "xaxis": {"showgrid": False, "zeroline": False, "showticklabels": False},
+              "yaxis": {"showgrid": False, "zeroline": False, "showticklabels": False,
+                        "scaleanchor": "x", "scaleratio": 1}}
+    return _figure(traces, layout)
+
+
+# Per process, pandapower's branch traces of the networks drawn last (their geometry), and the
+# layouts of networks without coordinates: a sweep worker reports many runs on the same grid.
+_BRANCH_TRACES: dict[tuple, list[dict[str, Any]]] = {}
+_LAYOUTS: dict[tuple, pd.Series] = {}
+_CACHE_SIZE = 8
+
+
+def _branch_traces(create: Any, select: str, net: Any, geometry: tuple, elements: pd.Index,
+                   info: list[str], values: np.ndarray | None = None, cmin: float = 0.0,
+                   cmax: float = 100.0, **style: Any) -> list[dict[str, Any]]:
+    """pandapower's traces of lines or transformers (``create``: its ``create_line_trace`` or
+    ``create_trafo_trace``; ``select``: its argument naming the elements), with hover texts
+    ``info`` and, given ``values``, colours from pandapower's jet colour map (``cmin``..``cmax``).
+
+    pandapower draws the elements of a geometry once per process, each trace's text naming its
+    element; later calls restyle copies of those traces with their own texts and colours.
+    """
+    from pandapower.plotting.plotly.get_colors import get_plotly_cmap
+
+    elements = list(elements)
+    key = (create.__name__, geometry, tuple(elements), values is not None, cmin, cmax,
+           tuple(sorted(style.items())))
+    drawn = _BRANCH_TRACES.get(key)
+    if drawn is None:
+        marks = pd.Series(elements, index=elements)
+        colour = {"cmap": "jet", "cmap_vals": np.zeros(len(elements)), "cmin": cmin,
+                  "cmax": cmax} if values is not None else {}
+        drawn = _plain(create(net, **{select: elements}, infofunc=marks, **colour, **style))
+        if len(_BRANCH_TRACES) >= _CACHE_SIZE:
+            _BRANCH_TRACES.pop(next(iter(_BRANCH_TRACES)))
+        _BRANCH_TRACES[key] = drawn
+    position = {e: k for k, e in enumerate(elements)}
+    colors = (get_plotly_cmap(np.asarray(values, dtype=float), cmap_name="jet", cmin=cmin,
+                              cmax=cmax) if values is not None else None)
+    out = []
+    for trace in drawn:
+        text = trace.get("text")
+        if isinstance(text, list):  # hover markers at the branch centres: one per element
+            trace = {**trace, "text": [info[position[m]] for m in text]}
+            if colors is not None and text and select == "trafos":
+                # pandapower colours the transformers' markers as the last transformer.
+                trace["marker"] = {**trace["marker"], "color": colors[position[text[-1]]]}
+        elif text is not None and not isinstance(text, str) and text in position:
+            k = position[text]
+            trace = {**trace, "text": info[k]}
+            if colors is not None:
+                trace["line"] = {**trace["line"], "color": colors[k]}
+        out.append(trace)
+    return out
+
+
+def _plain(traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """pandapower's trace dicts with their plotly objects and pandas series as plain data."""
+    out = []
+    for trace in traces:
+        plain = {}
+        for k, v in trace.items():
+            if hasattr(v, "to_plotly_json"):
+                v = v.to_plotly_json()
+            elif isinstance(v, (pd.Series, pd.Index, np.ndarray)):
+                v = v.tolist()
+            elif isinstance(v, tuple):
+                v = list(v)
+            plain[k] = v
+        out.append(plain)
+    return out
+
+
+def _geometry_key(net: Any) -> tuple:
+    """What pandapower's branch traces of ``net`` depend on: bus coordinates, the buses each
+    line and transformer connects."""
+    geo = tuple(g if isinstance(g, str) else None for g in net.bus["geo"].tolist())
+    return (tuple(net.bus.index.tolist()), geo, tuple(net.line.index.tolist()),
+            tuple(net.line.from_bus.tolist()), tuple(net.line.to_bus.tolist()),
+            tuple(net.trafo.index.tolist()), tuple(net.trafo.hv_bus.tolist()),
+            tuple(net.trafo.lv_bus.tolist()))
 
 
 def _max_by_index(df: pd.DataFrame, index: pd.Index) -> np.ndarray:
@@ -380,47 +478,113 @@ def _max_by_index(df: pd.DataFrame, index: pd.Index) -> np.ndarray:
     return maxima.reindex(index).to_numpy(dtype=float)
 
 
-def _ensure_coordinates(net: Any) -> None:
-    """Give every bus coordinates when the network has none: pandapower's generic layout
-    (igraph) when installed, otherwise a networkx Kamada-Kawai layout of the topology."""
+def _with_coordinates(net: Any) -> Any:
+    """``net``, or when some bus lacks coordinates a view of it (its own bus table) with every
+    bus laid out: pandapower's generic layout (igraph) when installed, otherwise a networkx
+    Kamada-Kawai layout of the topology. Layouts are kept per topology in the process."""
+    import copy
+
     if "geo" in net.bus and net.bus["geo"].map(lambda g: isinstance(g, str)).all():
-        return
+        return net
+    view = copy.copy(net)  # shares the tables; only the bus table is replaced
+    view.bus = net.bus.copy()
+    key = _topology_key(net)
+    geo = _LAYOUTS.get(key)
+    if geo is None:
+        geo = _layout_buses(view)
+        if len(_LAYOUTS) >= _CACHE_SIZE:
+            _LAYOUTS.pop(next(iter(_LAYOUTS)))
+        _LAYOUTS[key] = geo
+    view.bus["geo"] = geo
+    return view
+
+
+def _layout_buses(net: Any) -> pd.Series:
+    """Generic coordinates of every bus of ``net`` (GeoJSON points), set in ``net.bus``."""
     import geojson
     from pandapower.plotting import generic_geodata
 
     if generic_geodata.IGRAPH_INSTALLED:
         generic_geodata.create_generic_coordinates(net, respect_switches=True, overwrite=True)
-        return
+        return net.bus["geo"].copy()
     import networkx as nx
     from pandapower.topology import create_nxgraph
 
     graph = nx.Graph(create_nxgraph(net, respect_switches=True, include_out_of_service=True))
     graph.add_nodes_from(net.bus.index)
     pos = nx.kamada_kawai_layout(graph)
-    net.bus["geo"] = pd.Series({b: geojson.dumps(geojson.Point((float(pos[b][0]),
-                                                                 float(pos[b][1]))))
-                                for b in net.bus.index})
+    return pd.Series({b: geojson.dumps(geojson.Point((float(pos[b][0]), float(pos[b][1]))))
+                      for b in net.bus.index})
+
+
+def _topology_key(net: Any) -> tuple:
+    """The tables a generic layout depends on: buses, branches and switches."""
+    parts: list[Any] = [tuple(net.bus.index.tolist())]
+    for table, cols in (("line", ["from_bus", "to_bus"]), ("trafo", ["hv_bus", "lv_bus"]),
+                        ("trafo3w", ["hv_bus", "mv_bus", "lv_bus"]),
+                        ("impedance", ["from_bus", "to_bus"]),
+                        ("switch", ["bus", "element", "et", "closed"])):
+        if table in net and len(net[table]):
+            parts.append((table, tuple(net[table].index.tolist()),
+                          tuple(map(tuple, net[table][cols].to_numpy().tolist()))))
+    return tuple(parts)
 
 
 def _names(net: Any, table: str, index: Any) -> list[str]:
     if net is None:
         return [f"{table} {i}" for i in index]
-    return [f"{net[table].at[i, 'name']} ({table} {i})" if i in net[table].index
-            else f"{table} {i}" for i in index]
+    names = net[table]["name"]
+    return [f"{names.at[i]} ({table} {i})" if i in names.index else f"{table} {i}"
+            for i in index]
 
 
-def _band_lines(fig: Any, run: RunData) -> None:
+def _band_lines(run: RunData) -> dict[str, list[dict[str, Any]]]:
+    """Dashed lines at the voltage band's limits, labelled (as plotly's ``add_hline``)."""
     lo, hi = run.scenario.grid.v_band_pu
+    shapes, annotations = [], []
     for v, label in ((lo, "lower limit"), (hi, "upper limit")):
-        fig.add_hline(y=v, line={"color": "#999999", "dash": "dash", "width": 1},
-                      annotation_text=f"{label} {v:g} pu", annotation_position="top left")
+        shapes.append({"type": "line", "xref": "x domain", "x0": 0, "x1": 1, "yref": "y",
+                       "y0": v, "y1": v,
+                       "line": {"color": "#999999", "dash": "dash", "width": 1}})
+        annotations.append({"text": f"{label} {v:g} pu", "showarrow": False, "xref": "x domain",
+                            "x": 0, "xanchor": "left", "yref": "y", "y": v,
+                            "yanchor": "bottom"})
+    return {"shapes": shapes, "annotations": annotations}
 
 
-def _layout(fig: Any, title: str, y_title: str, tz: str) -> None:
-    fig.update_layout(title=title, template="plotly_white", hovermode="x unified",
-                      xaxis_title=f"local time ({tz})", yaxis_title=y_title, height=440,
-                      margin={"l": 60, "r": 20, "t": 50, "b": 50},
-                      legend={"orientation": "h", "y": -0.18})
+def _layout(title: str, y_title: str, tz: str) -> dict[str, Any]:
+    """The layout of a time-series figure."""
+    return {"title": {"text": title}, "template": _template(), "hovermode": "x unified",
+            "xaxis": {"title": {"text": f"local time ({tz})"}},
+            "yaxis": {"title": {"text": y_title}}, "height": 440,
+            "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+            "legend": {"orientation": "h", "y": -0.18}}
+
+
+def _figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> dict[str, Any]:
+    return {"data": data, "layout": layout}
+
+
+@functools.cache
+def _template() -> dict[str, Any]:
+    """plotly's ``plotly_white`` template as plain data (figure dicts are not validated, so
+    the template is given itself rather than by name)."""
+    import plotly.io as pio
+
+    return pio.templates["plotly_white"].to_plotly_json()
+
+
+def _f8(values: Any) -> dict[str, str]:
+    """Numbers as a plotly.js typed array (float64, base64); NaN leaves a gap."""
+    array = np.ascontiguousarray(np.asarray(values, dtype=float), dtype="<f8")
+    return {"dtype": "f8", "bdata": base64.b64encode(array.tobytes()).decode("ascii")}
+
+
+def _times(index: pd.Index) -> list[str] | list[Any]:
+    """A plot's x values: wall-clock timestamps as ISO strings (plotly ignores offsets)."""
+    if isinstance(index, pd.DatetimeIndex):
+        return np.datetime_as_string(index.to_numpy(dtype="datetime64[ns]"), unit="s").tolist()
+    return index.tolist()
 
 
 # -- figures of several runs -----------------------------------------------------------------
@@ -560,12 +724,10 @@ def fig_sweep(table: pd.DataFrame, parameters: list[str], kpis: list[str]):
 def run_report_html(run: RunData, net: Any = None) -> str:
     """The report of one run as a self-contained HTML page.
 
-    ``net``: the run's pandapower network when at hand (it is copied, not changed); default:
-    built from the scenario's ``grid`` section.
+    ``net``: the run's pandapower network when at hand (it is not changed); default: built
+    from the scenario's ``grid`` section.
     """
-    import copy
-
-    net = grid_network(run.scenario.grid) if net is None else copy.deepcopy(net)
+    net = grid_network(run.scenario.grid) if net is None else net
     sections: list[tuple[str, list]] = [
         ("Key performance indicators", [kpi_table_html({"value": run.kpis})]),
         ("Energy flows", [fig_energy_flows(run)]),
@@ -579,8 +741,9 @@ def run_report_html(run: RunData, net: Any = None) -> str:
             ("<p class='note'>The state-of-charge distribution is shown when the EV fleet "
              f"records <code>{SOC_ATTR}</code>; this run did not.</p>")]
         sections.append(("Electric vehicles", ev + note))
-    sections.append(("Voltages", [fig_voltage_per_bus(run, net), fig_voltage_time(run)]))
-    sections.append(("Network", [fig_network_map(run, net)]))
+    stats = voltage_stats(run)
+    sections.append(("Voltages", [fig_voltage_per_bus(run, net, stats), fig_voltage_time(run)]))
+    sections.append(("Network", [fig_network_map(run, net, stats)]))
     sections.append(("Run", [run_info_html(run)]))
     return page(f"{run.scenario.name}: run report", _subtitle(run), sections)
 
@@ -708,7 +871,12 @@ def run_info_html(run: RunData) -> str:
 
 
 def page(title: str, subtitle: str, sections: list[tuple[str, list]]) -> str:
-    """A self-contained HTML page: plotly.js embedded once, each figure a div."""
+    """A self-contained HTML page: plotly.js embedded once, each figure a div.
+
+    A section's parts are HTML text, plotly figures, or figure dicts (written as they are:
+    the figure functions build them valid, with typed arrays and the template resolved).
+    """
+    import plotly.io as pio
     from plotly.offline import get_plotlyjs
 
     body = []
@@ -718,8 +886,8 @@ def page(title: str, subtitle: str, sections: list[tuple[str, list]]) -> str:
             if isinstance(part, str):
                 body.append(part)
             else:
-                body.append("<div class='figure'>" + part.to_html(
-                    full_html=False, include_plotlyjs=False,
+                body.append("<div class='figure'>" + pio.to_html(
+                    part, validate=False, full_html=False, include_plotlyjs=False,
                     config={"displaylogo": False, "responsive": True}) + "</div>")
         body.append("</section>")
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
@@ -817,7 +985,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, net: Any = 
     """Write the report of a run folder (default ``RUN_DIR/report.html``); return its path.
 
     ``net``: the run's pandapower network, to spare rebuilding it (SimBench grids take
-    seconds); it is copied, not changed.
+    seconds); it is not changed.
     """
     run = load_run(run_dir)
     target = Path(out) if out is not None else run.path / REPORT_FILE

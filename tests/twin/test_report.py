@@ -294,10 +294,45 @@ def test_network_without_coordinates_gets_a_layout(runs):
     net = pn.case33bw()
     net.bus["geo"] = None
     fig = fig_network_map(load_run(runs["baseline"]), net)
-    xy = {(round(x, 9), round(y, 9)) for t in fig.data if t.name == "buses"
-          for x, y in zip(t.x, t.y)}
+    xy = {(round(x, 9), round(y, 9)) for t in fig["data"] if t.get("name") == "buses"
+          for x, y in zip(t["x"], t["y"])}
     assert len(xy) == 33  # every bus placed, no two on the same spot
-    assert sum(1 for t in fig.data if t.name == "lines") == 32
+    assert sum(1 for t in fig["data"] if t.get("name") == "lines") == 32
+    assert net.bus["geo"].isna().all()  # the caller's network is left as it was
+
+
+def test_network_map_drawn_again_matches_a_fresh_drawing(runs):
+    """Maps drawn from the traces kept in the process show each run's own loadings and texts:
+    the same as pandapower drawing the network anew."""
+    from twin import report
+    from twin.scenario import grid_network
+
+    def mapped(label: str) -> str:
+        fig = fig_network_map(load_run(runs[label]), grid_network(load_run(runs[label])
+                                                                  .scenario.grid))
+        return json.dumps(fig["data"], sort_keys=True, default=str)
+
+    fresh = {}
+    for label in runs:
+        report._BRANCH_TRACES.clear()
+        fresh[label] = mapped(label)
+    assert fresh["baseline"] != fresh["more_pv"]  # the loadings differ between the runs
+    for label in ["baseline", "more_pv", "baseline"]:
+        assert mapped(label) == fresh[label]
+    # Each line's colour is its maximum loading on the jet colour map (0-100 %).
+    from matplotlib import colormaps
+
+    data = load_run(runs["more_pv"])
+    fig = fig_network_map(data, grid_network(data.scenario.grid))
+    loading = data.frames["grid"].filter(like="line_loading_pct[").max()
+    lines = [t for t in fig["data"] if t.get("name") == "lines" and len(t["x"]) == 3]
+    assert len(lines) == 32
+    for trace in lines:
+        i = int(re.search(r"\(line (\d+)\)", trace["text"]).group(1))
+        assert f"max loading {loading[f'line_loading_pct[{i}]']:.1f} %" in trace["text"]
+        rgb = [float(v) for v in re.findall(r"[\d.]+", trace["line"]["color"])]
+        expected = np.array(colormaps["jet"](loading[f"line_loading_pct[{i}]"] / 100.0)[:3])
+        np.testing.assert_allclose(rgb, expected * 255, atol=1e-6)
 
 
 def test_report_is_self_contained(runs, tmp_path):
