@@ -1,13 +1,14 @@
 """Sweep throughput on a local dask cluster with 1 and with 2 worker processes.
 
 The same sweep (the default zone over one day, ``--runs`` values of ``pv.losses_pct``) runs
-into a fresh folder on each cluster. Workers are warmed up first (imports, the network of the
-report), so the figures are steady-state throughput: runs (simulation and report) per minute.
+into a fresh folder on each cluster. The workers and this process make one short run with its
+report first, so the figures are steady-state throughput: runs (simulation and report) per
+minute.
 The two set-ups take turns ``--repeats`` times and the median wall time of each counts: a
 sweep of a few seconds on two cores shared with the client varies by ~15 % from one go to
 the next.
 
-Prints one JSON object. Run: ``.venv/bin/python benchmarks/sweep.py [--runs 8] [--days 1]
+Prints one JSON object. Run: ``.venv/bin/python benchmarks/sweep.py [--runs 16] [--days 1]
 [--repeats 3]``.
 """
 
@@ -27,24 +28,34 @@ from twin.scenario import DEFAULT_SCENARIO
 from twin.sweep import load_sweep, run_sweep
 
 
-def warm_up(grid: dict) -> None:
-    """Import the simulation and report stack and build the report's network once."""
-    import twin.run  # noqa: F401 - the import is the point
-    from components.grid.config import GridConfig
-    from twin.scenario import grid_network
+RUNS = 16
+"""Runs per sweep: a one-day run takes about half a second, so eight runs made a two-second
+sweep on two workers, where one hiccup of the scheduler moved the figure by 5 %."""
 
-    grid_network(GridConfig.model_validate(grid))
+
+def warm_up(scenario: dict) -> None:
+    """Make one short run with its report, untimed: the first run in a process pays one-off
+    costs (imports, building the network, plotly's validators, the report's map traces) that
+    are not part of steady-state throughput."""
+    from twin.sweep import execute_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = execute_run({**scenario, "days": 0.25}, f"{tmp}/warm-up")
+    if result["status"] != "ok" or result["error"]:
+        raise RuntimeError(f"warm-up run failed: {result['error']}")
 
 
 def measure(sweep_file: Path, out: Path, workers: int) -> dict:
     from distributed import Client, LocalCluster
 
     sweep = load_sweep(sweep_file)
-    grid = sweep.runs[0].scenario["grid"]
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       host="127.0.0.1", dashboard_address="127.0.0.1:0",
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-        client.run(warm_up, grid)
+        # as a task on each worker: runs execute in a worker's task thread, as a sweep's do
+        client.gather([client.submit(warm_up, sweep.runs[0].scenario, workers=[address],
+                                     allow_other_workers=False, pure=False)
+                       for address in client.scheduler_info()["workers"]])
         result = run_sweep(sweep, out, client, progress=False)
     if result.failed:
         raise SystemExit(f"{result.failed} run(s) failed: "
@@ -55,7 +66,7 @@ def measure(sweep_file: Path, out: Path, workers: int) -> dict:
             "mean_run_simulation_s": round(float(result.table["wall_time_s"].mean()), 2)}
 
 
-def throughput(runs: int = 8, days: float = 1.0, scenario: Path = DEFAULT_SCENARIO,
+def throughput(runs: int = RUNS, days: float = 1.0, scenario: Path = DEFAULT_SCENARIO,
                repeats: int = 3) -> dict:
     """Run the same sweep on 1 and on 2 local workers, ``repeats`` times each in turn; return
     the median figures of both and the ratio of their median wall times."""
@@ -66,6 +77,7 @@ def throughput(runs: int = 8, days: float = 1.0, scenario: Path = DEFAULT_SCENAR
             "name": "bench", "base": str(Path(scenario).resolve()),
             "set": {"days": days}, "grid": {"pv.losses_pct": losses}}))
         load_before = os.getloadavg()[0]
+        warm_up(load_sweep(sweep_file).runs[0].scenario)  # this process writes sweep reports
         goes: dict[int, list[dict]] = {1: [], 2: []}
         for r in range(repeats):
             for workers in (1, 2):
@@ -91,7 +103,7 @@ def _median_go(goes: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", type=int, default=8, help="runs per sweep")
+    ap.add_argument("--runs", type=int, default=RUNS, help="runs per sweep")
     ap.add_argument("--days", type=float, default=1.0, help="simulated days per run")
     ap.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO, help="base scenario")
     ap.add_argument("--repeats", type=int, default=3, help="goes of each set-up (median)")

@@ -161,7 +161,7 @@ def main() -> None:
     if not args.no_sweep:
         import sweep as sweep_bench
 
-        out["sweep"] = sweep_bench.throughput(runs=8, days=1.0)
+        out["sweep"] = sweep_bench.throughput(days=1.0)
     json.dump(out, sys.stdout, indent=2)
     print()
 
