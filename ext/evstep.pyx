@@ -11,7 +11,8 @@ the EVs concerned instead of a few dozen NumPy operations on small gathered arra
 - ``advance``: apply the setpoints (clipped to the limits, counted when clipped) or the
   uncontrolled maximum, update the batteries and energy accounts, feed the SoC changes to the
   ageing model's turning-point detection, sum the power per site and refresh ``charging``.
-- ``gather_view``: what a coordinator sees of the plugged EVs.
+- ``view_cc``: ``limits_cc`` of the plugged EVs and what a coordinator sees of them, in one
+  call.
 - ``serve_queue``: plug waiting EVs into free chargers (first come, first served), then let
   EVs whose patience ran out give up.
 - ``depart``, ``arrive``, ``settle``, ``next_trip``: the trip events at a step boundary (leave
@@ -96,35 +97,14 @@ cdef inline bint _turn(Py_ssize_t j, double soc_old, double soc_new, Turns *t) n
     return full
 
 
-def limits_cc(cnp.ndarray ids not None, cnp.ndarray e_kwh not None,
-              cnp.ndarray cap_kwh not None, cnp.ndarray p_ch_lim not None,
-              cnp.ndarray accept_kw not None, cnp.ndarray p_dis_lim not None, double eta_c,
-              double eta_d, double soc_cv, double soc_max, double end_share, double min_soc_v2g,
-              double dt_h, double full_tol_kwh, cnp.ndarray p_max not None,
-              cnp.ndarray p_min not None, cnp.ndarray cv_pos not None,
-              cnp.ndarray cv_arg not None, cnp.ndarray cv_start not None):
-    """Power limits of EVs ``ids`` [kW]; EVs entering the CV phase are listed, not finished.
-
-    Writes ``p_max[i]`` (except for listed EVs) and ``p_min[i]`` for ``ids[i]``; for the
-    ``n_cv`` EVs returned, ``cv_pos[j]`` is the position ``i``, ``cv_arg[j]`` the exponent
-    ``-k_cv * t_cv`` and ``cv_start[j]`` the SoC where the CV phase starts [-].
-    """
-    cdef Py_ssize_t i, j, n = cnp.PyArray_DIM(ids, 0), n_cv = 0
-    cdef const int64_t *ids_ = _i64(ids, "ids")
-    cdef const double *e_ = _f64(e_kwh, "e_kwh")
-    cdef const double *cap_ = _f64(cap_kwh, "cap_kwh")
-    cdef const double *ch_lim = _f64(p_ch_lim, "p_ch_lim")
-    cdef const double *accept = _f64(accept_kw, "accept_kw")
-    cdef const double *dis_lim = _f64(p_dis_lim, "p_dis_lim")
-    cdef double *p_max_ = _f64(p_max, "p_max", 1, True)
-    cdef double *p_min_ = _f64(p_min, "p_min", 1, True)
-    cdef int64_t *pos = _i64(cv_pos, "cv_pos", 1, True)
-    cdef double *arg = _f64(cv_arg, "cv_arg", 1, True)
-    cdef double *start = _f64(cv_start, "cv_start", 1, True)
-    if (cnp.PyArray_DIM(p_max, 0) < n or cnp.PyArray_DIM(p_min, 0) < n
-            or cnp.PyArray_DIM(cv_pos, 0) < n or cnp.PyArray_DIM(cv_arg, 0) < n
-            or cnp.PyArray_DIM(cv_start, 0) < n):
-        raise ValueError("limits_cc: output arrays shorter than ids")
+cdef Py_ssize_t _limits_cc(const int64_t *ids_, Py_ssize_t n, const double *e_,
+                           const double *cap_, const double *ch_lim, const double *accept,
+                           const double *dis_lim, double eta_c, double eta_d, double soc_cv,
+                           double soc_max, double end_share, double min_soc_v2g, double dt_h,
+                           double full_tol_kwh, double *p_max_, double *p_min_, int64_t *pos,
+                           double *arg, double *start) noexcept nogil:
+    """The loop of ``limits_cc``; returns ``n_cv``."""
+    cdef Py_ssize_t i, j, n_cv = 0
     cdef double width = soc_max - soc_cv
     cdef double soc_full = soc_max - end_share * width
     cdef double e, cap, soc0, p_batt, rate, soc_x, soc1, t_cc, k_cv, hi, e_in, room, acc
@@ -166,6 +146,47 @@ def limits_cc(cnp.ndarray ids not None, cnp.ndarray e_kwh not None,
         room = room * eta_d / dt_h
         p_min_[i] = -(dis_lim[j] if dis_lim[j] < room else room)
     return n_cv
+
+
+cdef int _long_enough(str kernel, Py_ssize_t n, cnp.ndarray p_max, cnp.ndarray p_min,
+                      cnp.ndarray cv_pos, cnp.ndarray cv_arg, cnp.ndarray cv_start) except -1:
+    """``ValueError`` unless the outputs of ``_limits_cc`` hold ``n`` values each."""
+    if (cnp.PyArray_DIM(p_max, 0) < n or cnp.PyArray_DIM(p_min, 0) < n
+            or cnp.PyArray_DIM(cv_pos, 0) < n or cnp.PyArray_DIM(cv_arg, 0) < n
+            or cnp.PyArray_DIM(cv_start, 0) < n):
+        raise ValueError(f"{kernel}: output arrays shorter than ids")
+    return 0
+
+
+def limits_cc(cnp.ndarray ids not None, cnp.ndarray e_kwh not None,
+              cnp.ndarray cap_kwh not None, cnp.ndarray p_ch_lim not None,
+              cnp.ndarray accept_kw not None, cnp.ndarray p_dis_lim not None, double eta_c,
+              double eta_d, double soc_cv, double soc_max, double end_share, double min_soc_v2g,
+              double dt_h, double full_tol_kwh, cnp.ndarray p_max not None,
+              cnp.ndarray p_min not None, cnp.ndarray cv_pos not None,
+              cnp.ndarray cv_arg not None, cnp.ndarray cv_start not None):
+    """Power limits of EVs ``ids`` [kW]; EVs entering the CV phase are listed, not finished.
+
+    Writes ``p_max[i]`` (except for listed EVs) and ``p_min[i]`` for ``ids[i]``; for the
+    ``n_cv`` EVs returned, ``cv_pos[j]`` is the position ``i``, ``cv_arg[j]`` the exponent
+    ``-k_cv * t_cv`` and ``cv_start[j]`` the SoC where the CV phase starts [-].
+    """
+    cdef Py_ssize_t n = cnp.PyArray_DIM(ids, 0)
+    cdef const int64_t *ids_ = _i64(ids, "ids")
+    cdef const double *e_ = _f64(e_kwh, "e_kwh")
+    cdef const double *cap_ = _f64(cap_kwh, "cap_kwh")
+    cdef const double *ch_lim = _f64(p_ch_lim, "p_ch_lim")
+    cdef const double *accept = _f64(accept_kw, "accept_kw")
+    cdef const double *dis_lim = _f64(p_dis_lim, "p_dis_lim")
+    cdef double *p_max_ = _f64(p_max, "p_max", 1, True)
+    cdef double *p_min_ = _f64(p_min, "p_min", 1, True)
+    cdef int64_t *pos = _i64(cv_pos, "cv_pos", 1, True)
+    cdef double *arg = _f64(cv_arg, "cv_arg", 1, True)
+    cdef double *start = _f64(cv_start, "cv_start", 1, True)
+    _long_enough("limits_cc", n, p_max, p_min, cv_pos, cv_arg, cv_start)
+    return _limits_cc(ids_, n, e_, cap_, ch_lim, accept, dis_lim, eta_c, eta_d, soc_cv, soc_max,
+                      end_share, min_soc_v2g, dt_h, full_tol_kwh, p_max_, p_min_, pos, arg,
+                      start)
 
 
 def limits_cv(Py_ssize_t n_cv, cnp.ndarray cv_pos not None, cnp.ndarray cv_exp not None,
@@ -284,27 +305,47 @@ def advance(cnp.ndarray ids not None, cnp.ndarray p_set not None, bint controlle
     return m, clamped, flush
 
 
-def gather_view(cnp.ndarray ids not None, cnp.ndarray site not None,
-                cnp.ndarray e_kwh not None, cnp.ndarray cap_kwh not None,
-                cnp.ndarray req_kwh not None, cnp.ndarray next_dep not None, int64_t step_s,
-                cnp.ndarray p_dis_lim not None, cnp.ndarray out_site not None,
-                cnp.ndarray out_soc not None, cnp.ndarray out_need_kwh not None,
-                cnp.ndarray out_departure_s not None, cnp.ndarray out_v2g not None):
-    """Site, SoC, energy need, departure time [s] and V2G flag of EVs ``ids``."""
+def view_cc(cnp.ndarray ids not None, cnp.ndarray e_kwh not None, cnp.ndarray cap_kwh not None,
+            cnp.ndarray p_ch_lim not None, cnp.ndarray accept_kw not None,
+            cnp.ndarray p_dis_lim not None, double eta_c, double eta_d, double soc_cv,
+            double soc_max, double end_share, double min_soc_v2g, double dt_h,
+            double full_tol_kwh, cnp.ndarray p_max not None, cnp.ndarray p_min not None,
+            cnp.ndarray cv_pos not None, cnp.ndarray cv_arg not None,
+            cnp.ndarray cv_start not None, cnp.ndarray site not None,
+            cnp.ndarray req_kwh not None, cnp.ndarray next_dep not None, int64_t step_s,
+            cnp.ndarray out_site not None, cnp.ndarray out_soc not None,
+            cnp.ndarray out_need_kwh not None, cnp.ndarray out_departure_s not None,
+            cnp.ndarray out_v2g not None):
+    """``limits_cc`` of EVs ``ids`` and what a coordinator sees of them: site, SoC, energy
+    need, departure time [s] and V2G flag. Returns ``n_cv``."""
+    cdef Py_ssize_t i, j, n = cnp.PyArray_DIM(ids, 0), n_cv
     cdef const int64_t *ids_ = _i64(ids, "ids")
-    cdef const int64_t *site_ = _i64(site, "site")
     cdef const double *e_ = _f64(e_kwh, "e_kwh")
     cdef const double *cap_ = _f64(cap_kwh, "cap_kwh")
+    cdef const double *ch_lim = _f64(p_ch_lim, "p_ch_lim")
+    cdef const double *accept = _f64(accept_kw, "accept_kw")
+    cdef const double *dis_lim = _f64(p_dis_lim, "p_dis_lim")
+    cdef double *p_max_ = _f64(p_max, "p_max", 1, True)
+    cdef double *p_min_ = _f64(p_min, "p_min", 1, True)
+    cdef int64_t *pos = _i64(cv_pos, "cv_pos", 1, True)
+    cdef double *arg = _f64(cv_arg, "cv_arg", 1, True)
+    cdef double *start = _f64(cv_start, "cv_start", 1, True)
+    cdef const int64_t *site_ = _i64(site, "site")
     cdef const double *req = _f64(req_kwh, "req_kwh")
     cdef const int64_t *dep = _i64(next_dep, "next_dep")
-    cdef const double *dis_lim = _f64(p_dis_lim, "p_dis_lim")
     cdef int64_t *o_site = _i64(out_site, "out_site", 1, True)
     cdef double *o_soc = _f64(out_soc, "out_soc", 1, True)
     cdef double *o_need = _f64(out_need_kwh, "out_need_kwh", 1, True)
     cdef double *o_dep = _f64(out_departure_s, "out_departure_s", 1, True)
     cdef uint8_t *o_v2g = _u8(out_v2g, "out_v2g", True)
-    cdef Py_ssize_t i, j, n = cnp.PyArray_DIM(ids, 0)
     cdef double need
+    _long_enough("view_cc", n, p_max, p_min, cv_pos, cv_arg, cv_start)
+    if (cnp.PyArray_DIM(out_site, 0) < n or cnp.PyArray_DIM(out_soc, 0) < n
+            or cnp.PyArray_DIM(out_need_kwh, 0) < n or cnp.PyArray_DIM(out_departure_s, 0) < n
+            or cnp.PyArray_DIM(out_v2g, 0) < n):
+        raise ValueError("view_cc: output arrays shorter than ids")
+    n_cv = _limits_cc(ids_, n, e_, cap_, ch_lim, accept, dis_lim, eta_c, eta_d, soc_cv, soc_max,
+                      end_share, min_soc_v2g, dt_h, full_tol_kwh, p_max_, p_min_, pos, arg, start)
     for i in range(n):
         j = ids_[i]
         o_site[i] = site_[j]
@@ -313,6 +354,7 @@ def gather_view(cnp.ndarray ids not None, cnp.ndarray site not None,
         o_need[i] = need if need > 0.0 else 0.0
         o_dep[i] = <double>(dep[j] * step_s)
         o_v2g[i] = dis_lim[j] > 0
+    return n_cv
 
 
 cdef struct Waiter:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["advance", "arrive", "depart", "gather_view", "limits_cc", "limits_cv", "next_trip",
-           "serve_queue", "settle"]
+__all__ = ["advance", "arrive", "depart", "limits_cc", "limits_cv", "next_trip", "serve_queue",
+           "settle", "view_cc"]
 
 
 def limits_cc(ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, p_ch_lim: np.ndarray,
@@ -138,18 +138,25 @@ def _turning_points(ids: np.ndarray, soc_old: np.ndarray, soc_new: np.ndarray,
     return flush
 
 
-def gather_view(ids: np.ndarray, site: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray,
-                req_kwh: np.ndarray, next_dep: np.ndarray, step_s: int,
-                p_dis_lim: np.ndarray, out_site: np.ndarray, out_soc: np.ndarray,
-                out_need_kwh: np.ndarray, out_departure_s: np.ndarray,
-                out_v2g: np.ndarray) -> None:
-    """Site, SoC, energy need, departure time [s] and V2G flag of EVs ``ids``."""
+def view_cc(ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, p_ch_lim: np.ndarray,
+            accept_kw: np.ndarray, p_dis_lim: np.ndarray, eta_c: float, eta_d: float,
+            soc_cv: float, soc_max: float, end_share: float, min_soc_v2g: float, dt_h: float,
+            full_tol_kwh: float, p_max: np.ndarray, p_min: np.ndarray, cv_pos: np.ndarray,
+            cv_arg: np.ndarray, cv_start: np.ndarray, site: np.ndarray, req_kwh: np.ndarray,
+            next_dep: np.ndarray, step_s: int, out_site: np.ndarray, out_soc: np.ndarray,
+            out_need_kwh: np.ndarray, out_departure_s: np.ndarray, out_v2g: np.ndarray) -> int:
+    """``limits_cc`` of EVs ``ids`` and their site, SoC, energy need, departure time [s] and
+    V2G flag. Returns ``n_cv``."""
+    n_cv = limits_cc(ids, e_kwh, cap_kwh, p_ch_lim, accept_kw, p_dis_lim, eta_c, eta_d, soc_cv,
+                     soc_max, end_share, min_soc_v2g, dt_h, full_tol_kwh, p_max, p_min, cv_pos,
+                     cv_arg, cv_start)
     e = e_kwh[ids]
     out_site[:] = site[ids]
     out_soc[:] = e / cap_kwh[ids]
     out_need_kwh[:] = np.maximum(req_kwh[ids] - e, 0.0)
     out_departure_s[:] = next_dep[ids] * step_s
     out_v2g[:] = p_dis_lim[ids] > 0
+    return n_cv
 
 
 def serve_queue(k: int, waiting: np.ndarray, wait_since: np.ndarray, wait_until: np.ndarray,

@@ -152,6 +152,12 @@ class ZoneLayout:
                 if (self.plant_bus == bus).any()]
 
     @cached_property
+    def shared_site_bus(self) -> bool:
+        """Whether a bus of :attr:`site_bus_groups` has more than one site (they share its PV
+        by weight, see :func:`pv_by_site`)."""
+        return any(here.size > 1 for here, _ in self.site_bus_groups)
+
+    @cached_property
     def plant_site_group(self) -> np.ndarray | None:
         """Index in :attr:`site_bus_groups` of each PV plant (the number of groups for plants
         on no site's bus), for :func:`pv_by_site`; None when a group has 8 plants or more."""
@@ -411,11 +417,13 @@ def planned_t_dep_s(ev: PluggedEVs, cfg: CoordinatorConfig, step_s: float) -> np
 
 
 def pv_by_site(pv_kw: np.ndarray, plant_bus: np.ndarray, site_bus: np.ndarray,
-               weight: np.ndarray, groups: list[tuple[np.ndarray, np.ndarray]] | None = None,
+               weight: np.ndarray | None,
+               groups: list[tuple[np.ndarray, np.ndarray]] | None = None,
                plant_group: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Share each bus's PV among the sites on that bus; return (per site [kW], pool [kW]).
 
-    Sites on one bus share its PV in proportion to ``weight`` (equally if all weights are 0);
+    Sites on one bus share its PV in proportion to ``weight`` (equally if all weights are 0;
+    None will do where no two sites share a bus with PV, :attr:`ZoneLayout.shared_site_bus`);
     PV on buses without a site forms the zone pool. ``groups``: the zone's
     :attr:`ZoneLayout.site_bus_groups` (worked out from the buses when not given);
     ``plant_group``: its :attr:`ZoneLayout.plant_site_group`.
@@ -424,6 +432,8 @@ def pv_by_site(pv_kw: np.ndarray, plant_bus: np.ndarray, site_bus: np.ndarray,
     pool = float(pv_kw.sum())
     if pv_kw.size == 0 or site_bus.size == 0:
         return site_pv, pool
+    if not pv_kw.any():  # at night: nothing to share
+        return site_pv, max(pool, 0.0)
     if groups is None:
         groups = [(np.flatnonzero(site_bus == bus), np.flatnonzero(plant_bus == bus))
                   for bus in np.unique(site_bus).tolist()]
@@ -437,6 +447,8 @@ def pv_by_site(pv_kw: np.ndarray, plant_bus: np.ndarray, site_bus: np.ndarray,
             continue
         if here.size == 1:  # the weight's share is 1 exactly
             site_pv[here[0]] = supply
+        elif weight is None:
+            raise ValueError("pv_by_site: sites share a bus with PV, weight is needed")
         else:
             w = weight[here]
             w = w / w.sum() if w.sum() > 0 else np.full(w.size, 1.0 / w.size)
@@ -552,6 +564,8 @@ def _first(mask: np.ndarray, value: bool, start: int = 0) -> int:
 
 def offpeak_steps(period: np.ndarray, offpeak: np.ndarray) -> int:
     """Number of consecutive off-peak steps from the first one of ``period`` (0 if on-peak)."""
+    if period.size == 0 or not offpeak[period[0]]:  # on-peak now, as most steps are
+        return 0
     return _first(offpeak.take(period), False)
 
 

@@ -111,10 +111,23 @@ class Forecaster:
         self.pv = np.full(total, np.nan)
         self.base = np.full(total, np.nan)
         self._fades: dict[float, np.ndarray] = {}
+        # the steps bright enough to scale by, as the first one at or after each step and the
+        # last one at or before it (-1: none): a window's bright steps are those two's span
+        bright = self.shape > self._shape_floor
+        idx = np.arange(total)
+        self._bright = bright
+        self._next_bright = np.minimum.accumulate(
+            np.where(bright, idx, total)[::-1])[::-1].tolist() + [total]
+        self._prev_bright = np.maximum.accumulate(np.where(bright, idx, -1)).tolist()
+        # the last ratios worked out, by the bright steps of their windows; PV observed at a
+        # bright step drops them
+        self._ratio_memo: tuple[tuple, list[float | None]] | None = None
 
     def observe_pv(self, k: int, pv_kw: float) -> None:
         """PV generation of step ``k`` [kW]."""
         self.pv[k] = pv_kw
+        if self._bright[k]:
+            self._ratio_memo = None
 
     def observe_base(self, k: int, base_kw: float) -> None:
         """Zone import without EVs of step ``k`` (known once its power flow is done) [kW]."""
@@ -132,8 +145,15 @@ class Forecaster:
     def _ratios(self, k: int, back_steps: tuple[int, ...]) -> list[float | None]:
         """Observed PV per unit of the shape over the last ``back`` steps up to ``k``, for each
         ``back``; None where no step of that window was bright enough."""
+        # windows with the same bright steps (nights, mostly) give the same ratios
+        nxt = self._next_bright
+        key = (self._prev_bright[k], back_steps,
+               [nxt[max(0, k - back + 1)] for back in back_steps])
+        memo = self._ratio_memo
+        if memo is not None and memo[0] == key:
+            return memo[1]
         lo = max(0, k - max(back_steps) + 1)
-        ok = (self.shape[lo:k + 1] > self._shape_floor) & np.isfinite(self.pv[lo:k + 1])
+        ok = self._bright[lo:k + 1] & np.isfinite(self.pv[lo:k + 1])
         ratios: list[float | None] = []
         for back in back_steps:
             # the window's own steps are the tail of the longest one
@@ -142,6 +162,7 @@ class Forecaster:
             shape = self.shape[start:k + 1][keep].sum()
             ratios.append(None if shape <= 0
                           else float(self.pv[start:k + 1][keep].sum() / shape))
+        self._ratio_memo = (key, ratios)
         return ratios
 
     def pv_kw(self, k: int, h: int) -> np.ndarray:

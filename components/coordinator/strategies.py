@@ -158,7 +158,7 @@ class PVFollowing(Strategy):
         if ev.n == 0:
             return np.zeros(0)
         target = self.targets(snap)
-        weight = site_sum(ev.site, ev.p_max_kw, zone.n_sites)
+        weight = site_sum(ev.site, ev.p_max_kw, zone.n_sites) if zone.shared_site_bus else None
         site_pv, pool = pv_by_site(snap.pv_kw, zone.plant_bus, zone.site_bus, weight,
                                     zone.site_bus_groups, zone.plant_site_group)
         p, info = allocate_evs(ev, cfg, zone, self.step_s, site_pv, pool, need_kwh=target,
@@ -232,14 +232,20 @@ class PVFollowing(Strategy):
         left = np.maximum(target_kwh - zone.eta_ch * p * snap.dt_h, 0.0)
         filled = left > 0
         room = np.where(filled, np.maximum(ev.p_max_kw - p, 0.0), 0.0)
-        if left.sum() <= 1e-9 or room.sum() <= _EPS_KW:
+        left_kwh = left.sum()
+        if left_kwh <= 1e-9 or room.sum() <= _EPS_KW:
             return np.zeros(ev.n)
         n = int(np.ceil(t_dep[filled].max() / self.step_s))
         pv_fc = np.maximum(np.asarray(snap.lookahead.pv_kw(n + 1), dtype=float), 0.0)
-        pv_kwh = np.concatenate([[0.0], np.cumsum(pv_fc[1:] * snap.dt_h)])
-        before = pv_kwh[np.minimum(np.maximum((t_dep / self.step_s).astype(np.int64) - 1, 0),
-                                   pv_kwh.size - 1)]
-        left = np.maximum(left - zone.eta_ch * before * left / left.sum(), 0.0)
+        # PV energy expected from the next step up to each step of the forecast (shorter at the
+        # run's end) [kWh]; an EV counts the steps before its departure's
+        pv_kwh = np.zeros(max(pv_fc.size, 1))
+        np.cumsum(pv_fc[1:] * snap.dt_h, out=pv_kwh[1:])
+        at = (t_dep / self.step_s).astype(np.int64)
+        at -= 1
+        np.maximum(at, 0, out=at)
+        np.minimum(at, pv_kwh.size - 1, out=at)
+        left = np.maximum(left - zone.eta_ch * pv_kwh[at] * left / left_kwh, 0.0)
         if left.sum() <= 1e-9:
             return np.zeros(ev.n)
         # done ahead of the window's end (or departure): mandatory power within the window only

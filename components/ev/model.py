@@ -152,6 +152,15 @@ def parse_hhmm(text: str) -> float:
     return h + m / 60.0
 
 
+_ACCOUNTS = ("charged_kwh", "discharged_kwh", "unmet_kwh", "driven_kwh", "shortfall_kwh")
+"""Per-EV energy accounts whose fleet sums are KPIs."""
+
+
+def _joined(batches: list[np.ndarray]) -> np.ndarray:
+    """The EVs of one step's batches, in planning order (the only batch as it is)."""
+    return batches[0] if len(batches) == 1 else np.concatenate(batches)
+
+
 @dataclass
 class _Tours:
     """Trip legs of one day for many EVs, flat, grouped in tours (base -> ... -> base)."""
@@ -697,10 +706,12 @@ class EVFleet:
         steps, ev = steps[order], ev[order]
         cuts = np.flatnonzero(np.r_[True, steps[1:] != steps[:-1]])
         due = self._due
-        for a, b in zip(cuts.tolist(), [*cuts[1:].tolist(), steps.size], strict=True):
-            batches = due.get(int(steps[a]))
+        bounds = cuts.tolist()
+        for step, a, b in zip(steps[cuts].tolist(), bounds, [*bounds[1:], steps.size],
+                              strict=True):
+            batches = due.get(step)
             if batches is None:
-                batches = due[int(steps[a])] = ([], [])
+                batches = due[step] = ([], [])
             batches[event].append(ev[a:b])
 
     def _day_process(self):
@@ -726,9 +737,9 @@ class EVFleet:
         if due is not None:
             departures, arrivals = due
             if departures:
-                self._depart(np.concatenate(departures), k)
+                self._depart(_joined(departures), k)
             if arrivals:
-                self._arrive(np.concatenate(arrivals), k)
+                self._arrive(_joined(arrivals), k)
         if self._queue_dirty:  # new EVs wait, or chargers were freed while EVs wait
             self._serve_queue(k)
             self._queue_dirty = False
@@ -762,7 +773,7 @@ class EVFleet:
             self._plugged_dirty = True
             self._queue_dirty |= self._n_waiting > 0
         # NumPy's (pairwise) sum, as over the unmet energies of these EVs
-        unmet_kwh = float(self._unmet_buf[:n_unmet].sum())
+        unmet_kwh = float(self._unmet_buf[:n_unmet].sum()) if n_unmet else 0.0
         if unmet_kwh:  # a zero sum of energies >= 0: no EV added any
             self.unmet_step_kwh += unmet_kwh
             self._totals.pop("unmet_kwh", None)
@@ -888,21 +899,24 @@ class EVFleet:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         n = ids.size
         p_max, p_min = np.empty(n), np.empty(n)
-        kern, a = self._kernel, self._lim_args
-        # (eta_c, eta_d, soc_cv, soc_max, end_share, min_soc_v2g, dt_h, tol)
-        n_cv = kern.limits_cc(ids, self.e_kwh, self.cap_kwh, self.p_ch_lim, self.accept_kw,
-                              self.p_dis_lim, *a, p_max, p_min, self._cv_pos, self._cv_arg,
-                              self._cv_start)
+        n_cv = self._kernel.limits_cc(ids, self.e_kwh, self.cap_kwh, self.p_ch_lim,
+                                      self.accept_kw, self.p_dis_lim, *self._lim_args, p_max,
+                                      p_min, self._cv_pos, self._cv_arg, self._cv_start)
         if n_cv:
-            # NumPy's exp for the CV phase, as in max_charge_energy_kwh (bit-identical)
-            np.exp(self._cv_arg[:n_cv], out=self._cv_exp[:n_cv])
-            kern.limits_cv(n_cv, self._cv_pos, self._cv_exp, self._cv_start, ids, self.e_kwh,
-                           self.cap_kwh, a[0], a[2], a[3], a[4], a[6], a[7], p_max)
+            self._limits_cv(n_cv, ids, p_max)
         return p_max, p_min
 
+    def _limits_cv(self, n_cv: int, ids: np.ndarray, p_max: np.ndarray) -> None:
+        """Finish ``p_max`` of the ``n_cv`` EVs the kernel found entering the CV phase."""
+        # NumPy's exp for the CV phase, as in max_charge_energy_kwh (bit-identical)
+        np.exp(self._cv_arg[:n_cv], out=self._cv_exp[:n_cv])
+        a = self._lim_args  # (eta_c, eta_d, soc_cv, soc_max, end_share, min_soc_v2g, dt_h, tol)
+        self._kernel.limits_cv(n_cv, self._cv_pos, self._cv_exp, self._cv_start, ids, self.e_kwh,
+                               self.cap_kwh, a[0], a[2], a[3], a[4], a[6], a[7], p_max)
+
     def _plugged_limits(self) -> tuple[np.ndarray, np.ndarray]:
-        """``limits`` of the EVs plugged now: computed once between two steps (the coordinator's
-        view and the next controlled step need the same numbers)."""
+        """``limits`` of the EVs plugged now: computed once between two steps, by the
+        coordinator's view or else here (the next controlled step needs the same numbers)."""
         if self._plugged_lim is None:
             self._plugged_lim = self.limits(self._plugged)
         return self._plugged_lim
@@ -1001,13 +1015,19 @@ class EVFleet:
         """
         ids = self._plugged
         n = ids.size
-        p_max, p_min = self._plugged_limits()
+        p_max, p_min = np.empty(n), np.empty(n)
         site, soc, need, dep = (np.empty(n, dtype=np.int64), np.empty(n), np.empty(n),
                                 np.empty(n))
         v2g = np.empty(n, dtype=bool)
-        self._kernel.gather_view(ids, self.site, self.e_kwh, self.cap_kwh, self.req_kwh,
-                                 self.next_dep, self.step_s, self.p_dis_lim, site, soc, need,
-                                 dep, v2g.view(np.uint8))
+        # the limits with the view, in one pass (the next controlled step uses them)
+        n_cv = self._kernel.view_cc(ids, self.e_kwh, self.cap_kwh, self.p_ch_lim, self.accept_kw,
+                                    self.p_dis_lim, *self._lim_args, p_max, p_min, self._cv_pos,
+                                    self._cv_arg, self._cv_start, self.site, self.req_kwh,
+                                    self.next_dep, self.step_s, site, soc, need, dep,
+                                    v2g.view(np.uint8))
+        if n_cv:
+            self._limits_cv(n_cv, ids, p_max)
+        self._plugged_lim = p_max, p_min
         # copies: the receiver may keep or change them, the next step uses the limits
         return {
             "plugged_ids": ids.copy(),
@@ -1027,30 +1047,27 @@ class EVFleet:
                - self.discharged_kwh / cfg.discharge_efficiency - self.fade_loss_kwh)
         return lhs - (self.e_kwh - self.e_start_kwh)
 
-    def _total(self, account: str) -> float:
-        """Fleet sum of the per-EV ``account`` [kWh], kept until the account changes."""
-        total = self._totals.get(account)
-        if total is None:
-            total = self._totals[account] = float(getattr(self, account).sum())
-        return total
-
     def kpis(self) -> dict[str, float]:
         """Fleet totals since the start (units in the key names).
 
         The capacity fade is the one of the last local midnight, when capacities are updated.
         """
-        fade = self._totals.get("fade")
-        if fade is None:
-            fade = self._totals["fade"] = float(100 * self.fade.mean())
+        totals = self._totals
+        if len(totals) <= len(_ACCOUNTS):  # some changed since the last call: sum them again
+            for account in _ACCOUNTS:
+                if account not in totals:
+                    totals[account] = float(getattr(self, account).sum())
+            if "fade" not in totals:
+                totals["fade"] = float(100 * self.fade.mean())
         return {
-            "ev_charge_energy_mwh": self._total("charged_kwh") / 1000,
-            "ev_discharge_energy_mwh": self._total("discharged_kwh") / 1000,
-            "ev_unmet_energy_mwh": self._total("unmet_kwh") / 1000,
+            "ev_charge_energy_mwh": totals["charged_kwh"] / 1000,
+            "ev_discharge_energy_mwh": totals["discharged_kwh"] / 1000,
+            "ev_unmet_energy_mwh": totals["unmet_kwh"] / 1000,
             "ev_trips_short": int(self.trips_short),
             "ev_plug_refusals": int(self.plug_refusals),
-            "ev_capacity_fade_pct_mean": fade,
-            "ev_driven_energy_mwh": self._total("driven_kwh") / 1000,
-            "ev_trip_shortfall_mwh": self._total("shortfall_kwh") / 1000,
+            "ev_capacity_fade_pct_mean": totals["fade"],
+            "ev_driven_energy_mwh": totals["driven_kwh"] / 1000,
+            "ev_trip_shortfall_mwh": totals["shortfall_kwh"] / 1000,
             "ev_trips": int(self.trips),
             "ev_setpoints_clamped": int(self.clamped_total),
         }

@@ -33,6 +33,7 @@ Timing: mosaik time ``t = k * step_s`` (in mosaik time units) is step ``k`` of t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import mosaik_api_v3
@@ -61,7 +62,8 @@ STATIC_OUTPUTS = ["n_ev"]
 # outputs that are the fleet's own attributes after a step
 _FLEET_ATTR = {"p_kw": "p_site_kw", "q_kvar": "q_site_kvar", "charge_site_kw": "charge_site_kw",
                "discharge_site_kw": "discharge_site_kw", "charge_kw": "charge_kw",
-               "discharge_kw": "discharge_kw", "clamped_count": "clamped_count"}
+               "discharge_kw": "discharge_kw", "clamped_count": "clamped_count",
+               "unmet_kwh": "unmet_step_kwh"}
 
 META = {
     "api_version": "3.0",
@@ -84,7 +86,7 @@ class EVSimulator(mosaik_api_v3.Simulator):
         super().__init__(META)
         self.sid = MODEL
         self.fleet: EVFleet | None = None
-        self._unmet_kwh = 0.0
+        self._sender = f"{self.sid}.{EID}"
         # outputs of the current step, computed and checked once: a world may ask for them
         # more than once per step (its connections, then its recorder)
         self._out: dict[str, Any] = {}
@@ -94,6 +96,7 @@ class EVSimulator(mosaik_api_v3.Simulator):
              seed: int = 0) -> dict:
         """Set the clock: step ``k`` starts at ``start + k * step_s``; randomness from ``seed``."""
         self.sid = sid
+        self._sender = f"{sid}.{EID}"
         self.step_ticks = step_ticks(sid, step_s, n_steps, time_resolution)
         self.start = start
         self.step_s = int(step_s)
@@ -150,7 +153,6 @@ class EVSimulator(mosaik_api_v3.Simulator):
             self.fleet.step(k, p_set)
         except (ValueError, RuntimeError) as exc:
             raise RuntimeError(f"{self.sid}.{EID} at t={time} (step {k}): {exc}") from exc
-        self._unmet_kwh = self.fleet.unmet_step_kwh
         self._out = {}
         return time + self.step_ticks
 
@@ -167,26 +169,43 @@ class EVSimulator(mosaik_api_v3.Simulator):
         and kept together: a world asks for most of them in every step.
         """
         fleet = self.fleet
-        if attr in _FLEET_ATTR:
+        if attr in _FLEET_ATTR or attr == "n_plugged":
             group = {name: getattr(fleet, key) for name, key in _FLEET_ATTR.items()}
+            group["n_plugged"] = fleet.n_plugged
         elif attr in PLUGGED_OUTPUTS:
             group = fleet.plugged_view()
         elif attr in KPI_OUTPUTS:
             group = fleet.kpis()
-        elif attr == "unmet_kwh":
-            group = {attr: self._unmet_kwh}
-        elif attr == "n_plugged":
-            group = {attr: int(fleet.n_plugged)}
         elif attr == "n_ev":
             group = {attr: fleet.n_ev}
         elif attr == "p_set_kw":
             raise ValueError(f"{self.sid}: p_set_kw is an input, not an output")
         else:
             raise ValueError(f"{self.sid}: unknown attribute {attr!r}")
-        sender = f"{self.sid}.{EID}"
-        for name, value in group.items():
-            self._out[name] = finite_output(sender, name, value)
+        self._keep_checked(group)
         return group[attr]
+
+    def _keep_checked(self, group: dict[str, Any]) -> None:
+        """Keep the values of ``group`` as this step's outputs once each is known to be finite.
+
+        One test for the whole group: a sum of squares is finite only if every value is; if it
+        is not (a bad value, or values beyond 1e154), each value is checked, naming a bad one.
+        """
+        sender = self._sender
+        squares = 0.0
+        for name, value in group.items():
+            kind = type(value)
+            if kind is float:
+                squares += value * value
+            elif kind is np.ndarray and value.ndim == 1 and value.dtype.kind == "f":
+                squares += value.dot(value)
+            elif not (kind is int or kind is bool
+                      or (kind is np.ndarray and value.dtype.kind in "biu")):
+                finite_output(sender, name, value)
+        if not math.isfinite(squares):
+            for name, value in group.items():
+                finite_output(sender, name, value)
+        self._out.update(group)
 
 
 def main() -> None:

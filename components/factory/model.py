@@ -29,7 +29,8 @@ piecewise linear: the energy of a step is the difference of the cumulative energ
 edges (machines: interpolated at the edges; base loads: each constant piece split at the edges).
 The power of step ``k`` is thus the exact mean over ``[t_k, t_k + step_s)``. The step size
 changes how the same trajectory is averaged, never the trajectory itself: no random draw
-depends on it.
+depends on it. The machines' timelines are laid out and integrated by ``ext.factory``
+(compiled, or its bit-identical NumPy twin ``ext.factory_np``).
 
 Sign: load convention (see :mod:`components.base`): all powers here are drawn, ``>= 0``.
 """
@@ -40,19 +41,19 @@ import datetime as dt
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 import simpy
 
 from components.factory.config import BaseLoadConfig, FactoryConfig
+from ext import Backend, select_kernel
 
 CHANNELS = ("p_kw", "q_kvar", "critical_kw", "critical_q_kvar", "deferrable_kw")
 """Accumulated quantities, in this order, along the last axis of the internal accumulator."""
 
 _N_CH = len(CHANNELS)
 _REPAIR_SHAPE = 2.0  # gamma shape of repair times (coefficient of variation 0.71)
-# columns of a machine timeline: off, warm-up, then per job slot gap, processing, repair, set-up
-_GAP, _PROC, _REPAIR, _SETUP = _SLOT = tuple(slice(2 + p, None, 4) for p in range(4))
 
 
 @dataclass(frozen=True)
@@ -179,18 +180,23 @@ def accumulate_segments(out: np.ndarray, t0_s: np.ndarray, t1_s: np.ndarray,
     """
     n_steps, n_groups, n_ch = out.shape
     horizon = n_steps * step_s
-    t0 = np.clip(np.asarray(t0_s, dtype=float), 0.0, horizon)
-    t1 = np.clip(np.asarray(t1_s, dtype=float), 0.0, horizon)
+    t0 = np.minimum(np.maximum(t0_s, 0.0), horizon)
+    t1 = np.minimum(np.maximum(t1_s, 0.0), horizon)
+    group = np.asarray(group)
     keep = t1 > t0
-    if not keep.any():
-        return
-    t0, t1, group, weights = t0[keep], t1[keep], np.asarray(group)[keep], weights[keep]
+    if not keep.all():
+        if not keep.any():
+            return
+        t0, t1, group, weights = t0[keep], t1[keep], group[keep], weights[keep]
     k0 = np.minimum((t0 // step_s).astype(np.int64), n_steps - 1)
     # last step touched: a piece ending exactly on a boundary does not enter the next step
-    k1 = np.clip(np.ceil(t1 / step_s).astype(np.int64) - 1, k0, n_steps - 1)
+    k1 = np.minimum(np.maximum(np.ceil(t1 / step_s).astype(np.int64) - 1, k0), n_steps - 1)
     n_pieces = k1 - k0 + 1
     if (n_pieces == 1).all():
         k, dt_s = k0, t1 - t0
+    elif t0.size == 1:  # one piece over several steps (a day of base load, a shift)
+        k = np.arange(k0[0], k1[0] + 1)
+        dt_s = np.maximum(np.minimum(t1, (k + 1) * step_s) - np.maximum(t0, k * step_s), 0.0)
     else:
         src = np.repeat(np.arange(t0.size), n_pieces)
         first = np.cumsum(n_pieces) - n_pieces
@@ -200,17 +206,25 @@ def accumulate_segments(out: np.ndarray, t0_s: np.ndarray, t1_s: np.ndarray,
         dt_s = np.maximum(hi - lo, 0.0)
         group, weights = group[src], weights[src]
     k_min, k_max = int(k.min()), int(k.max())
-    cell = (k - k_min) * n_groups + group
-    size = (k_max - k_min + 1) * n_groups
-    for c in range(n_ch):
-        e = np.bincount(cell, weights=weights[:, c] * dt_s, minlength=size)
-        out[k_min:k_max + 1, :, c] += e.reshape(-1, n_groups)
+    # sum per (step, group) cell, piece after piece in order, all channels at once
+    e = np.zeros((k_max - k_min + 1, n_groups, n_ch))
+    np.add.at(e.reshape(-1, n_ch), (k - k_min) * n_groups + group, weights * dt_s[:, None])
+    out[k_min:k_max + 1] += e
+
+
+def _slot_time(block: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Time covered per machine by a block of drawn job slots ``(gap, proc, share, repair)``,
+    set-ups aside [s]."""
+    gap, proc, _, repair = block
+    return gap.sum(axis=1) + proc.sum(axis=1) + repair.sum(axis=1)
 
 
 class _LineMachines:
-    """The machines of one line, expanded from groups, with their state between windows."""
+    """The machines of one line, expanded from groups, with their state between windows;
+    ``kernel`` (``ext.factory`` or its NumPy twin) lays out and integrates their timelines."""
 
-    def __init__(self, factory: FactoryConfig, line_index: int, rng: np.random.Generator):
+    def __init__(self, factory: FactoryConfig, line_index: int, rng: np.random.Generator,
+                 kernel: ModuleType):
         line = factory.lines[line_index]
         base = factory.base_loads
         groups = line.machines
@@ -220,13 +234,12 @@ class _LineMachines:
             return np.repeat(np.asarray(values, dtype=float), counts)
 
         self.rng = rng
+        self._kernel = kernel
         self.n = int(sum(counts))
         self.rated_kw = per_unit([m.rated_kw for m in groups])
         self.tan_phi = per_unit([tan_phi(m.power_factor) for m in groups])
         self.load_share = per_unit([m.load_share for m in groups])
         self.load_cv = per_unit([m.load_cv for m in groups])
-        self.idle_share = per_unit([m.idle_share for m in groups])
-        self.setup_share = per_unit([m.setup_share for m in groups])
         self.cycle_s = per_unit([m.cycle_min * 60.0 for m in groups])
         self.cycle_cv = per_unit([m.cycle_cv for m in groups])
         self.gap_s = per_unit([m.gap_min * 60.0 for m in groups])
@@ -235,6 +248,8 @@ class _LineMachines:
         self.mtbf_s = per_unit([math.inf if m.mtbf_h is None else m.mtbf_h * 3600.0
                                 for m in groups])
         self.mttr_s = per_unit([m.mttr_min * 60.0 for m in groups])
+        self.idle_kw = per_unit([m.idle_share for m in groups]) * self.rated_kw
+        self.setup_kw = per_unit([m.setup_share for m in groups]) * self.rated_kw
         self.critical = per_unit([float(m.critical) for m in groups])
         self.deferrable = per_unit([float(m.deferrable) for m in groups])
         # the production-driven part of compressed air, split over machines by rating
@@ -267,10 +282,10 @@ class _LineMachines:
             1.0 + self.load_cv[:, None] * rng.standard_normal(shape))
         np.clip(share, 0.0, 1.0, out=share)
         # operating-time hazard 1/mtbf: the job ends in a breakdown with this probability
-        failed = rng.random(shape) < -np.expm1(-proc / self.mtbf_s[:, None])
+        failed = (rng.random(shape) < -np.expm1(-proc / self.mtbf_s[:, None])).nonzero()
         repair = np.zeros(shape)
-        repair[failed] = (rng.standard_gamma(_REPAIR_SHAPE, int(failed.sum()))
-                          * np.broadcast_to(self.mttr_s[:, None], shape)[failed] / _REPAIR_SHAPE)
+        repair[failed] = (rng.standard_gamma(_REPAIR_SHAPE, failed[0].size)
+                          * self.mttr_s[failed[0]] / _REPAIR_SHAPE)
         return gap, proc, share, repair
 
     def run_window(self, lead_s: float, open_s: float, close_s: float, edges_s: np.ndarray,
@@ -296,92 +311,28 @@ class _LineMachines:
         """
         job_start = np.maximum(open_s, self.down_until_s)
         warm_start = np.minimum(np.maximum(lead_s, self.down_until_s), job_start)
-        active = job_start < close_s
-        span = np.where(active, close_s - job_start, 0.0)
-        n_jobs = int(np.ceil(np.max(span / self.slot_mean_s) * 1.15)) + 4
+        span = np.maximum(close_s - job_start, 0.0)  # to fill with slots; 0: down till close
+        n_jobs = math.ceil((span / self.slot_mean_s).max() * 1.15) + 4
         blocks = [self._draw(n_jobs)]
-        covered = sum(blocks[0][i].sum(axis=1) for i in (0, 1, 3))
-        while np.any(covered < span):  # rare: a machine ran short of slots; draw more
+        covered = _slot_time(blocks[0])
+        while (covered < span).any():  # rare: a machine ran short of slots; draw more
             blocks.append(self._draw(n_jobs))
-            covered = covered + sum(blocks[-1][i].sum(axis=1) for i in (0, 1, 3))
-        gap, proc, share, repair = (np.concatenate(parts, axis=1) for parts in zip(*blocks))
-        pending = (self._carry[:, 1] > 0).astype(np.int64)  # carried job not yet finished
+            covered = covered + _slot_time(blocks[-1])
+        gap, proc, share, repair = blocks[0] if len(blocks) == 1 else (
+            np.concatenate(parts, axis=1) for parts in zip(*blocks))
+        pending = self._carry[:, 1] > 0  # carried job not yet finished
         job_number = (self.jobs_since_setup + pending)[:, None] + np.arange(1, proc.shape[1] + 1)
-        due = job_number % self.setup_every[:, None] == 0
+        due = (job_number % self.setup_every[:, None] == 0).nonzero()
         setup = np.zeros_like(proc)
-        n_due = int(due.sum())
+        n_due = due[0].size
         if n_due:
-            sigma = np.broadcast_to(self._setup_sigma[:, None], due.shape)[due]
-            mean = np.broadcast_to(self.setup_s[:, None], due.shape)[due]
+            sigma, mean = self._setup_sigma[due[0]], self.setup_s[due[0]]
             setup[due] = mean * np.exp(sigma * self.rng.standard_normal(n_due) - 0.5 * sigma**2)
-        # slot 0 is the rest of the slot carried over from the previous part of the window
-        carry = self._carry
-        gap, proc, repair, setup = (np.concatenate([carry[:, p:p + 1], x], axis=1)
-                                    for p, x in enumerate((gap, proc, repair, setup)))
-        share = np.concatenate([self._carry_share[:, None], share], axis=1)
-        n_slots = proc.shape[1]
-
-        # timeline per machine from the window's lead: off until the warm-up (or the end of a
-        # repair), idle warm-up, then job slots; the columns of slot part p are _SLOT[p]
-        dur = np.empty((self.n, 2 + 4 * n_slots))
-        dur[:, 0] = warm_start - lead_s
-        dur[:, 1] = job_start - warm_start
-        for part, values in zip(_SLOT, (gap, proc, repair, setup)):
-            dur[:, part] = values
-        rated = self.rated_kw[:, None]
-        machine_kw = np.empty_like(dur)
-        machine_kw[:, 0] = 0.0
-        machine_kw[:, 1] = self.idle_share * self.rated_kw
-        machine_kw[:, _GAP] = self.idle_share[:, None] * rated
-        machine_kw[:, _PROC] = share * rated
-        machine_kw[:, _REPAIR] = 0.0
-        machine_kw[:, _SETUP] = self.setup_share[:, None] * rated
-        t = np.empty((self.n, dur.shape[1] + 1))  # t[:, c], t[:, c + 1]: start, end of dur[:, c]
-        t[:, 0] = 0.0
-        np.cumsum(dur, axis=1, out=t[:, 1:])
-        t += lead_s
-
-        # state carried into the next window (or the next part of this one)
-        proc_end = t[:, 1:][:, _PROC]
-        done = np.count_nonzero((proc_end <= close_s) & (proc > 0) & active[:, None], axis=1)
-        self.jobs_since_setup = (self.jobs_since_setup + done) % self.setup_every
-        if continues:
-            part_start, part_end = t[:, 2:-1].reshape(self.n, n_slots, 4), t[:, 3:].reshape(
-                self.n, n_slots, 4)
-            in_progress = (part_start[:, :, 0] < close_s) & (part_end[:, :, 3] > close_s)
-            rest = np.clip(part_end - np.maximum(part_start, close_s), 0.0, None)
-            self._carry = np.where(in_progress[:, :, None], rest, 0.0).sum(axis=1)
-            self._carry_share = np.where(in_progress, share, 0.0).sum(axis=1)
-        else:
-            self._carry = np.zeros((self.n, 4))
-            self._carry_share = np.zeros(self.n)
-            rep_start, rep_end = t[:, :-1][:, _REPAIR], t[:, 1:][:, _REPAIR]
-            straddle = (rep_start < close_s) & (rep_end > close_s) & active[:, None]
-            self.down_until_s = np.where(straddle.any(axis=1),
-                                         np.max(np.where(straddle, rep_end, -math.inf), axis=1),
-                                         self.down_until_s)
-
-        # cumulative energy per machine is piecewise linear in time, so evaluating it at the
-        # step edges gives the exact energy per step. Every row spans [0, close - lead] after
-        # clipping; rows are laid side by side on one axis (offset per row) and the queries are
-        # clamped into each row's span, so one interpolation call serves all machines.
-        np.clip(t, None, close_s, out=t)
-        t -= lead_s
-        dt_s = np.diff(t, axis=1)
-        e_machine = np.zeros_like(t)
-        np.cumsum(machine_kw * dt_s, axis=1, out=e_machine[:, 1:])
-        # compressed air follows processing time: cumulative busy time, constant outside jobs
-        busy = np.cumsum(dt_s[:, _PROC], axis=1)
-        e_air = np.zeros_like(t)
-        slots = e_air[:, 3:].reshape(self.n, n_slots, 4)  # ends of gap, proc, repair, set-up
-        slots[:, :, 1:] = busy[:, :, None]
-        slots[:, 1:, 0] = busy[:, :-1]
-        span_s = close_s - lead_s
-        offset = np.arange(self.n)[:, None] * (span_s + 1.0)
-        x = (t + offset).ravel()
-        q = (np.clip(edges_s - lead_s, 0.0, span_s)[None, :] + offset).ravel()
-        per_bin_m = np.diff(np.interp(q, x, e_machine.ravel()).reshape(self.n, -1), axis=1)
-        per_bin_a = np.diff(np.interp(q, x, e_air.ravel()).reshape(self.n, -1), axis=1)
+        # timeline, state update and step energies of every machine (see ext/factory.pyx)
+        per_bin_m, per_bin_a = self._kernel.line_window(
+            gap, proc, share, repair, setup, self._carry, self._carry_share, warm_start,
+            job_start, self.idle_kw, self.setup_kw, self.rated_kw, self.setup_every,
+            self.jobs_since_setup, self.down_until_s, lead_s, close_s, edges_s, continues)
         return per_bin_m.T @ self._coef_machine + per_bin_a.T @ self._coef_air
 
     def _set_coefficients(self) -> None:
@@ -429,6 +380,9 @@ class FactoryFleet:
     rng : numpy.random.Generator
         Source of all randomness; each line gets a child generator spawned from it, so the
         trajectory depends on the seed and the configuration only (not on ``step_s``).
+    backend : {"auto", "compiled", "numpy"}
+        Kernel of the machines' timelines and step energies: the compiled ``ext.factory`` or
+        its NumPy twin (bit-identical results); see :func:`ext.select_kernel`.
 
     Examples
     --------
@@ -437,7 +391,7 @@ class FactoryFleet:
     """
 
     def __init__(self, factories: Sequence[FactoryConfig], start: dt.datetime, step_s: float,
-                 n_steps: int, rng: np.random.Generator):
+                 n_steps: int, rng: np.random.Generator, backend: Backend = "auto"):
         if start.tzinfo is None or start.utcoffset() is None:
             raise ValueError(f"start must be time-zone aware (e.g. '+08:00'), got {start!r}")
         if not step_s > 0:
@@ -457,6 +411,7 @@ class FactoryFleet:
         self._done_until_s = 0.0
         n_lines = sum(len(f.lines) for f in self.factories)
         line_rngs = iter(rng.spawn(n_lines))
+        kernel = select_kernel("factory", backend)
         self.windows = [working_windows(f, start, self.horizon_s) for f in self.factories]
         first_day = start.date() - dt.timedelta(days=3)
         n_days = int(self.horizon_s // 86400) + 7
@@ -468,7 +423,8 @@ class FactoryFleet:
             self.env.process(self._building(i))
             self.env.process(self._occupancy(i))
             for j in range(len(factory.lines)):
-                self.env.process(self._production(i, _LineMachines(factory, j, next(line_rngs))))
+                self.env.process(self._production(i, _LineMachines(factory, j, next(line_rngs),
+                                                                       kernel)))
 
     # -- processes ---------------------------------------------------------------------------
     def _wait_until(self, t_s: float) -> simpy.Timeout:

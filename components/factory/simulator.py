@@ -43,6 +43,7 @@ class FactorySimulator(mosaik_api_v3.Simulator):
     def __init__(self) -> None:
         super().__init__(META)
         self.sid = ""
+        self._sender = ""
         self.fleet: FactoryFleet | None = None
         self.buses: list[int] = []
         self._out: dict[str, np.ndarray] = {}
@@ -66,6 +67,7 @@ class FactorySimulator(mosaik_api_v3.Simulator):
             Seed of the simulator's random generator.
         """
         self.sid = sid
+        self._sender = f"{sid}.{EID}"  # names the entity in errors about non-finite outputs
         self.start = dt.datetime.fromisoformat(start)
         if self.start.tzinfo is None:
             raise ValueError(f"{sid}: start {start!r} needs a UTC offset, e.g. '+08:00'")
@@ -118,7 +120,7 @@ class FactorySimulator(mosaik_api_v3.Simulator):
                 )
             request += arr
         sheddable = np.maximum(power.p_kw - power.critical_kw, 0.0)
-        applied = np.clip(request, 0.0, sheddable)
+        applied = np.minimum(np.maximum(request, 0.0), sheddable)
         if applied.any():
             q_sheddable = power.q_kvar - power.critical_q_kvar
             ratio = np.divide(q_sheddable, sheddable, out=np.zeros(n), where=sheddable > 0)
@@ -132,7 +134,7 @@ class FactorySimulator(mosaik_api_v3.Simulator):
             "q_kvar": q_kvar,
             "critical_kw": power.critical_kw,
             # what stays flexible once the shed part is gone: never more than what is left
-            "deferrable_kw": np.clip(power.deferrable_kw, 0.0, flexible),
+            "deferrable_kw": np.minimum(np.maximum(power.deferrable_kw, 0.0), flexible),
             "shed_applied_kw": applied,
             "rated_kw": self._rated_kw,
         }
@@ -150,7 +152,7 @@ class FactorySimulator(mosaik_api_v3.Simulator):
             raise ValueError(f"{self.sid}: {attr!r} is not an output; outputs: {OUTPUTS}")
         if not self._out:
             raise RuntimeError(f"{self.sid}: get_data before the first step")
-        return finite_output(f"{self.sid}.{EID}", attr, self._out[attr])
+        return finite_output(self._sender, attr, self._out[attr])
 
 
 if __name__ == "__main__":

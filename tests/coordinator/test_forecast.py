@@ -160,3 +160,38 @@ def test_day_ahead_pv_ratio_blends_the_last_day_with_the_longer_record():
     # the record's mean weighs the days by their (nearly equal) sunshine
     assert np.nanmax(day) == pytest.approx(np.nanmin(day), rel=1e-12)
     assert np.nanmax(day) == pytest.approx(0.5 * (0.2 + np.mean(ratios)), rel=1e-3)
+
+
+def test_pv_forecast_kept_over_the_night_is_the_one_worked_out_afresh():
+    """The ratios are kept while the windows' bright steps stay the same (the nights) and
+    dropped when PV is observed at a bright step, even one seen before: every forecast equals
+    that of a forecaster that sees the same observations and forecasts once."""
+    start = pd.Timestamp("2026-06-01", tz="Asia/Shanghai")
+    rng = np.random.default_rng(3)
+
+    def fresh(observed: dict[int, float], k: int, h: int) -> np.ndarray:
+        g = Forecaster(start, 900, 96 * 4, 96, kwp=800.0, latitude_deg=CQ[0],
+                       longitude_deg=CQ[1])
+        for j, value in observed.items():
+            g.observe_pv(j, value)
+        return g.pv_kw(k, h)
+
+    f = Forecaster(start, 900, 96 * 4, 96, kwp=800.0, latitude_deg=CQ[0], longitude_deg=CQ[1])
+    observed: dict[int, float] = {}
+    checked = 0
+    for k in range(96 * 4):
+        observed[k] = float(rng.uniform(0.2, 0.7) * f.shape[k])
+        f.observe_pv(k, observed[k])
+        if k % 7 == 0 or k % 96 in (0, 30, 80):
+            for h in (1, 40):
+                assert f.pv_kw(k, h).tobytes() == fresh(observed, k, h).tobytes()
+                checked += 1
+        if k == 96 + 50:  # a bright step of the day before seen again, corrected
+            observed[50] = 0.1 * f.shape[50]
+            f.observe_pv(50, observed[50])
+            assert f.pv_kw(k, 40).tobytes() == fresh(observed, k, 40).tobytes()
+    assert checked > 100
+    # nights: the ratios are the same at every step, the forecast still moves with the sun
+    night = [f.pv_kw(k, 40) for k in (3 * 96 + 4, 3 * 96 + 8)]
+    assert night[0][0] == observed[3 * 96 + 4] == 0.0
+    assert night[1][-1] > night[0][-1] > 0.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from components.coordinator.config import STRATEGY_NAMES
-from components.coordinator.core import GridState, retarget
+from components.coordinator.core import GridState, ZoneLayout, pv_by_site, retarget
 from components.coordinator.strategies import STRATEGIES
 from tests.coordinator.conftest import (
     FLAT,
@@ -119,6 +119,36 @@ def test_same_bus_pv_feeds_its_own_site_first(zone):
     assert p[ev.site == 1].sum() == pytest.approx(0.0, abs=1e-9)
 
 
+def test_sites_on_one_bus_share_its_pv_by_their_evs_power():
+    """Two sites on the PV plant's bus: its PV is shared in proportion to the maximum power of
+    each site's EVs (weights the zone needs only when sites share a bus)."""
+    sites = [{"name": "home", "bus": 1, "n_chargers": 40, "charge_kw": 40 * 7.0},
+             {"name": "work", "bus": 1, "n_chargers": 40, "charge_kw": 40 * 7.0}]
+    plants = [{"name": "roof", "bus": 1, "kwp": 120.0, "inverter_kw": 100.0},
+              {"name": "field", "bus": 3, "kwp": 240.0, "inverter_kw": 200.0}]
+    shared = ZoneLayout.from_params(30, sites, plants, [], {"capacity_kwh": [50.0] * 30},
+                                    {"latitude_deg": 29.56, "longitude_deg": 106.55})
+    assert shared.shared_site_bus and not make_zone().shared_site_bus
+    state = fleet(30, np.random.default_rng(4), need_kwh=(15.0, 20.0), dep_steps=(40, 41))
+    state["site"][:] = (np.arange(30) % 3 == 0).astype(int)  # 20 EVs home, 10 at work
+    ev = view(state, 0)
+    weight = np.bincount(ev.site, weights=ev.p_max_kw, minlength=2)
+    site_pv, pool = pv_by_site(np.array([30.0, 0.0]), shared.plant_bus, shared.site_bus,
+                               weight, shared.site_bus_groups, shared.plant_site_group)
+    np.testing.assert_allclose(site_pv, 30.0 * weight / weight.sum(), rtol=1e-12)
+    assert pool == 0.0
+    with pytest.raises(ValueError, match="weight is needed"):
+        pv_by_site(np.array([30.0, 0.0]), shared.plant_bus, shared.site_bus, None,
+                   shared.site_bus_groups, shared.plant_site_group)
+    # no PV: nothing to share, with or without weights
+    none_pv, none_pool = pv_by_site(np.zeros(2), shared.plant_bus, shared.site_bus, None)
+    assert not none_pv.any() and none_pool == 0.0
+    p = strategy("pv_following", shared, charge_pv_to_full=False).decide(
+        snapshot(shared, ev, pv_kw=(30.0, 0.0))).p_kw
+    np.testing.assert_allclose([p[ev.site == 0].sum(), p[ev.site == 1].sum()], site_pv,
+                               rtol=1e-9)
+
+
 @pytest.mark.parametrize("pv_to_full", [True, False])
 def test_pv_a_site_cannot_take_goes_to_evs_elsewhere(zone, pv_to_full):
     rng = np.random.default_rng(10)
@@ -160,6 +190,22 @@ def test_off_peak_grid_charging_is_spread_evenly_and_done_early(zone, target):
         # the need only, by mandatory power at the end
         np.testing.assert_allclose(state["e_kwh"][:10], state["req_kwh"][:10], rtol=0.03)
         assert totals[:20].sum() < 1e-6
+
+
+def test_off_peak_fill_counts_no_pv_beyond_a_forecast_that_ends_early(zone):
+    """Near the run's end the PV forecast stops short of the departures: what it does not
+    cover counts as no PV, as if it went on with zeros; PV forecast before the departures
+    lowers the grid fill."""
+    rng = np.random.default_rng(12)
+    state = fleet(20, rng, soc=(0.3, 0.5), need_kwh=(5.0, 5.0), dep_steps=(30, 40))
+    ev = view(state, 0)
+    periods = np.r_[np.full(32, VALLEY), np.full(64, FLAT)]
+    short = np.r_[0.0, np.full(5, 40.0)]
+    fills = [strategy("pv_following", zone).decide(
+        snapshot(zone, ev, period=periods, pv_forecast=fc)).p_kw
+        for fc in (short, np.r_[short, np.zeros(90)], np.zeros(96))]
+    assert fills[0].tobytes() == fills[1].tobytes()
+    assert fills[0].sum() < fills[2].sum() - 1.0
 
 
 def test_by_default_every_ev_leaving_in_the_morning_leaves_full(zone):

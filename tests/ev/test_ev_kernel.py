@@ -56,6 +56,32 @@ def test_limits_equal_the_reference_integral_bit_for_bit(backend):
     np.testing.assert_array_equal(f.limits(ids)[0], ref)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_plugged_view_limits_equal_limits_and_fields_follow_their_definitions(backend):
+    f = fleet(backend, v2g_willing_share=1.0)
+    rng = np.random.default_rng(5)
+    cfg = f.cfg
+    for k in range(60):
+        f.step(k)
+    ids = f.plugged_view()["plugged_ids"]
+    assert ids.size > 20
+    # states over the whole SoC range, CC and CV phases, some chargers off
+    f.e_kwh[ids] = rng.uniform(cfg.soc_min, cfg.soc_max, ids.size) * f.cap_kwh[ids]
+    f.p_ch_lim[ids] = rng.choice([0.0, 7.0, 11.0, 120.0], ids.size)
+    f.p_dis_lim[ids] = rng.choice([0.0, 7.0, 20.0], ids.size)
+    view = f.plugged_view()
+    p_max, p_min = f.limits(ids)
+    np.testing.assert_array_equal(view["plugged_p_max_kw"], p_max)
+    np.testing.assert_array_equal(view["plugged_p_min_kw"], p_min)
+    assert (p_max == 0).any() and (p_max > 0).any() and (p_min < 0).any()
+    np.testing.assert_array_equal(view["plugged_site"], f.site[ids])
+    np.testing.assert_array_equal(view["plugged_soc"], f.e_kwh[ids] / f.cap_kwh[ids])
+    np.testing.assert_array_equal(view["plugged_need_kwh"],
+                                  np.maximum(f.req_kwh[ids] - f.e_kwh[ids], 0.0))
+    np.testing.assert_array_equal(view["plugged_departure_s"], f.next_dep[ids] * STEP_S)
+    np.testing.assert_array_equal(view["plugged_v2g"], f.p_dis_lim[ids] > 0)
+
+
 def scarce_fleet(backend: str, n: int = 250, days: int = 2, seed: int = 4) -> EVFleet:
     """A fleet with an eighth of the chargers and low SoC at the start: long queues, plug
     refusals, trips the battery cannot cover, unmet energy at departure."""
@@ -246,3 +272,13 @@ def test_compiled_kernel_rejects_arrays_of_the_wrong_kind_naming_them():
         kern.limits_cc(ids, e, cap, lim, lim, lim, *args, frozen, *out[1:])
     with pytest.raises(ValueError, match="output arrays shorter"):
         kern.limits_cc(ids, e, cap, lim, lim, lim, *args, np.empty(1), *out[1:])
+    site, dep = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    view = [np.empty(n, dtype=np.int64), np.empty(n), np.empty(n), np.empty(n),
+            np.empty(n, dtype=np.uint8)]
+    assert kern.view_cc(ids, e, cap, lim, lim, lim, *args, *out, site, e, dep, 900, *view) == 0
+    with pytest.raises(ValueError, match="view_cc: output arrays shorter"):
+        kern.view_cc(ids, e, cap, lim, lim, lim, *args, *out, site, e, dep, 900, *view[:4],
+                     np.empty(1, dtype=np.uint8))
+    with pytest.raises(ValueError, match="out_v2g: needs a C-contiguous writable"):
+        kern.view_cc(ids, e, cap, lim, lim, lim, *args, *out, site, e, dep, 900, *view[:4],
+                     np.empty(n, dtype=bool))
