@@ -318,18 +318,14 @@ def view_cc(cnp.ndarray ids not None, cnp.ndarray e_kwh not None, cnp.ndarray ca
             cnp.ndarray out_v2g not None):
     """``limits_cc`` of EVs ``ids`` and what a coordinator sees of them: site, SoC, energy
     need, departure time [s] and V2G flag. Returns ``n_cv``."""
-    cdef Py_ssize_t i, j, n = cnp.PyArray_DIM(ids, 0), n_cv
+    cdef Py_ssize_t n_cv = limits_cc(ids, e_kwh, cap_kwh, p_ch_lim, accept_kw, p_dis_lim, eta_c,
+                                     eta_d, soc_cv, soc_max, end_share, min_soc_v2g, dt_h,
+                                     full_tol_kwh, p_max, p_min, cv_pos, cv_arg, cv_start)
+    cdef Py_ssize_t i, j, n = cnp.PyArray_DIM(ids, 0)
     cdef const int64_t *ids_ = _i64(ids, "ids")
     cdef const double *e_ = _f64(e_kwh, "e_kwh")
     cdef const double *cap_ = _f64(cap_kwh, "cap_kwh")
-    cdef const double *ch_lim = _f64(p_ch_lim, "p_ch_lim")
-    cdef const double *accept = _f64(accept_kw, "accept_kw")
     cdef const double *dis_lim = _f64(p_dis_lim, "p_dis_lim")
-    cdef double *p_max_ = _f64(p_max, "p_max", 1, True)
-    cdef double *p_min_ = _f64(p_min, "p_min", 1, True)
-    cdef int64_t *pos = _i64(cv_pos, "cv_pos", 1, True)
-    cdef double *arg = _f64(cv_arg, "cv_arg", 1, True)
-    cdef double *start = _f64(cv_start, "cv_start", 1, True)
     cdef const int64_t *site_ = _i64(site, "site")
     cdef const double *req = _f64(req_kwh, "req_kwh")
     cdef const int64_t *dep = _i64(next_dep, "next_dep")
@@ -339,13 +335,10 @@ def view_cc(cnp.ndarray ids not None, cnp.ndarray e_kwh not None, cnp.ndarray ca
     cdef double *o_dep = _f64(out_departure_s, "out_departure_s", 1, True)
     cdef uint8_t *o_v2g = _u8(out_v2g, "out_v2g", True)
     cdef double need
-    _long_enough("view_cc", n, p_max, p_min, cv_pos, cv_arg, cv_start)
     if (cnp.PyArray_DIM(out_site, 0) < n or cnp.PyArray_DIM(out_soc, 0) < n
             or cnp.PyArray_DIM(out_need_kwh, 0) < n or cnp.PyArray_DIM(out_departure_s, 0) < n
             or cnp.PyArray_DIM(out_v2g, 0) < n):
         raise ValueError("view_cc: output arrays shorter than ids")
-    n_cv = _limits_cc(ids_, n, e_, cap_, ch_lim, accept, dis_lim, eta_c, eta_d, soc_cv, soc_max,
-                      end_share, min_soc_v2g, dt_h, full_tol_kwh, p_max_, p_min_, pos, arg, start)
     for i in range(n):
         j = ids_[i]
         o_site[i] = site_[j]
