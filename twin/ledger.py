@@ -294,6 +294,35 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     return key
 
 
+def tx_rows(block: int, seq: int, step: int, iso_time: str,
+            trades: Iterable[tuple[str, str, float, float, str]]) -> list[tuple]:
+    """Check a step's trades, ``(seller, buyer, kWh, CNY/kWh, kind)`` each, and return them as
+    table rows in ``_TX_COLUMNS`` order (what is stored and hashed), numbered from ``seq``.
+    Raises ``ValueError`` naming the first bad field."""
+    rows = []
+    for seller, buyer, kwh, price_cny_per_kwh, kind in trades:
+        for role, name in (("seller", seller), ("buyer", buyer)):
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"{role} must be a non-empty string, got {name!r}")
+        if seller == buyer:
+            raise ValueError(f"seller and buyer are both {seller!r}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+        if not math.isfinite(kwh) or kwh <= 0:
+            raise ValueError(f"kwh must be finite and > 0, got {kwh}")
+        if not math.isfinite(price_cny_per_kwh) or price_cny_per_kwh < 0:
+            raise ValueError(f"price_cny_per_kwh must be finite and >= 0, got "
+                             f"{price_cny_per_kwh}")
+        e_wh = round(kwh * WH_PER_KWH)
+        if e_wh < 1:
+            raise ValueError(f"kwh {kwh} is below the ledger's 1 Wh resolution")
+        price = round(price_cny_per_kwh * UCNY_PER_CNY)
+        rows.append((block, seq, step, iso_time, seller, buyer, kind, e_wh, price,
+                     amount_mcny(e_wh, price)))
+        seq += 1
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------
 # Interface
 # ---------------------------------------------------------------------------------------------
@@ -521,31 +550,9 @@ class SqliteLedger(Ledger):
         if self._last_step is not None and step <= self._last_step:
             raise ValueError(f"step {step} belongs to a sealed block (last sealed step "
                              f"{self._last_step})")
-        iso = self._iso_time(time)
-        block, seq, rows = self._height, self._next_seq, []
-        for seller, buyer, kwh, price_cny_per_kwh, kind in trades:
-            for role, name in (("seller", seller), ("buyer", buyer)):
-                if not isinstance(name, str) or not name:
-                    raise ValueError(f"{role} must be a non-empty string, got {name!r}")
-            if seller == buyer:
-                raise ValueError(f"seller and buyer are both {seller!r}")
-            if kind not in KINDS:
-                raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
-            if not math.isfinite(kwh) or kwh <= 0:
-                raise ValueError(f"kwh must be finite and > 0, got {kwh}")
-            if not math.isfinite(price_cny_per_kwh) or price_cny_per_kwh < 0:
-                raise ValueError(f"price_cny_per_kwh must be finite and >= 0, got "
-                                 f"{price_cny_per_kwh}")
-            e_wh = round(kwh * WH_PER_KWH)
-            if e_wh < 1:
-                raise ValueError(f"kwh {kwh} is below the ledger's 1 Wh resolution")
-            price = round(price_cny_per_kwh * UCNY_PER_CNY)
-            # a row in _TX_COLUMNS order: what is stored and hashed
-            rows.append((block, seq, step, iso, seller, buyer, kind, e_wh, price,
-                         amount_mcny(e_wh, price)))
-            seq += 1
+        rows = tx_rows(self._height, self._next_seq, step, self._iso_time(time), trades)
         self._pending += rows
-        self._next_seq = seq
+        self._next_seq += len(rows)
         return len(rows)
 
     def _iso_time(self, time) -> str:

@@ -46,7 +46,8 @@ def default_out_dir(scenario: Scenario) -> Path:
 
 
 def run(scenario: Scenario, out: str | Path | None = None, progress: bool = True,
-        force: bool = False, report: bool = False) -> RunResult:
+        force: bool = False, report: bool = False,
+        ledger_process: bool | None = None) -> RunResult:
     """Simulate ``scenario`` and write its run folder.
 
     Parameters
@@ -55,6 +56,8 @@ def run(scenario: Scenario, out: str | Path | None = None, progress: bool = True
     progress : show mosaik's progress bar.
     force : replace an existing folder ``out``.
     report : also write ``report.html`` (a few seconds; ``twin report`` can do it later).
+    ledger_process : seal the ledger's blocks in a process of its own, on a spare core; by
+        default where the machine has one (:func:`twin.ledger_writer.spare_core`).
 
     Raises
     ------
@@ -68,7 +71,7 @@ def run(scenario: Scenario, out: str | Path | None = None, progress: bool = True
         raise ScenarioError([f"--out: {out_dir} exists and is not empty "
                              "(choose another folder or pass --force)"])
     t0 = wallclock.perf_counter()
-    assembly = world_mod.build(scenario)
+    assembly = world_mod.build(scenario, ledger_process=ledger_process)
     try:
         setup_s = wallclock.perf_counter() - t0
         sim_s = world_mod.execute(assembly, progress=progress)

@@ -406,7 +406,9 @@ def execute_run(scenario: dict[str, Any], run_dir: str) -> dict[str, Any]:
     if (folder / "kpis.json").is_file():
         return {**finished_row(folder), "error": ensure_report(folder), "worker": worker}
     try:
-        result = run(validate(scenario), out=folder, progress=False, force=True)
+        # a worker is one core of the sweep: its runs seal their ledgers themselves
+        result = run(validate(scenario), out=folder, progress=False, force=True,
+                     ledger_process=False)
     except ScenarioError as exc:
         return _failed(f"scenario: {'; '.join(exc.problems)}", worker)
     except SimulationError as exc:

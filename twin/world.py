@@ -135,6 +135,9 @@ class Assembly:
     """Temporary folder holding ``ledger.sqlite`` and ``ledger.pub`` (None without a
     coordinator); :func:`twin.run.run` moves them into the run folder."""
     ledger: LedgerWriter | None = None
+    ledger_process: bool | None = None
+    """Whether the ledger seals its blocks in a process of its own (None: where a core is
+    spare)."""
     station_sites: tuple[int, ...] = ()
     """EV site index of each charging station in the loop (``HILSites`` order): their meters,
     not the fleet's simulation, are settled."""
@@ -151,8 +154,10 @@ class Assembly:
             shutil.rmtree(self.ledger_dir, ignore_errors=True)
 
 
-def build(scenario: Scenario, net: Any = None) -> Assembly:
-    """Start the simulators, create one entity each and connect them."""
+def build(scenario: Scenario, net: Any = None, ledger_process: bool | None = None) -> Assembly:
+    """Start the simulators, create one entity each and connect them. ``ledger_process``: seal
+    the ledger's blocks in a process of its own (see :class:`~twin.ledger_writer.LedgerWriter`;
+    by default where a core is spare)."""
     if net is None:
         net = check_buses(scenario)  # a fresh copy of the process's cached network
     world = mosaik.World({k: {"python": v} for k, v in SIMULATORS.items()},
@@ -161,7 +166,7 @@ def build(scenario: Scenario, net: Any = None) -> Assembly:
     if scenario.coordinator is not None:
         ledger_dir = Path(tempfile.mkdtemp(prefix="sdg-twin-ledger-"))
     assembly = Assembly(world, scenario, net, {}, {}, Timing(), Recorder(scenario.n_steps),
-                        ledger_dir)
+                        ledger_dir, ledger_process=ledger_process)
     try:
         _assemble(assembly)
         return assembly
@@ -247,8 +252,11 @@ def _assemble(assembly: Assembly) -> None:
     if scenario.coordinator is not None:
         _add_coordinator(world, scenario, net, base_net, plants, entities, labels, start,
                          hil=hil)
+        separate = assembly.ledger_process
+        if separate is None and hil is not None:
+            separate = False  # not forked beside the device threads; real time leaves time spare
         assembly.ledger = LedgerWriter(assembly.ledger_dir, scenario.start_ts, scenario.step_s,
-                                       scenario.n_steps)
+                                       scenario.n_steps, separate_process=separate)
 
 
 def _needs_sensitivities(scenario: Scenario) -> bool:
@@ -392,6 +400,12 @@ def execute(assembly: Assembly, progress: bool = True) -> float:
     except Exception as exc:  # an error outside any simulator call (mosaik itself)
         _shutdown(assembly.world)
         raise SimulationError(f"mosaik: {type(exc).__name__}: {exc}") from exc
+    else:
+        if assembly.ledger is not None:
+            try:
+                assembly.ledger.finish()  # the last blocks are written before the run ends
+            except RuntimeError as exc:
+                raise SimulationError(str(exc)) from exc
     finally:
         assembly.close_ledger()
     return wallclock.perf_counter() - t0

@@ -490,22 +490,6 @@ def test_extend_adds_a_steps_trades_in_order_or_none(fresh):
     assert rows == [(0, 0, "grid", 2000), (1, 0, "pv:a", 1500), (2, 1, "grid", 2000)]
 
 
-def test_writer_stamps_each_step_with_its_local_start_across_a_dst_change(tmp_path):
-    """Berlin's clocks go forward at 02:00 on 29 March 2026: the step times stay 15 min apart."""
-    from twin.ledger_writer import LedgerWriter
-
-    start = pd.Timestamp("2026-03-29 00:00", tz="Europe/Berlin")
-    writer = LedgerWriter(tmp_path, start, 900, 16)
-    for k in range(16):
-        writer.add(k, [("grid", "site:b", 1.0 + k, 0.5, "grid_to_ev")])
-    writer.close()
-    db = sqlite3.connect(tmp_path / L.LEDGER_FILE)
-    times = [t for (t,) in db.execute("SELECT time FROM transactions ORDER BY seq")]
-    assert times == [(start + pd.Timedelta(minutes=15 * k)).isoformat() for k in range(16)]
-    assert times[8] == "2026-03-29T03:00:00+02:00"
-    assert L.verify(tmp_path).n_blocks == 4
-
-
 def test_close_block_checks_steps(fresh):
     led, _, _ = fresh
     led.append(5, T0, "grid", "site:b", 2.0, 0.76, "grid_to_ev")
