@@ -100,6 +100,8 @@ def _finish(assembly: world_mod.Assembly, out_dir: Path, setup_s: float, sim_s: 
         "wall_time_s": round(sim_s, 3),
         "steps_per_s": round(scenario.n_steps / sim_s, 2) if sim_s > 0 else None,
         "simulator_s": {k: round(v, 3) for k, v in assembly.timing.seconds.items()},
+        # whether a forked process sealed the ledger's blocks (None: no ledger)
+        "ledger_process": None if assembly.ledger is None else assembly.ledger.separate_process,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in VERSIONED},
