@@ -7,7 +7,9 @@ the EVs concerned instead of a few dozen NumPy operations on small gathered arra
   integral of :func:`components.ev.model.max_charge_energy_kwh`, and the V2G room). EVs that
   reach the constant-voltage phase within the step need ``exp``; ``limits_cc`` lists them with
   the exponent, the caller evaluates ``numpy.exp`` on that list (so both kernels and the
-  reference function share one ``exp``), and ``limits_cv`` finishes them.
+  reference function share one ``exp``), and ``limits_cv`` finishes them. EVs so full that
+  not even the energy up to the end of charge exceeds the tolerance get ``p_max = 0`` at once:
+  the clipped integral cannot exceed that bound, whatever ``exp`` gives.
 - ``advance``: apply the setpoints (clipped to the limits, counted when clipped) or the
   uncontrolled maximum, update the batteries and energy accounts, feed the SoC changes to the
   ageing model's turning-point detection, sum the power per site and refresh ``charging``.
@@ -19,6 +21,11 @@ the EVs concerned instead of a few dozen NumPy operations on small gathered arra
   on the next leg, arrive and park, decide whether to wait for a charger, plan the energy wanted
   at the next departure). ``depart`` records the SoC drop as the ageing model's ``observe``
   does; the caller sums the unmet energies with NumPy (its pairwise sum).
+- ``append_legs``: file the legs of a day's trip chains in each EV's ring of planned legs,
+  keeping a stay of at least one step between them.
+- ``rainflow``: the ageing model's cycle counting over the turning points of each EV's SoC;
+  it lists the cycles it closes, the caller evaluates their stress with NumPy (whose ``exp``
+  and ``pow`` differ from the C library's in the last bit) and adds them up.
 
 Every value is computed with the same floating-point operations, in the same order, as the
 NumPy twin ``ext/evstep_np.py`` (and the model's vectorised reference code), so results are
@@ -29,9 +36,10 @@ layout and (for outputs) writability, which costs far less per call than a typed
 """
 
 cimport numpy as cnp
-from libc.math cimport fabs, isnan
+from libc.math cimport fabs, isinf, isnan
 from libc.stdint cimport int8_t, int64_t, uint8_t
 from libc.stdlib cimport calloc, free, malloc, qsort
+from libc.string cimport memmove
 
 cnp.import_array()
 
@@ -120,20 +128,24 @@ cdef Py_ssize_t _limits_cc(const int64_t *ids_, Py_ssize_t n, const double *e_,
         rate = p_batt / cap
         soc_x = soc_max - p_batt * width / acc
         soc1 = soc0 + rate * dt_h
+        hi = soc0 if soc0 > soc_full else soc_full
         if soc1 > soc_x:
-            if rate > 0:
-                t_cc = (soc_x - soc0) / rate
-                if not t_cc > 0.0:
-                    t_cc = 0.0
+            if not (hi - soc0) * cap / eta_c > full_tol_kwh:
+                # full: the clipped integral cannot exceed this bound, so p_max is 0 without exp
+                p_max_[i] = 0.0
             else:
-                t_cc = dt_h
-            k_cv = acc / (cap * width)
-            pos[n_cv] = i
-            arg[n_cv] = -k_cv * (dt_h - t_cc)
-            start[n_cv] = soc0 if soc0 > soc_x else soc_x
-            n_cv += 1
+                if rate > 0:
+                    t_cc = (soc_x - soc0) / rate
+                    if not t_cc > 0.0:
+                        t_cc = 0.0
+                else:
+                    t_cc = dt_h
+                k_cv = acc / (cap * width)
+                pos[n_cv] = i
+                arg[n_cv] = -k_cv * (dt_h - t_cc)
+                start[n_cv] = soc0 if soc0 > soc_x else soc_x
+                n_cv += 1
         else:
-            hi = soc0 if soc0 > soc_full else soc_full
             if soc1 < soc0:
                 soc1 = soc0
             if soc1 > hi:
@@ -167,8 +179,9 @@ def limits_cc(cnp.ndarray ids not None, cnp.ndarray e_kwh not None,
               cnp.ndarray cv_arg not None, cnp.ndarray cv_start not None):
     """Power limits of EVs ``ids`` [kW]; EVs entering the CV phase are listed, not finished.
 
-    Writes ``p_max[i]`` (except for listed EVs) and ``p_min[i]`` for ``ids[i]``; for the
-    ``n_cv`` EVs returned, ``cv_pos[j]`` is the position ``i``, ``cv_arg[j]`` the exponent
+    Writes ``p_max[i]`` (except for listed EVs) and ``p_min[i]`` for ``ids[i]``. Listed are the
+    EVs entering the CV phase that are not full (see the module docstring); for the ``n_cv``
+    EVs returned, ``cv_pos[j]`` is the position ``i``, ``cv_arg[j]`` the exponent
     ``-k_cv * t_cv`` and ``cv_start[j]`` the SoC where the CV phase starts [-].
     """
     cdef Py_ssize_t n = cnp.PyArray_DIM(ids, 0)
@@ -239,7 +252,8 @@ def advance(cnp.ndarray ids not None, cnp.ndarray p_set not None, bint controlle
     power of each moving EV to ``p_site_kw`` and its charge and discharge power to
     ``ch_site_kw`` / ``dis_site_kw`` (all zeroed by the caller), and lists its charge and
     discharge power in ``ch_kw`` / ``dis_kw`` in ``ids`` order. Returns ``(n_moving,
-    n_clamped, flush)``: ``flush`` is true when a turning-point buffer is full.
+    n_clamped, flush)``: ``flush`` is true when a turning-point buffer is full; or ``None``
+    (nothing changed) when ``controlled`` and a setpoint is infinite.
     """
     cdef const int64_t *ids_ = _i64(ids, "ids")
     cdef const double *p_set_ = _f64(p_set, "p_set")
@@ -265,11 +279,15 @@ def advance(cnp.ndarray ids not None, cnp.ndarray p_set not None, bint controlle
     cdef double p, ps, ch, dis, e_old, e_new, cap, v
     cdef double c_ch = dt_h * eta_c, c_dis = dt_h / eta_d
     if controlled:
-        for j in range(n_ev):  # setpoints for EVs that are not plugged: ignored, counted
-            if plug_[j] < 0:
-                v = p_set_[j]
-                if not isnan(v) and fabs(v) > 1e-6:
-                    clamped += 1
+        if cnp.PyArray_DIM(p_set, 0) != n_ev:
+            raise ValueError(f"advance: p_set needs one value per EV ({n_ev}), "
+                             f"got {cnp.PyArray_DIM(p_set, 0)}")
+        for j in range(n_ev):
+            v = p_set_[j]
+            if isinf(v):
+                return None
+            if plug_[j] < 0 and not isnan(v) and fabs(v) > 1e-6:
+                clamped += 1  # setpoints for EVs that are not plugged: ignored, counted
     for i in range(n):
         j = ids_[i]
         p = p_max_[i]
@@ -810,3 +828,189 @@ def depart(cnp.ndarray ids not None, int64_t k, cnp.ndarray leg_dep not None,
         site_[j] = -1
         driving_[j] = 1
     return n_unplugged, n_unmet, n_gave_up, n_short, flush
+
+
+def rainflow(cnp.ndarray ids not None, cnp.ndarray points not None,
+             cnp.ndarray n_points not None, cnp.ndarray stack not None,
+             cnp.ndarray depth not None, cnp.ndarray cyc_ev not None,
+             cnp.ndarray cyc_range not None, cnp.ndarray cyc_mean not None,
+             cnp.ndarray cyc_weight not None):
+    """ASTM E1049-85 three-point rainflow counting of many signals, fed point by point.
+
+    Signal ``ids[i]`` (unique) has the unresolved turning points ``stack[ids[i], :depth[ids[i]]]``
+    (at least its first point); ``points[i, :n_points[i]]`` are appended to it in order, and
+    every cycle the three-point rule closes is listed: its signal in ``cyc_ev``, its range and
+    mean (``|a - b|``, ``0.5 * (a + b)`` of its two points ``a``, ``b``) and its count in
+    ``cyc_weight`` (1 for a full cycle; 0.5 for a half cycle, one that contains the first point
+    of the stack). A full stack first has its oldest range counted as a half cycle and dropped,
+    as ASTM allows for residues. The cycles of one signal are listed in the order they close.
+    The cycle arrays need room for ``sum(n_points) + sum(depth[ids])`` cycles. Returns the
+    number of cycles.
+    """
+    cdef const int64_t *ids_ = _i64(ids, "ids")
+    cdef const double *pts = _f64(points, "points", 2)
+    cdef const int64_t *n_pts = _i64(n_points, "n_points")
+    cdef double *stk = _f64(stack, "stack", 2, True)
+    cdef int64_t *depth_ = _i64(depth, "depth", 1, True)
+    cdef int64_t *ev_out = _i64(cyc_ev, "cyc_ev", 1, True)
+    cdef double *rng_out = _f64(cyc_range, "cyc_range", 1, True)
+    cdef double *mean_out = _f64(cyc_mean, "cyc_mean", 1, True)
+    cdef double *w_out = _f64(cyc_weight, "cyc_weight", 1, True)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(ids, 0), width = cnp.PyArray_DIM(points, 1)
+    cdef Py_ssize_t n_sig = cnp.PyArray_DIM(stack, 0), max_depth = cnp.PyArray_DIM(stack, 1)
+    cdef Py_ssize_t cap = cnp.PyArray_DIM(cyc_ev, 0), need = 0, m = 0, i, c, j, d
+    cdef double *s
+    cdef double s1, s2, s3
+    cdef uint8_t *seen
+    if cnp.PyArray_DIM(points, 0) != n or cnp.PyArray_DIM(n_points, 0) != n:
+        raise ValueError("rainflow: points and n_points need one row per id")
+    if cnp.PyArray_DIM(depth, 0) != n_sig:
+        raise ValueError("rainflow: depth needs one value per stack row")
+    if max_depth < 2:
+        raise ValueError(f"rainflow: the stack needs room for 2 points at least, has {max_depth}")
+    if (cnp.PyArray_DIM(cyc_range, 0) < cap or cnp.PyArray_DIM(cyc_mean, 0) < cap
+            or cnp.PyArray_DIM(cyc_weight, 0) < cap):
+        raise ValueError("rainflow: cyc_range, cyc_mean and cyc_weight need the room of cyc_ev")
+    seen = <uint8_t *>calloc(n_sig if n_sig else 1, 1)
+    if seen == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            j = ids_[i]
+            if j < 0 or j >= n_sig or seen[j]:
+                raise ValueError(f"rainflow: ids must be unique signals in [0, {n_sig}), "
+                                 f"got {j} at position {i}")
+            seen[j] = 1
+            if n_pts[i] < 0 or n_pts[i] > width:
+                raise ValueError(f"rainflow: n_points[{i}] = {n_pts[i]} is not within "
+                                 f"[0, {width}]")
+            if depth_[j] < 1 or depth_[j] > max_depth:
+                raise ValueError(f"rainflow: depth[{j}] = {depth_[j]} is not within "
+                                 f"[1, {max_depth}]")
+            need += n_pts[i] + depth_[j]
+    finally:
+        free(seen)
+    if cap < need:
+        raise ValueError(f"rainflow: room for {cap} cycles, needs {need}")
+    for i in range(n):
+        j = ids_[i]
+        s = stk + j * max_depth
+        d = depth_[j]
+        for c in range(n_pts[i]):
+            if d >= max_depth:
+                ev_out[m] = j
+                rng_out[m] = fabs(s[0] - s[1])
+                mean_out[m] = 0.5 * (s[0] + s[1])
+                w_out[m] = 0.5
+                m += 1
+                memmove(s, s + 1, (max_depth - 1) * sizeof(double))
+                d -= 1
+            s[d] = pts[i * width + c]
+            d += 1
+            while d >= 3:
+                s1 = s[d - 1]
+                s2 = s[d - 2]
+                s3 = s[d - 3]
+                if not fabs(s1 - s2) >= fabs(s2 - s3):
+                    break
+                ev_out[m] = j
+                rng_out[m] = fabs(s2 - s3)
+                mean_out[m] = 0.5 * (s2 + s3)
+                if d == 3:  # the range holds the first point: half cycle, drop that point
+                    w_out[m] = 0.5
+                    s[0] = s2
+                    s[1] = s1
+                    d = 2
+                else:
+                    w_out[m] = 1.0
+                    s[d - 3] = s1
+                    d -= 2
+                m += 1
+        depth_[j] = d
+    return m
+
+
+def append_legs(cnp.ndarray ev not None, cnp.ndarray dep_nom not None,
+                cnp.ndarray n_drive not None, cnp.ndarray km not None,
+                cnp.ndarray dest not None, cnp.ndarray rest_km not None,
+                cnp.ndarray head not None, cnp.ndarray tail not None,
+                cnp.ndarray last_arr not None, cnp.ndarray driving not None,
+                cnp.ndarray leg_dep not None, cnp.ndarray leg_arr not None,
+                cnp.ndarray leg_km not None, cnp.ndarray leg_dest not None,
+                cnp.ndarray leg_rest_km not None, cnp.ndarray dep_out not None,
+                cnp.ndarray arr_out not None, cnp.ndarray idle_out not None):
+    """Append planned legs to the legs of each EV (ring buffers of ``leg_*``, one row per EV).
+
+    The legs are sorted by EV, then by nominal departure step ``dep_nom``. A leg departs at
+    ``dep_nom`` but not before the step after the EV's previous arrival (a stay lasts at least
+    one step) and arrives ``n_drive`` steps later; its steps go to ``dep_out`` / ``arr_out``.
+    Updates ``tail`` and ``last_arr``; lists in ``idle_out`` the EVs that are parked with no leg
+    planned before (in EV order). Returns their number, or -1 (nothing changed) when an EV
+    would have more legs than its ring holds.
+    """
+    cdef const int64_t *ev_ = _i64(ev, "ev")
+    cdef const int64_t *nom = _i64(dep_nom, "dep_nom")
+    cdef const int64_t *drive = _i64(n_drive, "n_drive")
+    cdef const double *km_ = _f64(km, "km")
+    cdef const int64_t *dest_ = _i64(dest, "dest")
+    cdef const double *rest = _f64(rest_km, "rest_km")
+    cdef const int64_t *head_ = _i64(head, "head")
+    cdef int64_t *tail_ = _i64(tail, "tail", 1, True)
+    cdef int64_t *last_ = _i64(last_arr, "last_arr", 1, True)
+    cdef const uint8_t *driving_ = _u8(driving, "driving")
+    cdef int64_t *l_dep = _i64(leg_dep, "leg_dep", 2, True)
+    cdef int64_t *l_arr = _i64(leg_arr, "leg_arr", 2, True)
+    cdef double *l_km = _f64(leg_km, "leg_km", 2, True)
+    cdef int64_t *l_dest = _i64(leg_dest, "leg_dest", 2, True)
+    cdef double *l_rest = _f64(leg_rest_km, "leg_rest_km", 2, True)
+    cdef int64_t *d_out = _i64(dep_out, "dep_out", 1, True)
+    cdef int64_t *a_out = _i64(arr_out, "arr_out", 1, True)
+    cdef int64_t *idle = _i64(idle_out, "idle_out", 1, True)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(ev, 0), n_ev = cnp.PyArray_DIM(head, 0)
+    cdef Py_ssize_t m = cnp.PyArray_DIM(leg_dep, 1), i, i0, slot, n_idle = 0
+    cdef int64_t e, rank, prev, dep
+    cdef cnp.ndarray a
+    for a in (dep_nom, n_drive, km, dest, rest_km, dep_out, arr_out):
+        if cnp.PyArray_DIM(a, 0) != n:
+            raise ValueError("append_legs: every leg array needs one value per leg")
+    for a in (tail, last_arr, driving, idle_out):
+        if cnp.PyArray_DIM(a, 0) != n_ev:
+            raise ValueError("append_legs: every EV array needs one value per EV")
+    for a in (leg_dep, leg_arr, leg_km, leg_dest, leg_rest_km):
+        if cnp.PyArray_DIM(a, 0) != n_ev or cnp.PyArray_DIM(a, 1) != m:
+            raise ValueError("append_legs: the leg rings need the shape of leg_dep, one row "
+                             "per EV")
+    i = 0
+    while i < n:  # check every EV first: an overflow changes nothing
+        e = ev_[i]
+        if e < 0 or e >= n_ev or (i and e < ev_[i - 1]):
+            raise ValueError(f"append_legs: ev must be sorted EV indices in [0, {n_ev})")
+        i0 = i
+        while i < n and ev_[i] == e:
+            i += 1
+        if tail_[e] - head_[e] + (i - i0) > m:
+            return -1
+    i = 0
+    while i < n:
+        e = ev_[i]
+        if head_[e] == tail_[e] and not driving_[e]:
+            idle[n_idle] = e
+            n_idle += 1
+        prev = last_[e]
+        rank = 0
+        while i < n and ev_[i] == e:
+            dep = nom[i] if nom[i] > prev + 1 else prev + 1
+            prev = dep + drive[i]
+            d_out[i] = dep
+            a_out[i] = prev
+            slot = e * m + (tail_[e] + rank) % m
+            l_dep[slot] = dep
+            l_arr[slot] = prev
+            l_km[slot] = km_[i]
+            l_dest[slot] = dest_[i]
+            l_rest[slot] = rest[i]
+            rank += 1
+            i += 1
+        tail_[e] += rank
+        last_[e] = prev
+    return n_idle

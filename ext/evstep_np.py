@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["advance", "arrive", "depart", "limits_cc", "limits_cv", "next_trip", "serve_queue",
-           "settle", "view_cc"]
+__all__ = ["advance", "append_legs", "arrive", "depart", "limits_cc", "limits_cv", "next_trip",
+           "rainflow", "serve_queue", "settle", "view_cc"]
 
 
 def limits_cc(ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, p_ch_lim: np.ndarray,
@@ -27,7 +27,9 @@ def limits_cc(ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, p_ch_lim:
     rate = p_batt / cap
     soc_x = soc_max - p_batt * width / acc
     soc1 = soc0 + rate * dt_h
-    cv = soc1 > soc_x
+    hi = np.maximum(soc0, soc_full)
+    # full EVs get p_max = 0 without exp: the clipped integral cannot exceed this bound
+    cv = (soc1 > soc_x) & ((hi - soc0) * cap / eta_c > full_tol_kwh)
     pos = np.flatnonzero(cv)
     n_cv = pos.size
     if n_cv:
@@ -38,7 +40,7 @@ def limits_cc(ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, p_ch_lim:
         cv_pos[:n_cv] = pos
         cv_arg[:n_cv] = -k_cv * (dt_h - t_cc)
         cv_start[:n_cv] = np.maximum(s0, sx)
-    soc1 = np.clip(soc1, soc0, np.maximum(soc0, soc_full))
+    soc1 = np.clip(soc1, soc0, hi)
     e_in = (soc1 - soc0) * cap / eta_c
     done = np.where(e_in > full_tol_kwh, e_in, 0.0) / dt_h
     if n_cv:
@@ -74,12 +76,18 @@ def advance(ids: np.ndarray, p_set: np.ndarray, controlled: bool, plug: np.ndarr
             tp_buf: np.ndarray, tp_n: np.ndarray, charging: np.ndarray, dt_h: float,
             eta_c: float, eta_d: float, soc_full: float, full_tol_kwh: float,
             ch_kw: np.ndarray, dis_kw: np.ndarray, ch_site_kw: np.ndarray,
-            dis_site_kw: np.ndarray) -> tuple[int, int, bool]:
-    """One step of EVs ``ids`` (the plugged EVs when ``controlled``, else the charging ones)."""
+            dis_site_kw: np.ndarray) -> tuple[int, int, bool] | None:
+    """One step of EVs ``ids`` (the plugged EVs when ``controlled``, else the charging ones);
+    ``None`` (nothing changed) when ``controlled`` and a setpoint is infinite."""
     n = ids.size
     p = p_max[:n]
     clamped = 0
     if controlled:
+        if p_set.shape != plug.shape:
+            raise ValueError(f"advance: p_set needs one value per EV ({plug.size}), "
+                             f"got {p_set.size}")
+        if np.isinf(p_set).any():
+            return None
         stray = (plug < 0) & (np.abs(np.nan_to_num(p_set)) > 1e-6)
         clamped += int(stray.sum())
         ps = p_set[ids]
@@ -328,3 +336,115 @@ def depart(ids: np.ndarray, k: int, leg_dep: np.ndarray, leg_km: np.ndarray, hea
     site[ids] = -1
     driving[ids] = 1
     return int(plugged.size), int(want.size), gave_up, int(np.count_nonzero(short)), flush
+
+
+def rainflow(ids: np.ndarray, points: np.ndarray, n_points: np.ndarray, stack: np.ndarray,
+             depth: np.ndarray, cyc_ev: np.ndarray, cyc_range: np.ndarray,
+             cyc_mean: np.ndarray, cyc_weight: np.ndarray) -> int:
+    """ASTM E1049-85 three-point rainflow counting of many signals, fed point by point; lists
+    the cycles it closes and returns their number."""
+    n, (n_sig, max_depth) = ids.size, stack.shape
+    if points.ndim != 2 or points.shape[0] != n or n_points.shape != (n,):
+        raise ValueError("rainflow: points and n_points need one row per id")
+    if depth.shape != (n_sig,):
+        raise ValueError("rainflow: depth needs one value per stack row")
+    if max_depth < 2:
+        raise ValueError(f"rainflow: the stack needs room for 2 points at least, has {max_depth}")
+    cap = cyc_ev.size
+    if min(cyc_range.size, cyc_mean.size, cyc_weight.size) < cap:
+        raise ValueError("rainflow: cyc_range, cyc_mean and cyc_weight need the room of cyc_ev")
+    if n and (ids.min() < 0 or ids.max() >= n_sig or np.unique(ids).size != n):
+        raise ValueError(f"rainflow: ids must be unique signals in [0, {n_sig})")
+    if n and (n_points.min() < 0 or n_points.max() > points.shape[1]):
+        raise ValueError(f"rainflow: n_points must be within [0, {points.shape[1]}]")
+    if n and (depth[ids].min() < 1 or depth[ids].max() > max_depth):
+        raise ValueError(f"rainflow: depth must be within [1, {max_depth}]")
+    need = int(n_points.sum() + depth[ids].sum())
+    if cap < need:
+        raise ValueError(f"rainflow: room for {cap} cycles, needs {need}")
+    m = 0
+
+    def emit(ev: np.ndarray, a: np.ndarray, b: np.ndarray, weight: np.ndarray | float) -> None:
+        nonlocal m
+        k = m + ev.size
+        cyc_ev[m:k] = ev
+        cyc_range[m:k] = np.abs(a - b)
+        cyc_mean[m:k] = 0.5 * (a + b)
+        cyc_weight[m:k] = weight
+        m = k
+
+    for col in range(int(n_points.max()) if n else 0):
+        sel = np.flatnonzero(n_points > col)
+        active = ids[sel]
+        full = active[depth[active] >= max_depth]
+        if full.size:
+            emit(full, stack[full, 0], stack[full, 1], 0.5)
+            stack[full, :-1] = stack[full, 1:]
+            depth[full] -= 1
+        d = depth[active]
+        stack[active, d] = points[sel, col]
+        depth[active] = d + 1
+        while active.size:
+            d = depth[active]
+            active = active[d >= 3]
+            if active.size == 0:
+                break
+            d = depth[active]
+            s1 = stack[active, d - 1]
+            s2 = stack[active, d - 2]
+            s3 = stack[active, d - 3]
+            go = np.abs(s1 - s2) >= np.abs(s2 - s3)
+            if not go.any():
+                break
+            active, d, s1, s2, s3 = active[go], d[go], s1[go], s2[go], s3[go]
+            half = d == 3  # the range holds the first point: half cycle, drop that point
+            emit(active, s2, s3, np.where(half, 0.5, 1.0))
+            stack[active, d - 3] = np.where(half, s2, s1)
+            h = active[half]
+            stack[h, 1] = s1[half]
+            depth[active] = np.where(half, d - 1, d - 2)
+    return m
+
+
+def append_legs(ev: np.ndarray, dep_nom: np.ndarray, n_drive: np.ndarray, km: np.ndarray,
+                dest: np.ndarray, rest_km: np.ndarray, head: np.ndarray, tail: np.ndarray,
+                last_arr: np.ndarray, driving: np.ndarray, leg_dep: np.ndarray,
+                leg_arr: np.ndarray, leg_km: np.ndarray, leg_dest: np.ndarray,
+                leg_rest_km: np.ndarray, dep_out: np.ndarray, arr_out: np.ndarray,
+                idle_out: np.ndarray) -> int:
+    """Append legs sorted by EV, then nominal departure, to each EV's ring of planned legs;
+    returns the number of EVs listed in ``idle_out``, or -1 (nothing changed) on overflow."""
+    n, (n_ev, m) = ev.size, leg_dep.shape
+    if any(a.shape != (n,) for a in (dep_nom, n_drive, km, dest, rest_km, dep_out, arr_out)):
+        raise ValueError("append_legs: every leg array needs one value per leg")
+    if any(a.shape != (n_ev,) for a in (tail, last_arr, driving, idle_out)):
+        raise ValueError("append_legs: every EV array needs one value per EV")
+    if any(a.shape != (n_ev, m) for a in (leg_arr, leg_km, leg_dest, leg_rest_km)):
+        raise ValueError("append_legs: the leg rings need the shape of leg_dep, one row per EV")
+    if n == 0:
+        return 0
+    if ev[0] < 0 or ev[-1] >= n_ev or np.any(ev[1:] < ev[:-1]):
+        raise ValueError(f"append_legs: ev must be sorted EV indices in [0, {n_ev})")
+    first = np.r_[True, ev[1:] != ev[:-1]]
+    rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    if np.any(tail[ev] - head[ev] + rank + 1 > m):
+        return -1
+    prev_arr = np.zeros(n, dtype=np.int64)
+    for j in range(int(rank.max()) + 1):
+        sel = np.flatnonzero(rank == j)
+        prev = last_arr[ev[sel]] if j == 0 else prev_arr[sel - 1]
+        dep_out[sel] = np.maximum(dep_nom[sel], prev + 1)  # a stay lasts at least one step
+        arr_out[sel] = dep_out[sel] + n_drive[sel]
+        prev_arr[sel] = arr_out[sel]
+    slot = (tail[ev] + rank) % m
+    idle = ev[first & (head[ev] == tail[ev]) & (driving[ev] == 0)]
+    leg_dep[ev, slot] = dep_out
+    leg_arr[ev, slot] = arr_out
+    leg_km[ev, slot] = km
+    leg_dest[ev, slot] = dest
+    leg_rest_km[ev, slot] = rest_km
+    last = np.r_[ev[1:] != ev[:-1], True]
+    tail[ev[last]] += rank[last] + 1
+    last_arr[ev[last]] = arr_out[last]
+    idle_out[: idle.size] = idle
+    return int(idle.size)

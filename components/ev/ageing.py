@@ -37,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from components.ev.config import AgeingParams
+from ext import Backend, select_kernel
 
 KELVIN = 273.15
 
@@ -79,9 +80,10 @@ def nonlinear_fade(f_d: np.ndarray, p: AgeingParams) -> np.ndarray:
 class StreamingRainflow:
     """ASTM E1049-85 three-point rainflow counting for many signals at once, fed point by point.
 
-    Each signal has a stack of unresolved turning points. ``push`` appends one new turning point
-    to each of a set of signals and extracts every cycle the three-point rule allows; the Xu cycle
-    stress of each extracted cycle is added to ``f_cyc``.
+    Each signal has a stack of unresolved turning points. ``push`` appends new turning points
+    to each of a set of signals and extracts every cycle the three-point rule allows (in the
+    kernel ``ext.evstep.rainflow``); the Xu cycle stress of each extracted cycle is added to
+    ``f_cyc``.
 
     Parameters
     ----------
@@ -92,64 +94,52 @@ class StreamingRainflow:
     max_depth : int
         Stack capacity. A residue longer than this (not seen with SoC signals) has its oldest
         range counted as a half cycle, which ASTM allows for residues.
+    backend : {"auto", "compiled", "numpy"}
+        Kernel of the cycle extraction (see :func:`ext.select_kernel`); same results.
     """
 
-    def __init__(self, start: np.ndarray, p: AgeingParams, max_depth: int = 48) -> None:
+    def __init__(self, start: np.ndarray, p: AgeingParams, max_depth: int = 48,
+                 backend: Backend = "auto") -> None:
         n = len(start)
         self.p = p
+        self._kernel = select_kernel("evstep", backend)
         self.stack = np.zeros((n, max_depth))
         self.stack[:, 0] = start
         self.depth = np.ones(n, dtype=np.int64)
         self.f_cyc = np.zeros(n)
         self.n_cycles = np.zeros(n)
 
-    def _count(self, ids: np.ndarray, a: np.ndarray, b: np.ndarray, weight: np.ndarray,
-               temp_c: float) -> None:
-        rng = np.abs(a - b)
-        mean = 0.5 * (a + b)
-        stress = stress_dod(rng, self.p) * stress_soc(mean, self.p)
-        self.f_cyc[ids] += weight * stress * stress_temperature(temp_c, self.p)
-        self.n_cycles[ids] += weight
-
     def push(self, ids: np.ndarray, values: np.ndarray, temp_c: float) -> None:
         """Append ``values[j]`` to signal ``ids[j]`` (ids unique) and extract closed cycles."""
+        values = np.asarray(values, dtype=float)
+        self.push_rows(ids, values.reshape(-1, 1), np.ones(values.size, dtype=np.int64), temp_c)
+
+    def push_rows(self, ids: np.ndarray, points: np.ndarray, n_points: np.ndarray,
+                  temp_c: float) -> None:
+        """Append ``points[j, :n_points[j]]`` in order to signal ``ids[j]`` (ids unique) and
+        extract closed cycles; their cell temperature is ``temp_c`` [degC]."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
         if ids.size == 0:
             return
-        full = self.depth[ids] >= self.stack.shape[1]
-        if full.any():
-            f = ids[full]
-            self._count(f, self.stack[f, 0], self.stack[f, 1], np.full(f.size, 0.5), temp_c)
-            self.stack[f, :-1] = self.stack[f, 1:]
-            self.depth[f] -= 1
-        d = self.depth[ids]
-        self.stack[ids, d] = values
-        self.depth[ids] = d + 1
-        active = ids
-        while active.size:
-            d = self.depth[active]
-            active = active[d >= 3]
-            if active.size == 0:
-                break
-            d = self.depth[active]
-            s1 = self.stack[active, d - 1]
-            s2 = self.stack[active, d - 2]
-            s3 = self.stack[active, d - 3]
-            go = np.abs(s1 - s2) >= np.abs(s2 - s3)
-            if not go.any():
-                break
-            active, d, s1, s2, s3 = active[go], d[go], s1[go], s2[go], s3[go]
-            half = d == 3  # range Y contains the starting point: half cycle, drop the start
-            self._count(active, s2, s3, np.where(half, 0.5, 1.0), temp_c)
-            pos = d - 3
-            self.stack[active, pos] = np.where(half, s2, s1)
-            h = active[half]
-            self.stack[h, 1] = s1[half]
-            self.depth[active] = np.where(half, d - 1, d - 2)
+        points = np.ascontiguousarray(points, dtype=float)
+        n_points = np.ascontiguousarray(n_points, dtype=np.int64)
+        room = int(n_points.sum() + self.depth[ids].sum())  # bounds the cycles that can close
+        ev, rng, mean, weight = (np.empty(room, dtype=np.int64), np.empty(room), np.empty(room),
+                                 np.empty(room))
+        m = self._kernel.rainflow(ids, points, n_points, self.stack, self.depth, ev, rng, mean,
+                                  weight)
+        if m:
+            ev, weight = ev[:m], weight[:m]
+            stress = stress_dod(rng[:m], self.p) * stress_soc(mean[:m], self.p)
+            # np.add.at adds in list order: each signal's cycles in the order they closed
+            np.add.at(self.f_cyc, ev, weight * stress * stress_temperature(temp_c, self.p))
+            np.add.at(self.n_cycles, ev, weight)
 
     def copy(self, columns: int | None = None) -> StreamingRainflow:
         """An independent copy of the counter state, keeping the first ``columns`` stack slots."""
         other = object.__new__(StreamingRainflow)
         other.p = self.p
+        other._kernel = self._kernel
         other.stack = self.stack[:, :columns].copy()
         other.depth = self.depth.copy()
         other.f_cyc = self.f_cyc.copy()
@@ -173,7 +163,7 @@ class StreamingRainflow:
         if last is not None:
             has = np.flatnonzero(~np.isnan(last))
             probe.push(has, last[has], temp_c)
-        n, k = probe.stack.shape
+        k = probe.stack.shape[1]
         a, b = probe.stack[:, :-1], probe.stack[:, 1:]
         valid = np.arange(1, k)[None, :] < probe.depth[:, None]
         rng = np.where(valid, np.abs(b - a), 0.0)
@@ -193,12 +183,15 @@ class FleetAgeing:
         Model coefficients.
     buffer : int
         Turning points buffered per EV before they are passed to the rainflow counter.
+    backend : {"auto", "compiled", "numpy"}
+        Kernel of the rainflow counter (see :class:`StreamingRainflow`).
     """
 
-    def __init__(self, soc0: np.ndarray, p: AgeingParams, buffer: int = 16) -> None:
+    def __init__(self, soc0: np.ndarray, p: AgeingParams, buffer: int = 16,
+                 backend: Backend = "auto") -> None:
         n = len(soc0)
         self.p = p
-        self.rainflow = StreamingRainflow(np.asarray(soc0, dtype=float), p)
+        self.rainflow = StreamingRainflow(np.asarray(soc0, dtype=float), p, backend=backend)
         self.f_cal = np.zeros(n)
         self.last_dir = np.zeros(n, dtype=np.int8)
         self.extreme = np.asarray(soc0, dtype=float).copy()
@@ -231,10 +224,8 @@ class FleetAgeing:
 
     def flush(self) -> None:
         """Pass the buffered turning points, in order, to the rainflow counter."""
-        n_max = int(self.tp_n.max()) if self.tp_n.size else 0
-        for j in range(n_max):
-            ids = np.flatnonzero(self.tp_n > j)
-            self.rainflow.push(ids, self.tp_buf[ids, j], self.temp_c)
+        ids = np.flatnonzero(self.tp_n)
+        self.rainflow.push_rows(ids, self.tp_buf[ids], self.tp_n[ids], self.temp_c)
         self.tp_n[:] = 0
 
     def add_calendar(self, mean_soc: np.ndarray, temp_c: float, duration_s: float) -> None:

@@ -31,7 +31,8 @@ minute on two cores):
   step, clipped to ``[p_min, p_max]`` (counted when clipped); NaN means uncontrolled: charge at the
   maximum until full. Discharge (V2G) is limited by charger, car, willingness and ``min_soc_v2g``.
   The per-step passes over the plugged EVs (limits, setpoints, battery update, charger queue)
-  and the trip events (departures, arrivals, planning the next trip) run in the kernel
+  and the trip events (departures, arrivals, planning the next trip), the filing of each
+  day's legs and the ageing model's cycle counting run in the kernel
   ``ext.evstep`` (compiled, or its bit-identical NumPy twin); the limits of
   the plugged EVs are computed once between two steps, for the coordinator's view and the step.
 - **Users.** An EV parked at a site with chargers plugs in if its user wants to: private users
@@ -230,6 +231,7 @@ class EVFleet:
         self._temperature = temperature_c
         self._shifts = self._parse_shifts(shifts or DEFAULT_SHIFTS)
         self.trip_log: list[dict[str, np.ndarray]] | None = [] if log_trips else None
+        self._backend = backend
         self._kernel = select_kernel("evstep", backend)
 
         self._build_sites()
@@ -403,7 +405,7 @@ class EVFleet:
         self.clamped_total = 0
         self._e_sum_day = np.zeros(n)
         self._steps_in_day = 0
-        self.ageing = FleetAgeing(self.e_kwh / self.cap_kwh, cfg.ageing)
+        self.ageing = FleetAgeing(self.e_kwh / self.cap_kwh, cfg.ageing, backend=self._backend)
         self.fade = np.zeros(n)
         self._plugged = np.zeros(0, dtype=np.int64)
         self._plugged_dirty = False
@@ -418,6 +420,7 @@ class EVFleet:
         self._unmet_buf = np.zeros(n)
         self._dest_buf = np.zeros(n, dtype=np.int64)
         self._kind_buf = np.zeros(n, dtype=np.int64)
+        self._idle_buf = np.zeros(n, dtype=np.int64)  # parked EVs that get their first leg
         self._charging_ids: np.ndarray | None = None
         # limits of the EVs plugged now, valid until the next step changes any state
         self._plugged_lim: tuple[np.ndarray, np.ndarray] | None = None
@@ -658,31 +661,15 @@ class EVFleet:
         order = np.argsort(ev * (1 << 32) + dep_nom, kind="stable")  # by EV, then time
         ev, dep_nom, drive_s, km, dest, rest_km = (x[order] for x in
                                                    (ev, dep_nom, drive_s, km, dest, rest_km))
-        first = np.r_[True, ev[1:] != ev[:-1]]
-        rank = np.arange(ev.size) - np.maximum.accumulate(np.where(first, np.arange(ev.size), 0))
         n_drive = np.maximum(1, np.rint(drive_s / self.step_s).astype(np.int64))
-        dep = np.empty_like(dep_nom)
-        arr = np.empty_like(dep_nom)
-        prev_arr = np.zeros(ev.size, dtype=np.int64)
-        for j in range(int(rank.max()) + 1):
-            sel = np.flatnonzero(rank == j)
-            e = ev[sel]
-            prev = self.last_arr[e] if j == 0 else prev_arr[sel - 1]
-            dep[sel] = np.maximum(dep_nom[sel], prev + 1)  # a stay lasts at least one step
-            arr[sel] = dep[sel] + n_drive[sel]
-            prev_arr[sel] = arr[sel]
-        if np.any(self.tail[ev] - self.head[ev] + rank + 1 > self._m):
+        dep, arr = np.empty_like(dep_nom), np.empty_like(dep_nom)
+        n_idle = self._kernel.append_legs(
+            ev, dep_nom, n_drive, km, dest, rest_km, self.head, self.tail, self.last_arr,
+            self._driving_u8, self.leg_dep, self.leg_arr, self.leg_km, self.leg_dest,
+            self.leg_rest_km, dep, arr, self._idle_buf)
+        if n_idle < 0:
             raise RuntimeError("EV leg buffer overflow: too many trips planned ahead")
-        slot = (self.tail[ev] + rank) % self._m
-        idle = ev[(rank == 0) & (self.head[ev] == self.tail[ev]) & ~self.driving[ev]]
-        self.leg_dep[ev, slot] = dep
-        self.leg_arr[ev, slot] = arr
-        self.leg_km[ev, slot] = km
-        self.leg_dest[ev, slot] = dest
-        self.leg_rest_km[ev, slot] = rest_km
-        last = np.r_[ev[1:] != ev[:-1], True]
-        self.tail[ev[last]] += rank[last] + 1
-        self.last_arr[ev[last]] = arr[last]
+        idle = self._idle_buf[:n_idle]
         if idle.size:  # parked EVs that had no trip planned now know their next one
             self._next_trip(idle)
         self._schedule(dep, ev, 0)
@@ -933,7 +920,7 @@ class EVFleet:
             uncontrolled for that EV (charge at the maximum until full). ``None``: the whole fleet
             is uncontrolled. Applies to the EVs plugged at ``t_k``; setpoints outside the EV's
             limits are clipped and counted in ``clamped_count``, and so are non-zero setpoints for
-            EVs that are not plugged.
+            EVs that are not plugged. Infinite setpoints are an error (nothing is changed).
         """
         if k != self.k:
             raise ValueError(f"EVFleet.step: expected step {self.k}, got {k}")
@@ -956,12 +943,15 @@ class EVFleet:
         p_site_kw = np.zeros(self.n_sites)
         ch_site_kw, dis_site_kw = np.zeros(self.n_sites), np.zeros(self.n_sites)
         ageing = self.ageing
-        n_moving, clamped, flush = self._kernel.advance(
+        res = self._kernel.advance(
             ids, p_set, controlled, self.plug, p_max, p_min, self.e_kwh, self.cap_kwh,
             self.charged_kwh, self.discharged_kwh, self.site, p_site_kw, ageing.last_dir,
             ageing.extreme, ageing.tp_buf, ageing.tp_n, self._charging_u8, self.dt_h,
             cfg.charge_efficiency, cfg.discharge_efficiency, self.soc_full, FULL_TOL_KWH,
             self._ch_kw, self._dis_kw, ch_site_kw, dis_site_kw)
+        if res is None:
+            raise ValueError("p_set_kw has infinite values (NaN means uncontrolled)")
+        n_moving, clamped, flush = res
         if flush:  # a turning-point buffer is full
             ageing.flush()
         self._charging_ids = None

@@ -54,6 +54,15 @@ def test_limits_equal_the_reference_integral_bit_for_bit(backend):
                                 cfg.charge_efficiency, cfg.cv_taper_soc, cfg.soc_max, f.dt_h,
                                 cfg.cv_end_power_share) / f.dt_h
     np.testing.assert_array_equal(f.limits(ids)[0], ref)
+    # at, just below (within the tolerance) and above the end of charge: p_max is 0 at once
+    full = f.soc_full * f.cap_kwh
+    f.e_kwh[:] = full * rng.choice([1.0, 1.0 - 1e-12, 1.0 + 1e-9, 1.001], f.n_ev)
+    f.e_kwh[::7] = full[::7] - 2e-6  # still takes a little
+    ref = max_charge_energy_kwh(f.e_kwh, f.cap_kwh, f.p_ch_lim, f.accept_kw,
+                                cfg.charge_efficiency, cfg.cv_taper_soc, cfg.soc_max, f.dt_h,
+                                cfg.cv_end_power_share) / f.dt_h
+    np.testing.assert_array_equal(f.limits(ids)[0], ref)
+    assert (ref[::7] > 0).all() and (np.delete(ref, np.s_[::7]) == 0).all()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -282,3 +291,88 @@ def test_compiled_kernel_rejects_arrays_of_the_wrong_kind_naming_them():
     with pytest.raises(ValueError, match="out_v2g: needs a C-contiguous writable"):
         kern.view_cc(ids, e, cap, lim, lim, lim, *args, *out, site, e, dep, 900, *view[:4],
                      np.empty(n, dtype=bool))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_infinite_setpoints_raise_and_change_nothing(backend):
+    f = fleet(backend)
+    for k in range(40):
+        f.step(k)
+    p_set = np.full(f.n_ev, np.nan)
+    p_set[f.plugged_view()["plugged_ids"][:3]] = 5.0
+    p_set[np.flatnonzero(f.plug < 0)[0]] = -np.inf  # an EV that is not even plugged
+    before = {key: v.copy() for key, v in vars(f).items() if isinstance(v, np.ndarray)}
+    with pytest.raises(ValueError, match="p_set_kw has infinite values"):
+        f.step(f.k, p_set)
+    for key, v in before.items():
+        np.testing.assert_array_equal(getattr(f, key), v, err_msg=key)
+    p_set[np.isinf(p_set)] = np.nan
+    f.step(f.k, p_set)  # the same step, now valid
+    assert f.k == 41
+
+
+def _legs_case(rng: np.random.Generator, n_ev: int = 30, m: int = 8) -> tuple[dict, dict]:
+    """Random legs (sorted by EV, then nominal departure) and leg rings partly filled."""
+    n = int(rng.integers(1, 3 * n_ev))
+    ev = np.sort(rng.integers(0, n_ev, n))
+    dep_nom = rng.integers(0, 200, n)
+    order = np.lexsort((dep_nom, ev))
+    legs = {"ev": ev[order], "dep_nom": dep_nom[order], "n_drive": rng.integers(1, 6, n),
+            "km": rng.uniform(1, 60, n), "dest": rng.integers(-1, 5, n),
+            "rest_km": rng.uniform(1, 120, n)}
+    head = rng.integers(0, 20, n_ev)
+    state = {"head": head, "tail": head + rng.integers(0, 3, n_ev),
+             "last_arr": rng.integers(-1, 150, n_ev),
+             "driving": (rng.random(n_ev) < 0.3).astype(np.uint8),
+             "leg_dep": rng.integers(0, 99, (n_ev, m)), "leg_arr": rng.integers(0, 99, (n_ev, m)),
+             "leg_km": rng.uniform(0, 9, (n_ev, m)), "leg_dest": rng.integers(0, 9, (n_ev, m)),
+             "leg_rest_km": rng.uniform(0, 9, (n_ev, m)),
+             "dep_out": np.zeros(n, dtype=np.int64), "arr_out": np.zeros(n, dtype=np.int64),
+             "idle_out": np.zeros(n_ev, dtype=np.int64)}
+    return legs, state
+
+
+@pytest.mark.skipif(not HAS_COMPILED, reason="ext.evstep is not built")
+def test_append_legs_compiled_equals_numpy_and_keeps_stays():
+    rng = np.random.default_rng(8)
+    compiled, twin = select_kernel("evstep", "compiled"), select_kernel("evstep", "numpy")
+    overflows = 0
+    for _ in range(60):
+        legs, state = _legs_case(rng)
+        a = {k: v.copy() for k, v in state.items()}
+        b = {k: v.copy() for k, v in state.items()}
+        n_a, n_b = compiled.append_legs(**legs, **a), twin.append_legs(**legs, **b)
+        assert n_a == n_b
+        for key in state:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        if n_a < 0:  # a ring would overflow: nothing changed
+            overflows += 1
+            for key in ("tail", "last_arr", "leg_dep", "leg_arr"):
+                np.testing.assert_array_equal(a[key], state[key], err_msg=key)
+            continue
+        ev, dep, arr = legs["ev"], a["dep_out"], a["arr_out"]
+        np.testing.assert_array_equal(arr - dep, legs["n_drive"])
+        assert (dep >= legs["dep_nom"]).all()
+        first = np.r_[True, ev[1:] != ev[:-1]]
+        prev = np.where(first, state["last_arr"][ev], np.r_[0, arr[:-1]])
+        assert (dep >= prev + 1).all()  # a stay lasts at least one step
+        assert ((dep == legs["dep_nom"]) | (dep == prev + 1)).all()
+        np.testing.assert_array_equal(a["tail"] - state["tail"], np.bincount(ev, minlength=30))
+        idle = np.unique(ev)
+        idle = idle[(state["head"][idle] == state["tail"][idle]) & (state["driving"][idle] == 0)]
+        np.testing.assert_array_equal(a["idle_out"][:n_a], idle)
+    assert 0 < overflows < 60
+
+
+@pytest.mark.skipif(not HAS_COMPILED, reason="ext.evstep is not built")
+def test_append_legs_rejects_bad_arrays():
+    kern = select_kernel("evstep", "compiled")
+    legs, state = _legs_case(np.random.default_rng(1))
+    with pytest.raises(ValueError, match="ev must be sorted"):
+        kern.append_legs(**{**legs, "ev": legs["ev"][::-1].copy()}, **state)
+    with pytest.raises(ValueError, match="one value per leg"):
+        kern.append_legs(**{**legs, "km": legs["km"][:-1].copy()}, **state)
+    with pytest.raises(ValueError, match="the leg rings need the shape of leg_dep"):
+        kern.append_legs(**legs, **{**state, "leg_km": state["leg_km"][:, :3].copy()})
+    with pytest.raises(ValueError, match="leg_dest: needs a C-contiguous writable 2-d array"):
+        kern.append_legs(**legs, **{**state, "leg_dest": state["leg_dest"].astype(np.int32)})
