@@ -294,6 +294,9 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     return key
 
 
+_MAX_INTEGER = 2**63 - 1  # SQLite's INTEGER
+
+
 def tx_rows(block: int, seq: int, step: int, iso_time: str,
             trades: Iterable[tuple[str, str, float, float, str]]) -> list[tuple]:
     """Check a step's trades, ``(seller, buyer, kWh, CNY/kWh, kind)`` each, and return them as
@@ -313,14 +316,39 @@ def tx_rows(block: int, seq: int, step: int, iso_time: str,
         if not math.isfinite(price_cny_per_kwh) or price_cny_per_kwh < 0:
             raise ValueError(f"price_cny_per_kwh must be finite and >= 0, got "
                              f"{price_cny_per_kwh}")
-        e_wh = round(kwh * WH_PER_KWH)
+        wh, ucny = kwh * WH_PER_KWH, price_cny_per_kwh * UCNY_PER_CNY
+        if not (wh <= _MAX_INTEGER and ucny <= _MAX_INTEGER):
+            raise ValueError(f"kwh {kwh} or price_cny_per_kwh {price_cny_per_kwh} is beyond the "
+                             "ledger's 64-bit integers")
+        e_wh = round(wh)
         if e_wh < 1:
             raise ValueError(f"kwh {kwh} is below the ledger's 1 Wh resolution")
-        price = round(price_cny_per_kwh * UCNY_PER_CNY)
-        rows.append((block, seq, step, iso_time, seller, buyer, kind, e_wh, price,
-                     amount_mcny(e_wh, price)))
+        price = round(ucny)
+        amount = amount_mcny(e_wh, price)
+        if amount > _MAX_INTEGER:
+            raise ValueError(f"the amount of {kwh} kWh at {price_cny_per_kwh} CNY/kWh is beyond "
+                             "the ledger's 64-bit integers")
+        rows.append((block, seq, step, iso_time, seller, buyer, kind, e_wh, price, amount))
         seq += 1
     return rows
+
+
+_KIND_SET = frozenset(KINDS)
+
+
+def check_trades(trades: Sequence[tuple[str, str, float, float, str]]) -> int:
+    """Raise as :func:`tx_rows` does if any trade is invalid; return the number of trades.
+
+    A quick test passes every valid trade of the usual kind (plain strings, at least 1 Wh
+    after rounding: ``kWh x 1000 > 0.5``, below 1 TWh and 1e6 CNY/kWh, so that the amount
+    fits too); anything else goes through :func:`tx_rows` itself.
+    """
+    for seller, buyer, kwh, price, kind in trades:
+        if not (type(seller) is str and type(buyer) is str and seller and buyer
+                and seller != buyer and kind in _KIND_SET
+                and 0.5 < kwh * WH_PER_KWH < 1e12 and 0.0 <= price < 1e6):
+            tx_rows(0, 0, 0, "", ((seller, buyer, kwh, price, kind),))
+    return len(trades)
 
 
 # ---------------------------------------------------------------------------------------------

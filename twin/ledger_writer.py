@@ -14,6 +14,7 @@ hands each hour's trades to the sealer in one message. The ledger is the same ei
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -24,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from twin.ledger import LEDGER_FILE, SqliteLedger, generate_key, tx_rows
+from twin.ledger import LEDGER_FILE, SqliteLedger, check_trades, generate_key
 
 BLOCK_S = 3600
 """A block per simulated hour."""
@@ -144,7 +145,7 @@ class _ForkedSealer:
             raise
 
     def add(self, k: int, when: datetime, trades: list[tuple]) -> int:
-        n = len(tx_rows(0, 0, k, "", trades))
+        n = check_trades(trades)
         self._steps.append((k, when, trades))
         return n
 
@@ -190,6 +191,9 @@ class _ForkedSealer:
 
 def _serve(conn, path: Path, key: Ed25519PrivateKey) -> None:
     """The sealing process: open the ledger, seal each block received, answer the count."""
+    # What the fork copied belongs to the parent: never collected here, so no finalizer of the
+    # parent's (a temporary folder's clean-up, a pending asyncio task's warning) runs twice.
+    gc.freeze()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which closes us
     try:
         ledger = SqliteLedger(path, key)

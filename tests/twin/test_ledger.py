@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import shutil
 import sqlite3
 from collections import defaultdict
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from twin import ledger as L
 
@@ -470,6 +473,8 @@ T0 = pd.Timestamp("2026-06-01 10:00", tz="Asia/Shanghai")
     ((0, T0, "pv:a", "site:b", 1.0, 0.5, "gift"), "kind must be one of"),
     ((0, T0.tz_localize(None), "pv:a", "site:b", 1.0, 0.5, "pv_to_ev"), "time-zone aware"),
     ((-1, T0, "pv:a", "site:b", 1.0, 0.5, "pv_to_ev"), "step must be >= 0"),
+    ((0, T0, "pv:a", "site:b", 1.0, 1e300, "pv_to_ev"), "beyond the ledger's 64-bit integers"),
+    ((0, T0, "pv:a", "site:b", 1e10, 1e6, "pv_to_ev"), "amount of 10000000000.0 kWh at 1000000.0 CNY"),
 ])
 def test_append_rejects_bad_trades(fresh, args, message):
     led, _, _ = fresh
@@ -598,3 +603,21 @@ def test_leaf_bytes_are_the_canonical_json(name):
                        seller=name, buyer="grid", kind="pv_export", e_wh=1500,
                        price_ucny_per_kwh=391_500, amount_mcny=L.amount_mcny(1500, 391_500))
     assert tx.canonical() == L._canonical_json({"v": L.FORMAT_VERSION, **dataclasses.asdict(tx)})
+
+
+_NAMES = st.sampled_from(["pv:a", "site:b", "grid", "", "x"])
+_NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                     st.sampled_from([0.0005, 0.0005000001, 0.00049999, 0.0015, -0.0, 1e308]),
+                     st.integers(-2, 5))
+
+
+@given(st.lists(st.tuples(_NAMES, _NAMES, _NUMBERS, _NUMBERS,
+                          st.sampled_from([*L.KINDS, "gift"])), max_size=4))
+def test_the_quick_trade_check_accepts_exactly_what_tx_rows_accepts(trades):
+    try:
+        L.tx_rows(0, 0, 0, "", trades)
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=re.escape(str(exc))):
+            L.check_trades(trades)
+    else:
+        assert L.check_trades(trades) == len(trades)

@@ -3,6 +3,7 @@ ledger either way, and failures of the sealing process reported, not lost."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -134,3 +135,25 @@ def test_runs_with_either_sealer_agree(tiny, write_yaml, tmp_path):
     for r in runs:
         assert L.verify(r.out_dir).ok
         assert sorted(p.name for p in r.out_dir.glob("ledger*")) == ["ledger.pub", "ledger.sqlite"]
+
+
+def test_the_sealing_process_leaves_the_parents_garbage_alone(tmp_path):
+    """Objects the fork copied are the parent's: their finalizers must not run in the child."""
+    parent = os.getpid()
+
+    class Sentinel:
+        def __del__(self):
+            if os.getpid() != parent:
+                (tmp_path / f"finalized-in-{os.getpid()}").touch()
+
+    gc.collect()
+    cycle = Sentinel()
+    cycle.me = cycle
+    del cycle  # garbage that only the cycle collector frees: it is the child's too after fork
+    (tmp_path / "ledger").mkdir()
+    writer = LedgerWriter(tmp_path / "ledger", START, 900, 400, separate_process=True)
+    for k in range(400):  # enough allocations in the child for its collector to run
+        writer.add(k, [("grid", f"site:{k % 7}", 1.0, 0.5, "grid_to_ev")])
+    writer.finish()
+    gc.collect()
+    assert not list(tmp_path.glob("finalized-in-*"))
