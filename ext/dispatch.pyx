@@ -63,9 +63,12 @@ laxities are held within +-1e9 h.
 
 The coordinator's other per-step passes over its EVs and trades live here too, each a plain
 loop where NumPy needs a dozen array operations: its view of the plugged EVs
-(``plugged_into``), what the EVs do with its set-points (``done_into``) and the transport
-tables of the settlement (``north_west_into``). They use NumPy's maxima, minima and summation
-order, so their twins give the same values to the bit.
+(``plugged_into``), the whole step of the ``pv_following`` strategy (``charge_into``: targets,
+PV per site, the allocations of mandatory power, PV and the off-peak fill), what the EVs do
+with its set-points (``done_into``), the transport tables of the settlement
+(``north_west_into``) and the whole settlement (``settle_into``). They use NumPy's maxima,
+minima and summation order (pairwise sums as ``numpy.sum`` adds them, ``_np_sum``), so their
+twins give the same values to the bit (``charge_into``: given the same allocation kernel).
 """
 
 from libc.math cimport INFINITY, NAN
@@ -1264,7 +1267,11 @@ cdef int _allocate(Py_ssize_t n, Py_ssize_t n_site, const double* need, const do
     return 0
 
 
-cdef inline const double* _dptr(const double[::1] x) noexcept:
+cdef inline const double* _dptr(const double[::1] x) noexcept nogil:
+    return &x[0] if x.shape[0] > 0 else NULL
+
+
+cdef inline const int64_t* _iptr(const int64_t[::1] x) noexcept nogil:
     return &x[0] if x.shape[0] > 0 else NULL
 
 
@@ -1348,36 +1355,55 @@ def north_west_into(const double[::1] supply, const double[::1] demand,
     """
     cdef Py_ssize_t n_rows = flow.shape[0], n_cols = flow.shape[1]
     cdef Py_ssize_t n_groups = row_start.shape[0] - 1
-    cdef Py_ssize_t g, a, b, i, j
-    cdef double v, w, s_lo, s_hi, d_lo, d_hi
-    if supply.shape[0] != n_rows or demand.shape[0] != n_cols or n_groups < 0 \
-            or col_start.shape[0] != n_groups + 1:
+    if supply.shape[0] != n_rows or demand.shape[0] != n_cols:
         raise ValueError("north_west_into: array sizes do not match")
+    _check_groups("north_west_into", n_rows, n_cols, row_start, rows, col_start, cols)
+    with nogil:
+        _north_west(&supply[0] if n_rows > 0 else NULL, &demand[0] if n_cols > 0 else NULL,
+                    &row_start[0], _iptr(rows), &col_start[0], _iptr(cols), n_groups,
+                    &flow[0, 0] if n_rows > 0 and n_cols > 0 else NULL, n_cols)
+
+
+cdef int _check_groups(str name, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                       const int64_t[::1] row_start, const int64_t[::1] rows,
+                       const int64_t[::1] col_start, const int64_t[::1] cols) except -1:
+    """Raise ``ValueError`` unless the groups of ``north_west_into`` are within bounds."""
+    cdef Py_ssize_t n_groups = row_start.shape[0] - 1, g, a
+    if n_groups < 0 or col_start.shape[0] != n_groups + 1:
+        raise ValueError(f"{name}: array sizes do not match")
     for g in range(n_groups):
         if not (0 <= row_start[g] <= row_start[g + 1] <= rows.shape[0]
                 and 0 <= col_start[g] <= col_start[g + 1] <= cols.shape[0]):
-            raise ValueError("north_west_into: group bounds out of range")
+            raise ValueError(f"{name}: group bounds out of range")
     for a in range(rows.shape[0]):
         if not 0 <= rows[a] < n_rows:
-            raise ValueError("north_west_into: supplier index out of range")
-    for b in range(cols.shape[0]):
-        if not 0 <= cols[b] < n_cols:
-            raise ValueError("north_west_into: consumer index out of range")
-    with nogil:
-        for g in range(n_groups):
-            s_hi = 0.0
-            for a in range(row_start[g], row_start[g + 1]):
-                i = rows[a]
-                v = _np_max(supply[i], 0.0)
-                s_lo = s_hi if a > row_start[g] else 0.0
-                s_hi = s_lo + v if a > row_start[g] else v
-                d_hi = 0.0
-                for b in range(col_start[g], col_start[g + 1]):
-                    j = cols[b]
-                    w = _np_max(demand[j], 0.0)
-                    d_lo = d_hi if b > col_start[g] else 0.0
-                    d_hi = d_lo + w if b > col_start[g] else w
-                    flow[i, j] += _np_max(_np_min(s_hi, d_hi) - _np_max(s_lo, d_lo), 0.0)
+            raise ValueError(f"{name}: supplier index out of range")
+    for a in range(cols.shape[0]):
+        if not 0 <= cols[a] < n_cols:
+            raise ValueError(f"{name}: consumer index out of range")
+    return 0
+
+
+cdef void _north_west(const double* supply, const double* demand, const int64_t* row_start,
+                      const int64_t* rows, const int64_t* col_start, const int64_t* cols,
+                      Py_ssize_t n_groups, double* flow, Py_ssize_t n_cols) noexcept nogil:
+    """The loops of ``north_west_into`` on checked arguments (``flow`` row-major)."""
+    cdef Py_ssize_t g, a, b, i, j
+    cdef double v, w, s_lo, s_hi, d_lo, d_hi
+    for g in range(n_groups):
+        s_hi = 0.0
+        for a in range(row_start[g], row_start[g + 1]):
+            i = rows[a]
+            v = _np_max(supply[i], 0.0)
+            s_lo = s_hi if a > row_start[g] else 0.0
+            s_hi = s_lo + v if a > row_start[g] else v
+            d_hi = 0.0
+            for b in range(col_start[g], col_start[g + 1]):
+                j = cols[b]
+                w = _np_max(demand[j], 0.0)
+                d_lo = d_hi if b > col_start[g] else 0.0
+                d_hi = d_lo + w if b > col_start[g] else w
+                flow[i * n_cols + j] += _np_max(_np_min(s_hi, d_hi) - _np_max(s_lo, d_lo), 0.0)
 
 
 def plugged_into(const int64_t[::1] ids, const int64_t[::1] site, const double[::1] soc,
@@ -1461,7 +1487,8 @@ def done_into(const double[::1] p_kw, const double[::1] p_min_kw, const double[:
     (as ``numpy.bincount`` sums them) [kW]; the battery energy each EV gains,
     ``(eta_ch * charging - discharging / eta_dis) * dt_h``, is added to ``delta_e_kwh[ids]``
     [kWh]; ``p_set_kw`` (per fleet EV) receives ``p_kw`` at ``ids`` and NaN elsewhere [kW].
-    Raises ``ValueError`` when sizes or indices do not match.
+    Returns the plugged EVs' total power, ``numpy.sum(p_done_kw)`` [kW]. Raises ``ValueError``
+    when sizes or indices do not match.
     """
     cdef Py_ssize_t n = p_kw.shape[0], n_ev = delta_e_kwh.shape[0]
     cdef Py_ssize_t n_site = site_kw.shape[1], i, e
@@ -1492,3 +1519,585 @@ def done_into(const double[::1] p_kw, const double[::1] p_min_kw, const double[:
             site_kw[1, site[i]] += discharging
             delta_e_kwh[ids[i]] = delta_e_kwh[ids[i]] \
                 + (eta_ch * charging - discharging / eta_dis) * dt_h
+    return _np_sum(&p_done_kw[0], n) if n > 0 else 0.0
+
+
+# -- pv_following's charging of one step --------------------------------------------------------
+#
+# ``charge_into`` is the strategy's whole step in one call: its targets, the PV of each site's bus,
+# the allocation of mandatory power and PV, the sharing of PV left over and the off-peak fill,
+# each a call of ``_allocate`` on inputs worked out here. Every other operation is the NumPy
+# operation the twin (``ext.dispatch_np.charge_into``) does, in its order: elementwise arithmetic
+# as written, NumPy's maxima and minima, sums as ``numpy.sum`` adds (``_np_sum``), per-site sums
+# as ``numpy.bincount`` adds, cumulative sums in order. Given the same allocation, both give
+# the same powers to the bit.
+
+cdef enum:
+    TARGET_FULL = 0         # departure_target "full"
+    TARGET_MORNING_FULL = 1  # "morning_full"
+    TARGET_NEED = 2         # "need"
+
+cdef extern from *:
+    """
+    #define SDG_SHARE_EPS_KW 1e-6
+    #define SDG_FILL_EPS_KWH 1e-9
+    """
+    # PV or room below this is none to share [kW]; energy below this none to fill [kWh]
+    const double SHARE_EPS_KW "SDG_SHARE_EPS_KW"
+    const double FILL_EPS_KWH "SDG_FILL_EPS_KWH"
+
+
+cdef double _pairwise(const double* a, Py_ssize_t n) noexcept nogil:
+    """NumPy's pairwise summation of ``a[:n]``: blocks of up to 128 values added with eight
+    accumulators, larger arrays halved (at a multiple of 8) and the halves added."""
+    cdef Py_ssize_t i, n2
+    cdef double res, r0, r1, r2, r3, r4, r5, r6, r7
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[i]
+        return res
+    if n <= 128:
+        r0 = a[0]
+        r1 = a[1]
+        r2 = a[2]
+        r3 = a[3]
+        r4 = a[4]
+        r5 = a[5]
+        r6 = a[6]
+        r7 = a[7]
+        i = 8
+        while i < n - n % 8:
+            r0 += a[i]
+            r1 += a[i + 1]
+            r2 += a[i + 2]
+            r3 += a[i + 3]
+            r4 += a[i + 4]
+            r5 += a[i + 5]
+            r6 += a[i + 6]
+            r7 += a[i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise(a, n2) + _pairwise(a + n2, n - n2)
+
+
+cdef inline double _np_sum(const double* a, Py_ssize_t n) noexcept nogil:
+    """``numpy.sum(a[:n])`` to the bit: the identity 0.0 plus the pairwise sum."""
+    return 0.0 + _pairwise(a, n)
+
+
+cdef inline double _py_max(double a, double b) noexcept nogil:
+    # the built-in max(a, b): a unless b is larger
+    return b if b > a else a
+
+
+cdef inline void _site_sums(Py_ssize_t n, Py_ssize_t n_site, const int64_t* site,
+                            const double* x, const double* y, double* out) noexcept nogil:
+    """``numpy.bincount(site, x + y, n_site)`` (``y`` NULL: ``x``), in EV order."""
+    cdef Py_ssize_t i
+    for i in range(n_site):
+        out[i] = 0.0
+    if y == NULL:
+        for i in range(n):
+            out[site[i]] += x[i]
+    else:
+        for i in range(n):
+            out[site[i]] += x[i] + y[i]
+
+
+ctypedef struct Charge:
+    # one step's fixed inputs
+    Py_ssize_t n
+    Py_ssize_t n_site
+    const double* p_max
+    const int64_t* site
+    const double* cap
+    const double* t_dep  # planned departures [s]
+    double step_s
+    double dt_h
+    double eta_ch
+    double eta_dis
+    # scratch: n zeros, an allocation's powers and inputs, n_site zeros, site outputs, totals
+    double* zeros
+    double* x
+    double* need
+    double* t_alloc
+    double* room
+    double* want
+    double* zeros_s
+    double* site_out
+    double* cap_left
+    double totals[6]
+    Py_ssize_t bad
+
+
+cdef inline int _alloc(Charge* c, const double* need, const double* t_dep, const double* p_max,
+                       const double* cap, const double* pv, double budget) noexcept nogil:
+    """``_allocate`` of charging only (no discharge, the rate is ``p_max``) into ``c.x``."""
+    return _allocate(c.n, c.n_site, need, t_dep, p_max, c.zeros, p_max, c.site, cap, pv,
+                     budget, c.step_s, c.eta_ch, c.eta_dis, c.x, c.site_out,
+                     c.site_out + c.n_site, c.site_out + 2 * c.n_site, c.totals, &c.bad)
+
+
+cdef int _share(Charge* c, const double* p, const double* want_kwh, double* site_pv,
+                double* pool, double* extra) noexcept nogil:
+    """Extra charging from PV left over (``site_pv`` per site, ``pool`` for the zone), toward
+    ``want_kwh`` (NULL: up to full) this step, into ``extra``; the PV left is written back.
+
+    Each site's PV goes to its own EVs first, then the pool (with what the sites left) to all;
+    within each, the EVs leaving soonest first: one step of room as the need, departures one
+    step past the planned ones (no mandatory power). Returns ``_allocate``'s status."""
+    cdef Py_ssize_t i, s, n = c.n, n_site = c.n_site
+    cdef double den = c.eta_ch * c.dt_h, w
+    cdef int local, status
+    for i in range(n):
+        extra[i] = 0.0
+    if _np_sum(site_pv, n_site) + pool[0] <= SHARE_EPS_KW:
+        return 0
+    for i in range(n):
+        w = _np_max(c.p_max[i] - p[i], 0.0)
+        if want_kwh != NULL:
+            w = _np_min(w, _np_max(want_kwh[i], 0.0) / den)
+        c.want[i] = w
+    if _np_sum(c.want, n) <= SHARE_EPS_KW:
+        return 0
+    for local in range(1, -1, -1):
+        if not local:  # the sites' leftovers, pooled
+            pool[0] += _np_sum(site_pv, n_site)
+            for s in range(n_site):
+                site_pv[s] = 0.0
+        for i in range(n):
+            c.room[i] = c.want[i] - extra[i]
+        if pool[0] + _np_sum(site_pv, n_site) <= SHARE_EPS_KW \
+                or _np_sum(c.room, n) <= SHARE_EPS_KW:
+            break
+        _site_sums(n, n_site, c.site, p, extra, c.cap_left)
+        for s in range(n_site):
+            c.cap_left[s] = _np_max(c.cap[s] - c.cap_left[s], 0.0)
+        for i in range(n):
+            c.need[i] = c.room[i] * c.eta_ch * c.dt_h
+            c.t_alloc[i] = c.t_dep[i] + c.step_s
+        status = _alloc(c, c.need, c.t_alloc, c.room, c.cap_left, site_pv, pool[0])
+        if status:
+            return status
+        for i in range(n):
+            extra[i] += c.x[i]
+        for s in range(n_site):
+            site_pv[s] = _np_max(site_pv[s] - c.site_out[s], 0.0)
+        pool[0] = _py_max(pool[0] - c.totals[1], 0.0)
+    return 0
+
+
+cdef int _fill(Charge* c, double* p, const double* target, const double* forecast,
+               Py_ssize_t n_fc, double window_lo, double window_hi, double fill_s,
+               double lead_h, double* left, double* pv_kwh) noexcept nogil:
+    """Off-peak grid charging of the EVs leaving in the fill window (departure in steps within
+    ``[window_lo, window_hi]``) toward their targets, less the share of the PV forecast before
+    they leave, spread evenly over the ``fill_s`` seconds of the off-peak period and done
+    ``lead_h`` early; added to ``p``. Returns ``_allocate``'s status."""
+    cdef Py_ssize_t i, j, n = c.n, m
+    cdef int64_t at
+    cdef double dep, left_kwh, lead, budget, end
+    cdef bint morning, any_morning = False
+    for i in range(n):
+        dep = c.t_dep[i] / c.step_s
+        morning = dep >= window_lo and dep <= window_hi
+        any_morning |= morning
+        left[i] = _np_max((target[i] if morning else 0.0) - c.eta_ch * p[i] * c.dt_h, 0.0)
+        c.room[i] = _np_max(c.p_max[i] - p[i], 0.0) if left[i] > 0 else 0.0
+    if not any_morning:
+        return 0
+    left_kwh = _np_sum(left, n)
+    if left_kwh <= FILL_EPS_KWH or _np_sum(c.room, n) <= SHARE_EPS_KW:
+        return 0
+    # PV energy expected from the next step up to each step of the forecast [kWh]; an EV
+    # counts the steps before its departure's
+    m = n_fc if n_fc > 1 else 1
+    pv_kwh[0] = 0.0
+    for j in range(1, n_fc):
+        pv_kwh[j] = _np_max(forecast[j], 0.0) * c.dt_h
+        if j > 1:
+            pv_kwh[j] = pv_kwh[j - 1] + pv_kwh[j]
+    for i in range(n):
+        at = <int64_t>(c.t_dep[i] / c.step_s) - 1
+        at = at if at > 0 else 0
+        at = at if at < m - 1 else m - 1
+        left[i] = _np_max(left[i] - c.eta_ch * pv_kwh[at] * left[i] / left_kwh, 0.0)
+    if _np_sum(left, n) <= FILL_EPS_KWH:
+        return 0
+    # done ahead of the window's end (or departure): mandatory power within the window only
+    lead = 3600.0 * lead_h
+    for i in range(n):
+        end = _np_min(c.t_dep[i], fill_s)
+        c.t_alloc[i] = _np_max(end - lead, c.step_s)
+        c.need[i] = left[i] / (c.eta_ch * (_np_min(c.t_alloc[i], fill_s) / 3600.0))
+    budget = _np_sum(c.need, n)  # the grid power that spreads the fill evenly
+    _site_sums(n, c.n_site, c.site, p, NULL, c.cap_left)
+    for i in range(c.n_site):
+        c.cap_left[i] = _np_max(c.cap[i] - c.cap_left[i], 0.0)
+    status = _alloc(c, left, c.t_alloc, c.room, c.cap_left, c.zeros_s, budget)
+    if status:
+        return status
+    for i in range(n):
+        p[i] = p[i] + c.x[i]
+    return 0
+
+
+cdef int _charge(Charge* c, const double* need_kwh, const double* restore_kwh,
+                 const double* room_kwh, const double* t_dep_s, const double* pv,
+                 Py_ssize_t n_plant, const int64_t* g_site_start, const int64_t* g_sites,
+                 const int64_t* g_plant_start, const int64_t* g_plants, Py_ssize_t n_group,
+                 const double* forecast, Py_ssize_t n_fc, double need_margin,
+                 double departure_margin_s, int target_mode, bint pv_to_full,
+                 double window_lo, double window_hi, double fill_s, double lead_h,
+                 double* p, double* need_out, double* t_dep_out, double* target,
+                 double* scratch) noexcept nogil:
+    """The step (see ``charge_into``); ``scratch`` holds 3 n + 4 n_site + n_plant + n_fc + 1
+    doubles besides those of ``c``. Returns ``_allocate``'s status."""
+    cdef Py_ssize_t i, j, g, s, n = c.n, n_site = c.n_site, k0, k1, n_here
+    cdef double factor = 1.0 + need_margin, nd, tg, dep, pool, pool_left, supply, w_sum
+    cdef double* extra = scratch
+    cdef double* rest = extra + n
+    cdef double* left = rest + n
+    cdef double* site_pv = left + n
+    cdef double* site_left = site_pv + n_site
+    cdef double* weight = site_left + n_site
+    cdef double* gather = weight + n_site  # n_plant + n_site
+    cdef double* pv_kwh = gather + n_plant + n_site
+    cdef bint weighted = False
+    cdef int status
+    c.t_dep = t_dep_out
+    # the planned need and departure (margins applied) and the target of each EV
+    for i in range(n):
+        nd = _np_max(need_kwh[i], restore_kwh[i]) * factor
+        need_out[i] = nd
+        t_dep_out[i] = _np_max(t_dep_s[i] - departure_margin_s, c.step_s)
+        tg = _np_max(room_kwh[i], nd)
+        if target_mode != TARGET_FULL:
+            dep = t_dep_out[i] / c.step_s
+            if not (dep >= window_lo and dep <= window_hi):
+                tg = nd
+        target[i] = tg
+    # each bus's PV to the sites on it (by their EVs' maximum power where they share it), the
+    # PV of buses without a site to the zone pool
+    for s in range(n_site):
+        site_pv[s] = 0.0
+    pool = _np_sum(pv, n_plant)
+    if n_plant > 0 and n_site > 0:
+        for g in range(n_group):
+            if g_site_start[g + 1] - g_site_start[g] > 1:
+                weighted = True
+        if weighted:
+            _site_sums(n, n_site, c.site, c.p_max, NULL, weight)
+        for g in range(n_group):
+            k0, k1 = g_plant_start[g], g_plant_start[g + 1]
+            for j in range(k0, k1):
+                gather[j - k0] = pv[g_plants[j]]
+            supply = _np_sum(gather, k1 - k0)
+            if supply <= 0:
+                continue
+            k0, k1 = g_site_start[g], g_site_start[g + 1]
+            n_here = k1 - k0
+            if n_here == 1:  # the weight's share is 1 exactly
+                site_pv[g_sites[k0]] = supply
+            elif n_here > 1:
+                for j in range(k0, k1):
+                    gather[j - k0] = weight[g_sites[j]]
+                w_sum = _np_sum(gather, n_here)
+                for j in range(k0, k1):
+                    site_pv[g_sites[j]] = supply * (weight[g_sites[j]] / w_sum if w_sum > 0
+                                                    else 1.0 / n_here)
+            pool -= supply
+        pool = _py_max(pool, 0.0)
+    if n == 0:
+        return 0
+    # 1. mandatory power and PV up to the targets
+    status = _alloc(c, target, t_dep_out, c.p_max, c.cap, site_pv, pool)
+    if status:
+        return status
+    for i in range(n):
+        p[i] = c.x[i]
+    for s in range(n_site):
+        site_left[s] = _np_max(site_pv[s] - c.site_out[s], 0.0)
+    pool_left = _py_max(pool - c.totals[1], 0.0)
+    if _np_sum(site_left, n_site) + pool_left > SHARE_EPS_KW:
+        # PV a site's EVs do not need goes to the targets of EVs elsewhere
+        for i in range(n):
+            rest[i] = _np_max(target[i] - c.eta_ch * p[i] * c.dt_h, 0.0)
+        status = _share(c, p, rest, site_left, &pool_left, extra)
+        if status:
+            return status
+        for i in range(n):
+            p[i] = p[i] + extra[i]
+        # 2. PV left over, up to full
+        if pv_to_full:
+            status = _share(c, p, NULL, site_left, &pool_left, extra)
+            if status:
+                return status
+            for i in range(n):
+                p[i] = p[i] + extra[i]
+    # 3. off-peak grid energy for the EVs leaving in the morning
+    if fill_s > 0:
+        return _fill(c, p, target, forecast, n_fc, window_lo, window_hi, fill_s, lead_h,
+                     left, pv_kwh)
+    return 0
+
+
+cdef inline bint _out_of(double x, double lo, double hi) noexcept nogil:
+    return not (x >= lo and x <= hi)  # NaN is out of every range
+
+
+def charge_into(const double[::1] need_kwh, const double[::1] restore_kwh,
+                const double[::1] room_kwh, const double[::1] t_dep_s,
+                const double[::1] p_max_kw, const int64_t[::1] site,
+                const double[::1] site_cap_kw, const double[::1] pv_kw,
+                const int64_t[::1] group_site_start, const int64_t[::1] group_sites,
+                const int64_t[::1] group_plant_start, const int64_t[::1] group_plants,
+                const double[::1] pv_forecast_kw, double step_s, double eta_ch, double eta_dis,
+                double need_margin, double departure_margin_s, int target_mode,
+                bint pv_to_full, double window_lo, double window_hi, double fill_s,
+                double fill_lead_h, double[:, ::1] out):
+    """Charging powers of the plugged EVs for one step of ``pv_following`` into ``out``.
+
+    See ``ext.dispatch_np.charge_into`` (the twin) for the method and the arguments; the
+    compiled kernel does each NumPy operation of the twin as NumPy does it, so given the same
+    allocation kernel both give the same values to the bit. Returns ``(code, index)``:
+    ``(0, -1)``, or the number of the first invalid array argument (see ``CHARGE_ARRAYS``) and
+    the index of its first invalid element; ``(len(CHARGE_ARRAYS) + 1, index)`` when an
+    allocation refused its inputs (``index``: the element). Raises ``ValueError`` when sizes or
+    groups do not match.
+    """
+    cdef Py_ssize_t n = need_kwh.shape[0], n_site = site_cap_kw.shape[0]
+    cdef Py_ssize_t n_plant = pv_kw.shape[0], n_group = group_site_start.shape[0] - 1
+    cdef Py_ssize_t n_fc = pv_forecast_kw.shape[0], i, g
+    cdef int status, code = 0
+    cdef Charge c
+    if (restore_kwh.shape[0] != n or room_kwh.shape[0] != n or t_dep_s.shape[0] != n
+            or p_max_kw.shape[0] != n or site.shape[0] != n or out.shape[0] != 4
+            or out.shape[1] != n or n_group < 0 or group_plant_start.shape[0] != n_group + 1):
+        raise ValueError("charge_into: array sizes do not match")
+    for g in range(n_group):
+        if not (0 <= group_site_start[g] <= group_site_start[g + 1] <= group_sites.shape[0]
+                and 0 <= group_plant_start[g] <= group_plant_start[g + 1]
+                <= group_plants.shape[0]):
+            raise ValueError("charge_into: group bounds out of range")
+    for i in range(group_sites.shape[0]):
+        if not 0 <= group_sites[i] < n_site:
+            raise ValueError("charge_into: group site index out of range")
+    for i in range(group_plants.shape[0]):
+        if not 0 <= group_plants[i] < n_plant:
+            raise ValueError("charge_into: group plant index out of range")
+    if not (1e-3 <= step_s <= 1e9 and 0.0 < eta_ch <= 1.0 and 0.0 < eta_dis <= 1.0
+            and 0.0 <= need_margin <= 1.0 and 0.0 <= departure_margin_s <= MAX_S
+            and TARGET_FULL <= target_mode <= TARGET_NEED and fill_s >= 0.0
+            and 0.0 <= fill_lead_h <= 1e6):
+        raise ValueError("charge_into: a scalar argument is out of range")
+    for i in range(n):
+        if _out_of(need_kwh[i], 0.0, MAX_KWH):
+            return 1, i
+    for i in range(n):
+        if _out_of(restore_kwh[i], 0.0, MAX_KWH):
+            return 2, i
+    for i in range(n):
+        if _out_of(room_kwh[i], 0.0, MAX_KWH):
+            return 3, i
+    for i in range(n):
+        if _out_of(t_dep_s[i], 0.0, MAX_S) or t_dep_s[i] == 0.0:
+            return 4, i
+    for i in range(n):
+        if _out_of(p_max_kw[i], 0.0, MAX_KW):
+            return 5, i
+    for i in range(n):
+        if not 0 <= site[i] < n_site:
+            return 6, i
+    for i in range(n_site):
+        if _out_of(site_cap_kw[i], 0.0, MAX_KW):
+            return 7, i
+    for i in range(n_plant):
+        if _out_of(pv_kw[i], 0.0, MAX_KW):
+            return 8, i
+    for i in range(n_fc):
+        if _out_of(pv_forecast_kw[i], -MAX_KW, MAX_KW):
+            return 9, i
+    c.n = n
+    c.n_site = n_site
+    c.p_max = &p_max_kw[0] if n > 0 else NULL
+    c.site = &site[0] if n > 0 else NULL
+    c.cap = &site_cap_kw[0] if n_site > 0 else NULL
+    c.step_s = step_s
+    c.dt_h = step_s / 3600.0
+    c.eta_ch = eta_ch
+    c.eta_dis = eta_dis
+    c.bad = -1
+    cdef size_t n_doubles = 9 * <size_t>n + 9 * <size_t>n_site + <size_t>n_plant \
+        + <size_t>n_fc + 1
+    cdef double* block = <double*>malloc(n_doubles * sizeof(double))
+    if block == NULL:
+        raise MemoryError("charge_into: out of memory")
+    c.zeros = block
+    c.x = c.zeros + n
+    c.need = c.x + n
+    c.t_alloc = c.need + n
+    c.room = c.t_alloc + n
+    c.want = c.room + n
+    c.zeros_s = c.want + n
+    c.site_out = c.zeros_s + n_site
+    c.cap_left = c.site_out + 3 * n_site
+    for i in range(n):
+        c.zeros[i] = 0.0
+    for i in range(n_site):
+        c.zeros_s[i] = 0.0
+    if target_mode == TARGET_NEED:  # no EV counts as leaving in the window
+        window_lo, window_hi = INFINITY, -INFINITY
+    cdef double* p_out = &out[0, 0] if n > 0 else NULL
+    cdef const double* need_p = _dptr(need_kwh)
+    cdef const double* restore_p = _dptr(restore_kwh)
+    cdef const double* room_p = _dptr(room_kwh)
+    cdef const double* t_dep_p = _dptr(t_dep_s)
+    cdef const double* pv_p = _dptr(pv_kw)
+    cdef const double* fc_p = _dptr(pv_forecast_kw)
+    cdef const int64_t* g_sites_p = _iptr(group_sites)
+    cdef const int64_t* g_plants_p = _iptr(group_plants)
+    with nogil:
+        status = _charge(&c, need_p, restore_p, room_p, t_dep_p, pv_p, n_plant,
+                         &group_site_start[0], g_sites_p, &group_plant_start[0], g_plants_p,
+                         n_group, fc_p, n_fc, need_margin, departure_margin_s, target_mode,
+                         pv_to_full, window_lo, window_hi, fill_s, fill_lead_h, p_out,
+                         p_out + n if n > 0 else NULL, p_out + 2 * n if n > 0 else NULL,
+                         p_out + 3 * n if n > 0 else NULL, c.cap_left + n_site)
+    free(block)
+    if status < 0:
+        raise MemoryError("charge_into: out of memory")
+    if status > 0:
+        return 10, c.bad
+    return 0, -1
+
+
+
+# -- the settlement of one step ------------------------------------------------------------------
+
+cdef inline void _column_sums(const double* m, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                              double* out) noexcept nogil:
+    """``m.sum(axis=0)`` of a row-major table as NumPy adds it: from 0, row after row."""
+    cdef Py_ssize_t i, j
+    for j in range(n_cols):
+        out[j] = 0.0
+    for i in range(n_rows):
+        for j in range(n_cols):
+            out[j] += m[i * n_cols + j]
+
+
+def settle_into(const double[::1] pv_kw, const double[::1] charge_kw,
+                const double[::1] discharge_kw, const int64_t[::1] row_start,
+                const int64_t[::1] rows, const int64_t[::1] col_start,
+                const int64_t[::1] cols, const int64_t[::1] same_cells, double dt_h,
+                double[:, ::1] flow, double[::1] export_kw, double[:, ::1] site_kw,
+                double[::1] kwh, double[::1] totals):
+    """The transport tables, leftovers and trades of one step's settlement.
+
+    See ``ext.dispatch_np.settle_into`` (the twin) for the method and the arguments; every
+    operation is the twin's NumPy operation as NumPy does it (tables by ``_north_west``, row
+    sums pairwise, column sums in row order, totals by ``_np_sum``), so both give the same
+    values to the bit. Raises ``ValueError`` when sizes, groups or cells do not match.
+    """
+    cdef Py_ssize_t n_p = pv_kw.shape[0], n_s = charge_kw.shape[0], n_c = n_p * n_s
+    cdef Py_ssize_t n_same = same_cells.shape[0], i, j, k
+    if (discharge_kw.shape[0] != n_s or flow.shape[0] != n_p or flow.shape[1] != n_s
+            or export_kw.shape[0] != n_p or site_kw.shape[0] != 2 or site_kw.shape[1] != n_s
+            or kwh.shape[0] != n_same + n_c + 2 * n_s + n_p or totals.shape[0] < 4):
+        raise ValueError("settle_into: array sizes do not match")
+    _check_groups("settle_into", n_p, n_s, row_start, rows, col_start, cols)
+    for k in range(n_same):
+        if not 0 <= same_cells[k] < n_c:
+            raise ValueError("settle_into: same-bus cell out of range")
+    # scratch: supply and demand (clamped, then what the same-bus tables leave), the same-bus
+    # table, the pool's group (everyone, in order)
+    cdef size_t n_bytes = (2 * <size_t>(n_p + n_s) + <size_t>n_c) * sizeof(double) \
+        + (<size_t>(n_p + n_s) + 4) * sizeof(int64_t)
+    cdef char* block = <char*>malloc(n_bytes)
+    if block == NULL:
+        raise MemoryError("settle_into: out of memory")
+    cdef double* pv = <double*>block
+    cdef double* ch = pv + n_p
+    cdef double* pv_rest = ch + n_s
+    cdef double* ch_rest = pv_rest + n_p
+    cdef double* same = ch_rest + n_s
+    cdef int64_t* everyone = <int64_t*>(same + n_c)
+    cdef int64_t* pool_rows = everyone + n_p + n_s
+    cdef int64_t* pool_cols = pool_rows + 2
+    cdef const int64_t* starts = &row_start[0]
+    cdef const int64_t* rows_p = _iptr(rows)
+    cdef const int64_t* col_starts = &col_start[0]
+    cdef const int64_t* cols_p = _iptr(cols)
+    cdef const int64_t* cells = _iptr(same_cells)
+    cdef const double* pv_in = _dptr(pv_kw)
+    cdef const double* ch_in = _dptr(charge_kw)
+    cdef const double* dis_in = _dptr(discharge_kw)
+    cdef double* flow_p = &flow[0, 0] if n_c > 0 else NULL
+    cdef double* export_p = &export_kw[0] if n_p > 0 else NULL
+    cdef double* grid_p = &site_kw[0, 0] if n_s > 0 else NULL
+    cdef double* dis_p = grid_p + n_s if n_s > 0 else NULL
+    cdef double* kwh_p = &kwh[0] if kwh.shape[0] > 0 else NULL
+    cdef double* tot_p = &totals[0]
+    cdef double x
+    with nogil:
+        for i in range(n_p):
+            pv[i] = _np_max(pv_in[i], 0.0)
+            everyone[i] = i
+        for j in range(n_s):
+            ch[j] = _np_max(ch_in[j], 0.0)
+            dis_p[j] = _np_max(dis_in[j], 0.0)
+            everyone[n_p + j] = j
+        pool_rows[0] = 0
+        pool_rows[1] = n_p
+        pool_cols[0] = 0
+        pool_cols[1] = n_s
+        # 1. same bus first
+        for k in range(n_c):
+            same[k] = 0.0
+        _north_west(pv, ch, starts, rows_p, col_starts, cols_p, row_start.shape[0] - 1,
+                    same, n_s)
+        # 2. then the zone pool, on what each plant and site has left
+        for i in range(n_p):
+            pv_rest[i] = pv[i] - _np_sum(same + i * n_s, n_s)
+        _column_sums(same, n_p, n_s, ch_rest)
+        for j in range(n_s):
+            ch_rest[j] = ch[j] - ch_rest[j]
+        for k in range(n_c):
+            flow_p[k] = same[k]
+        _north_west(pv_rest, ch_rest, pool_rows, everyone, pool_cols, everyone + n_p, 1,
+                    flow_p, n_s)
+        # 3. leftovers: PV exported, charging from the grid
+        for i in range(n_p):
+            export_p[i] = _np_max(pv[i] - _np_sum(flow_p + i * n_s, n_s), 0.0)
+        _column_sums(flow_p, n_p, n_s, grid_p)
+        for j in range(n_s):
+            grid_p[j] = _np_max(ch[j] - grid_p[j], 0.0)
+        tot_p[0] = _np_sum(flow_p, n_c)
+        tot_p[1] = _np_sum(grid_p, n_s)
+        tot_p[2] = _np_sum(dis_p, n_s)
+        tot_p[3] = _np_sum(export_p, n_p)
+        # the energy of every possible trade, in listing order
+        k = 0
+        for i in range(n_same):
+            kwh_p[k] = same[cells[i]] * dt_h
+            k += 1
+        for i in range(n_c):
+            kwh_p[k] = (flow_p[i] - same[i]) * dt_h
+            k += 1
+        for j in range(n_s):
+            kwh_p[k] = grid_p[j] * dt_h
+            kwh_p[k + n_s] = dis_p[j] * dt_h
+            k += 1
+        k += n_s
+        for i in range(n_p):
+            kwh_p[k] = export_p[i] * dt_h
+            k += 1
+    free(block)
+

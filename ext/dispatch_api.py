@@ -23,8 +23,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ext import select_kernel
+from ext.dispatch_np import CHARGE_ARRAYS, TARGET_MODES
 
-__all__ = ["DispatchInfo", "allocate", "kernel_module"]
+__all__ = ["TARGET_MODES", "DispatchInfo", "allocate", "charge_error", "kernel_module"]
 
 Backend = Literal["auto", "compiled", "numpy"]
 
@@ -232,3 +233,28 @@ def allocate(need_kwh: ArrayLike, t_dep_s: ArrayLike, p_max_kw: ArrayLike, p_min
         n_infeasible=int(totals[4]), n_cap_limited=int(totals[5]),
     )
     return p, info
+
+
+_CHARGE_RULES = {
+    "need_kwh": "must be in [0, 1e9] [kWh]",
+    "restore_kwh": "must be in [0, 1e9] [kWh]",
+    "room_kwh": "must be in [0, 1e9] [kWh]",
+    "t_dep_s": "must be in (0, 1e12] [s]",
+    "p_max_kw": "must be in [0, 1e9] [kW]",
+    "site": "must be a site index in [0, {n_site})",
+    "site_cap_kw": "must be in [0, 1e9] [kW]",
+    "pv_kw": "must be in [0, 1e9] [kW]",
+    "pv_forecast_kw": "must be in [-1e9, 1e9] [kW]",
+}
+"""Per array argument of ``charge_into`` (:data:`ext.dispatch_np.CHARGE_ARRAYS`): its rule."""
+
+
+def charge_error(code: int, index: int, arrays: dict[str, np.ndarray]) -> ValueError:
+    """The error of a ``charge_into`` call that returned ``(code, index)``, naming the argument
+    (``arrays``: its array arguments by name), its rule and the offending element."""
+    if not 1 <= code <= len(CHARGE_ARRAYS):
+        return ValueError(f"charge_into: an allocation refused the powers or energies worked "
+                          f"out for EV {index} (margins put a need beyond 1e9 kWh?)")
+    name = CHARGE_ARRAYS[code - 1]
+    rule = _CHARGE_RULES[name].format(n_site=arrays["site_cap_kw"].size)
+    return ValueError(f"{name}: {rule}; element {index} is {arrays[name][index].item()!r}")

@@ -7,8 +7,9 @@ them without sorting (expected O(N)), this twin sorts the breakpoints of all gro
 (O(N log N)), reads each level off cumulative sums and refines it with one Newton step on the
 exact sums. The level of a water-filling problem is unique wherever it matters (where it is
 not, every EV gets the same power either way), so both give the same powers up to rounding.
-The coordinator's other kernels (``plugged_into``, ``done_into``, ``north_west_into``) are the
-NumPy operations they replace and give the same values to the bit.
+The coordinator's other kernels (``plugged_into``, ``charge_into``, ``done_into``,
+``north_west_into``, ``settle_into``) are the NumPy operations they replace and give the same
+values to the bit (``charge_into`` given the same allocation, see its ``allocate``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ __all__ = [
     "EPS_KW",
     "N_TOTALS",
     "allocate_into",
+    "charge_into",
     "done_into",
     "north_west_into",
     "north_west_table",
     "plugged_into",
+    "pv_by_site",
+    "settle_into",
+    "spread_budget_kw",
 ]
 
 EPS_KW = 1e-9
@@ -358,9 +363,9 @@ def plugged_into(ids: np.ndarray, site: np.ndarray, soc: np.ndarray, need_kwh: n
 def done_into(p_kw: np.ndarray, p_min_kw: np.ndarray, p_max_kw: np.ndarray, ids: np.ndarray,
               site: np.ndarray, eta_ch: float, eta_dis: float, dt_h: float,
               delta_e_kwh: np.ndarray, p_done_kw: np.ndarray, site_kw: np.ndarray,
-              p_set_kw: np.ndarray) -> None:
-    """What the plugged EVs do with the set-points ``p_kw``, and the coordinator's record of it
-    (see ``ext/dispatch.pyx``)."""
+              p_set_kw: np.ndarray) -> float:
+    """What the plugged EVs do with the set-points ``p_kw``, and the coordinator's record of it;
+    returns their total power [kW] (see ``ext/dispatch.pyx``)."""
     n, n_ev, n_site = p_kw.size, delta_e_kwh.size, site_kw.shape[1]
     if any(a.shape != (n,) for a in (p_min_kw, p_max_kw, ids, site, p_done_kw)) \
             or site_kw.shape[0] != 2 or p_set_kw.shape != (n_ev,):
@@ -375,3 +380,308 @@ def done_into(p_kw: np.ndarray, p_min_kw: np.ndarray, p_max_kw: np.ndarray, ids:
     delta_e_kwh[ids] += (eta_ch * charging - discharging / eta_dis) * dt_h
     p_set_kw[:] = np.nan
     p_set_kw[ids] = p_kw
+    return float(p_done_kw.sum())
+
+
+CHARGE_ARRAYS = ("need_kwh", "restore_kwh", "room_kwh", "t_dep_s", "p_max_kw", "site",
+                 "site_cap_kw", "pv_kw", "pv_forecast_kw")
+"""The array arguments of :func:`charge_into` its codes 1.. name (code ``len + 1``: an
+allocation refused the inputs worked out from them)."""
+
+TARGET_MODES = ("full", "morning_full", "need")
+"""``target_mode`` of :func:`charge_into`: which departure target the code stands for."""
+
+SHARE_EPS_KW = 1e-6
+"""PV or room to charge below this is none to share. [kW]"""
+
+FILL_EPS_KWH = 1e-9
+"""Energy below this is none to fill. [kWh]"""
+
+
+def pv_by_site(pv_kw: np.ndarray, group_site_start: np.ndarray, group_sites: np.ndarray,
+               group_plant_start: np.ndarray, group_plants: np.ndarray,
+               weight: np.ndarray | None, n_site: int) -> tuple[np.ndarray, float]:
+    """Each bus's PV shared among the sites on it; ``(per site [kW], zone pool [kW])``.
+
+    Group ``g`` (a bus) pairs the sites ``group_sites[group_site_start[g]:...[g + 1]]`` with
+    the plants ``group_plants[group_plant_start[g]:...]``; the sites of a group share its PV
+    in proportion to ``weight`` (equally if their weights are all 0; only needed where a group
+    has more than one site). PV of plants in no group forms the pool.
+    """
+    site_pv = np.zeros(n_site)
+    pool = float(pv_kw.sum())
+    if pv_kw.size == 0 or n_site == 0:
+        return site_pv, pool
+    for g in range(group_site_start.size - 1):
+        supply = float(pv_kw[group_plants[group_plant_start[g]:group_plant_start[g + 1]]].sum())
+        if supply <= 0:
+            continue
+        here = group_sites[group_site_start[g]:group_site_start[g + 1]]
+        if here.size == 1:  # the weight's share is 1 exactly
+            site_pv[here[0]] = supply
+        elif here.size > 1:
+            if weight is None:
+                raise ValueError("pv_by_site: sites share a bus with PV, weight is needed")
+            w = weight[here]
+            w = w / w.sum() if w.sum() > 0 else np.full(w.size, 1.0 / w.size)
+            site_pv[here] = supply * w
+        pool -= supply
+    return site_pv, max(pool, 0.0)
+
+
+def spread_budget_kw(need_kwh: np.ndarray, t_dep_s: np.ndarray, window_s: float,
+                     eta_ch: float) -> float:
+    """Grid power that charges every need evenly over the rest of a window [kW].
+
+    Each EV's need is spread over the time left until its departure or the window's end,
+    whichever comes first.
+    """
+    if need_kwh.size == 0 or window_s <= 0:
+        return 0.0
+    hours = np.minimum(t_dep_s, window_s) / 3600.0
+    return float((need_kwh / (eta_ch * hours)).sum())
+
+
+class _Step:
+    """One step's fixed inputs of :func:`charge_into` and the allocation kernel it uses."""
+
+    def __init__(self, allocate, p_max: np.ndarray, site: np.ndarray, cap: np.ndarray,
+                 t_dep: np.ndarray, step_s: float, eta_ch: float, eta_dis: float) -> None:
+        self.allocate, self.p_max, self.site, self.cap, self.t_dep = (allocate, p_max, site,
+                                                                      cap, t_dep)
+        self.step_s, self.dt_h, self.eta_ch, self.eta_dis = step_s, step_s / 3600.0, eta_ch, \
+            eta_dis
+        self.n, self.n_site = p_max.size, cap.size
+
+    def alloc(self, need: np.ndarray, t_dep: np.ndarray, p_max: np.ndarray, cap: np.ndarray,
+              pv: np.ndarray, budget: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """Charging only (no discharge, the rate is ``p_max``): powers, PV used per site and
+        the grid power [kW]; ``_Refused`` when the allocation refuses its inputs."""
+        p = np.empty(self.n)
+        site_out = np.empty((3, self.n_site))
+        totals = np.empty(N_TOTALS)
+        code, bad = self.allocate(need, t_dep, p_max, np.zeros(self.n), p_max, self.site, cap,
+                                  pv, budget, self.step_s, self.eta_ch, self.eta_dis, p,
+                                  site_out, totals)
+        if code:
+            raise _Refused(bad)
+        return p, site_out[0], float(totals[1])
+
+    def share(self, p: np.ndarray, want_kwh: np.ndarray | None, site_pv: np.ndarray,
+              pool: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """Extra charging from PV left over toward ``want_kwh`` (None: up to full) [kW], and
+        the PV left per site and in the pool (see ``charge_into``)."""
+        extra = np.zeros(self.n)
+        if site_pv.sum() + pool <= SHARE_EPS_KW:
+            return extra, site_pv, pool
+        want = np.maximum(self.p_max - p, 0.0)
+        if want_kwh is not None:
+            want = np.minimum(want, np.maximum(want_kwh, 0.0) / (self.eta_ch * self.dt_h))
+        if want.sum() <= SHARE_EPS_KW:
+            return extra, site_pv, pool
+        for local in (True, False):
+            if not local:  # the sites' leftovers, pooled
+                pool += float(site_pv.sum())
+                site_pv = np.zeros(self.n_site)
+            room = want - extra
+            if pool + site_pv.sum() <= SHARE_EPS_KW or room.sum() <= SHARE_EPS_KW:
+                break
+            cap_left = np.maximum(self.cap - np.bincount(self.site, p + extra, self.n_site),
+                                  0.0)
+            x, pv_used, grid_kw = self.alloc(room * self.eta_ch * self.dt_h,
+                                             self.t_dep + self.step_s, room, cap_left, site_pv,
+                                             pool)
+            extra += x
+            site_pv = np.maximum(site_pv - pv_used, 0.0)
+            pool = max(pool - grid_kw, 0.0)
+        return extra, site_pv, pool
+
+    def fill(self, p: np.ndarray, target_kwh: np.ndarray, forecast: np.ndarray,
+             fill_s: float, lead_h: float) -> np.ndarray:
+        """Off-peak grid charging toward ``target_kwh`` (0: not filled) [kW] (see
+        ``charge_into``)."""
+        t_dep = self.t_dep
+        left = np.maximum(target_kwh - self.eta_ch * p * self.dt_h, 0.0)
+        filled = left > 0
+        room = np.where(filled, np.maximum(self.p_max - p, 0.0), 0.0)
+        left_kwh = left.sum()
+        if left_kwh <= FILL_EPS_KWH or room.sum() <= SHARE_EPS_KW:
+            return np.zeros(self.n)
+        pv_fc = np.maximum(forecast, 0.0)
+        pv_kwh = np.zeros(max(pv_fc.size, 1))
+        np.cumsum(pv_fc[1:] * self.dt_h, out=pv_kwh[1:])
+        at = (t_dep / self.step_s).astype(np.int64)
+        at -= 1
+        np.maximum(at, 0, out=at)
+        np.minimum(at, pv_kwh.size - 1, out=at)
+        left = np.maximum(left - self.eta_ch * pv_kwh[at] * left / left_kwh, 0.0)
+        if left.sum() <= FILL_EPS_KWH:
+            return np.zeros(self.n)
+        end = np.minimum(t_dep, fill_s)
+        t_fill = np.maximum(end - 3600.0 * lead_h, self.step_s)
+        budget = spread_budget_kw(left, t_fill, fill_s, self.eta_ch)
+        cap_left = np.maximum(self.cap - np.bincount(self.site, p, self.n_site), 0.0)
+        extra, _, _ = self.alloc(left, t_fill, room, cap_left, np.zeros(self.n_site), budget)
+        return extra
+
+
+class _Refused(Exception):
+    """An allocation of :func:`charge_into` refused the inputs worked out for it."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+def charge_into(need_kwh: np.ndarray, restore_kwh: np.ndarray, room_kwh: np.ndarray,
+                t_dep_s: np.ndarray, p_max_kw: np.ndarray, site: np.ndarray,
+                site_cap_kw: np.ndarray, pv_kw: np.ndarray, group_site_start: np.ndarray,
+                group_sites: np.ndarray, group_plant_start: np.ndarray,
+                group_plants: np.ndarray, pv_forecast_kw: np.ndarray, step_s: float,
+                eta_ch: float, eta_dis: float, need_margin: float, departure_margin_s: float,
+                target_mode: int, pv_to_full: bool, window_lo: float, window_hi: float,
+                fill_s: float, fill_lead_h: float, out: np.ndarray, *,
+                allocate=None) -> tuple[int, int]:
+    """Charging powers (no discharge) of the plugged EVs for one step of ``pv_following``.
+
+    1. Targets: each EV's planned need is ``max(need_kwh, restore_kwh) * (1 + need_margin)``
+       (at least the energy V2G took), its planned departure ``t_dep_s - departure_margin_s``
+       (at least one step); its target the room to full (``room_kwh``) or the planned need,
+       as ``target_mode`` (:data:`TARGET_MODES`) says: ``morning_full`` is full only for the
+       EVs leaving in the fill window, departures in steps within ``[window_lo, window_hi]``
+       (an empty window, ``lo > hi``, has none; with ``need`` no EV counts as in it).
+    2. Mandatory power and PV up to the targets: each bus's PV to its sites
+       (:func:`pv_by_site`, sharing by the sites' summed ``p_max_kw``), the rest as the zone's
+       grid budget; then the PV left over to the targets of EVs elsewhere, and with
+       ``pv_to_full`` up to full: each site's PV to its own EVs first, then the pool to all,
+       the EVs leaving soonest first.
+    3. Off-peak fill (``fill_s > 0``: the seconds of off-peak from now): grid energy toward
+       the targets of the EVs leaving in the window, less their share of the PV expected
+       before they leave (``pv_forecast_kw`` from this step on, index 0 this step, reaching at
+       least each such EV's departure or the end of the forecast's data), spread evenly over
+       the off-peak period and done ``fill_lead_h`` early, each EV's mandatory power within
+       it only.
+
+    Each allocation is :func:`allocate_into` (``allocate``: another kernel's, the same
+    signature); sums are ``numpy.sum``'s. ``site_cap_kw`` bounds each site's charging.
+    ``out`` (4, n) receives the powers [kW], the planned needs [kWh], the planned departures
+    [s] and the targets [kWh]. Returns ``(code, index)``: ``(0, -1)``, the 1-based number of
+    the first invalid array argument of :data:`CHARGE_ARRAYS` and its first invalid element,
+    or ``(len(CHARGE_ARRAYS) + 1, index)`` when an allocation refused its inputs. Raises
+    ``ValueError`` when sizes, groups or a scalar do not match.
+    """
+    n, n_site, n_group = need_kwh.size, site_cap_kw.size, group_site_start.size - 1
+    if any(a.size != n for a in (restore_kwh, room_kwh, t_dep_s, p_max_kw, site)) \
+            or out.shape != (4, n) or n_group < 0 or group_plant_start.size != n_group + 1:
+        raise ValueError("charge_into: array sizes do not match")
+    for starts, members in ((group_site_start, group_sites),
+                            (group_plant_start, group_plants)):
+        if ((starts < 0) | (starts > members.size)).any() or (np.diff(starts) < 0).any():
+            raise ValueError("charge_into: group bounds out of range")
+    if ((group_sites < 0) | (group_sites >= n_site)).any():
+        raise ValueError("charge_into: group site index out of range")
+    if ((group_plants < 0) | (group_plants >= pv_kw.size)).any():
+        raise ValueError("charge_into: group plant index out of range")
+    if not (1e-3 <= step_s <= 1e9 and 0.0 < eta_ch <= 1.0 and 0.0 < eta_dis <= 1.0
+            and 0.0 <= need_margin <= 1.0 and 0.0 <= departure_margin_s <= MAX_S
+            and 0 <= target_mode < len(TARGET_MODES) and fill_s >= 0.0
+            and 0.0 <= fill_lead_h <= 1e6):
+        raise ValueError("charge_into: a scalar argument is out of range")
+    with np.errstate(invalid="ignore"):
+        checks = (
+            ~((need_kwh >= 0.0) & (need_kwh <= MAX_KWH)),
+            ~((restore_kwh >= 0.0) & (restore_kwh <= MAX_KWH)),
+            ~((room_kwh >= 0.0) & (room_kwh <= MAX_KWH)),
+            ~((t_dep_s > 0.0) & (t_dep_s <= MAX_S)),
+            ~((p_max_kw >= 0.0) & (p_max_kw <= MAX_KW)),
+            ~((site >= 0) & (site < n_site)),
+            ~((site_cap_kw >= 0.0) & (site_cap_kw <= MAX_KW)),
+            ~((pv_kw >= 0.0) & (pv_kw <= MAX_KW)),
+            ~((pv_forecast_kw >= -MAX_KW) & (pv_forecast_kw <= MAX_KW)),
+        )
+    for code, bad in enumerate(checks, start=1):
+        if bad.any():
+            return code, int(np.argmax(bad))
+    # 1. the planned need and departure, and the target of each EV
+    need = np.maximum(need_kwh, restore_kwh) * (1.0 + need_margin)
+    t_dep = np.maximum(t_dep_s - departure_margin_s, step_s)
+    target = np.maximum(room_kwh, need)
+    dep = t_dep / step_s
+    morning = (dep >= window_lo) & (dep <= window_hi) if target_mode != 2 \
+        else np.zeros(n, dtype=bool)
+    if target_mode != 0:
+        target = np.where(morning, target, need)
+    out[1], out[2], out[3] = need, t_dep, target
+    weight = np.bincount(site, p_max_kw, n_site) if (np.diff(group_site_start) > 1).any() \
+        else None
+    site_pv, pool = pv_by_site(pv_kw, group_site_start, group_sites, group_plant_start,
+                               group_plants, weight, n_site)
+    if n == 0:
+        return 0, -1
+    step = _Step(allocate_into if allocate is None else allocate, p_max_kw, site, site_cap_kw,
+                 t_dep, step_s, eta_ch, eta_dis)
+    try:
+        # 2. mandatory power and PV up to the targets, PV left over to other sites' EVs
+        p, pv_used, grid_kw = step.alloc(target, t_dep, p_max_kw, site_cap_kw, site_pv, pool)
+        site_left = np.maximum(site_pv - pv_used, 0.0)
+        pool_left = max(pool - grid_kw, 0.0)
+        if site_left.sum() + pool_left > SHARE_EPS_KW:
+            rest = np.maximum(target - eta_ch * p * step.dt_h, 0.0)
+            extra, site_left, pool_left = step.share(p, rest, site_left, pool_left)
+            p = p + extra
+            if pv_to_full:
+                extra, _, _ = step.share(p, None, site_left, pool_left)
+                p = p + extra
+        # 3. the off-peak fill
+        if fill_s > 0 and morning.any():
+            p = p + step.fill(p, np.where(morning, target, 0.0), pv_forecast_kw, fill_s,
+                              fill_lead_h)
+    except _Refused as refused:
+        return len(CHARGE_ARRAYS) + 1, refused.index
+    out[0] = p
+    return 0, -1
+
+
+def settle_into(pv_kw: np.ndarray, charge_kw: np.ndarray, discharge_kw: np.ndarray,
+                row_start: np.ndarray, rows: np.ndarray, col_start: np.ndarray,
+                cols: np.ndarray, same_cells: np.ndarray, dt_h: float, flow: np.ndarray,
+                export_kw: np.ndarray, site_kw: np.ndarray, kwh: np.ndarray,
+                totals: np.ndarray) -> None:
+    """The transport tables, leftovers and trades of one step's settlement.
+
+    PV of each plant (``pv_kw``) goes first to the charging of the sites on its bus, by the
+    :func:`north_west_table` of each bus's group (``row_start``, ``rows``, ``col_start``,
+    ``cols`` as for :func:`north_west_into`), then what is left to what is left of all sites'
+    charging, plants and sites in order; negative powers count as 0. ``flow`` (plants x sites)
+    receives the PV each plant supplied to each site [kW], ``export_kw`` the PV each plant
+    has left (sold to the grid) [kW], ``site_kw`` (2, sites) each site's charging bought from
+    the grid and its discharging [kW], ``totals`` the PV to EVs, grid to EVs, V2G and export
+    powers [kW], and ``kwh`` the energy [kWh] of every possible trade over ``dt_h`` hours, in
+    listing order: the same-bus table's cells ``same_cells`` (flat indices), the pool's table
+    row by row, the grid's sales to each site, each site's V2G, each plant's export.
+    """
+    n_p, n_s = pv_kw.size, charge_kw.size
+    if discharge_kw.size != n_s or flow.shape != (n_p, n_s) or export_kw.size != n_p \
+            or site_kw.shape != (2, n_s) or totals.size < 4 \
+            or kwh.size != same_cells.size + n_p * n_s + 2 * n_s + n_p:
+        raise ValueError("settle_into: array sizes do not match")
+    if ((same_cells < 0) | (same_cells >= n_p * n_s)).any():
+        raise ValueError("settle_into: same-bus cell out of range")
+    pv = np.maximum(pv_kw, 0.0)
+    ch = np.maximum(charge_kw, 0.0)
+    dis = np.maximum(discharge_kw, 0.0)
+    same_bus = np.zeros((n_p, n_s))
+    try:
+        north_west_into(pv, ch, row_start, rows, col_start, cols, same_bus)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("north_west_into", "settle_into")) from None
+    flow[:] = same_bus
+    north_west_into(pv - same_bus.sum(axis=1), ch - same_bus.sum(axis=0),
+                    np.array([0, n_p]), np.arange(n_p), np.array([0, n_s]), np.arange(n_s),
+                    flow)
+    export_kw[:] = np.maximum(pv - flow.sum(axis=1), 0.0)
+    site_kw[0] = np.maximum(ch - flow.sum(axis=0), 0.0)
+    site_kw[1] = dis
+    totals[:4] = flow.sum(), site_kw[0].sum(), dis.sum(), export_kw.sum()
+    kwh[:] = np.concatenate((same_bus.reshape(-1)[same_cells], (flow - same_bus).reshape(-1),
+                             site_kw[0], dis, export_kw)) * dt_h

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from components.coordinator.config import CoordinatorConfig
+from ext import dispatch_np
 from ext.dispatch_api import DispatchInfo, allocate, kernel_module
 
 _EPS_KW = 1e-9
@@ -158,16 +159,11 @@ class ZoneLayout:
         return any(here.size > 1 for here, _ in self.site_bus_groups)
 
     @cached_property
-    def plant_site_group(self) -> np.ndarray | None:
-        """Index in :attr:`site_bus_groups` of each PV plant (the number of groups for plants
-        on no site's bus), for :func:`pv_by_site`; None when a group has 8 plants or more."""
-        groups = self.site_bus_groups
-        if any(plants.size >= 8 for _, plants in groups):
-            return None
-        group = np.full(self.plant_bus.size, len(groups), dtype=np.int64)
-        for g, (_, plants) in enumerate(groups):
-            group[plants] = g
-        return group
+    def pv_groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:attr:`site_bus_groups` as arrays: the start of each group's sites and its sites,
+        the start of each group's plants and its plants (see
+        :func:`ext.dispatch_np.pv_by_site`)."""
+        return group_arrays(self.site_bus_groups)
 
     @classmethod
     def from_params(cls, n_ev: int, sites: Sequence[dict], plants: Sequence[dict] = (),
@@ -416,45 +412,33 @@ def planned_t_dep_s(ev: PluggedEVs, cfg: CoordinatorConfig, step_s: float) -> np
     return np.maximum(ev.t_dep_s - cfg.departure_margin_s, step_s)
 
 
+def group_arrays(groups: list[tuple[np.ndarray, np.ndarray]]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Groups of (sites, plants) as the start of each group's sites, all their sites, the start
+    of each group's plants and all their plants (int64)."""
+    def flat(members: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        start = np.cumsum([0, *(m.size for m in members)], dtype=np.int64)
+        return start, np.concatenate([np.zeros(0, np.int64), *members]).astype(np.int64)
+
+    return (*flat([here for here, _ in groups]), *flat([plants for _, plants in groups]))
+
+
 def pv_by_site(pv_kw: np.ndarray, plant_bus: np.ndarray, site_bus: np.ndarray,
                weight: np.ndarray | None,
-               groups: list[tuple[np.ndarray, np.ndarray]] | None = None,
-               plant_group: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+               groups: list[tuple[np.ndarray, np.ndarray]] | None = None
+               ) -> tuple[np.ndarray, float]:
     """Share each bus's PV among the sites on that bus; return (per site [kW], pool [kW]).
 
     Sites on one bus share its PV in proportion to ``weight`` (equally if all weights are 0;
     None will do where no two sites share a bus with PV, :attr:`ZoneLayout.shared_site_bus`);
     PV on buses without a site forms the zone pool. ``groups``: the zone's
-    :attr:`ZoneLayout.site_bus_groups` (worked out from the buses when not given);
-    ``plant_group``: its :attr:`ZoneLayout.plant_site_group`.
+    :attr:`ZoneLayout.site_bus_groups` (worked out from the buses when not given).
     """
-    site_pv = np.zeros(site_bus.size)
-    pool = float(pv_kw.sum())
-    if pv_kw.size == 0 or site_bus.size == 0:
-        return site_pv, pool
-    if not pv_kw.any():  # at night: nothing to share
-        return site_pv, max(pool, 0.0)
     if groups is None:
         groups = [(np.flatnonzero(site_bus == bus), np.flatnonzero(plant_bus == bus))
                   for bus in np.unique(site_bus).tolist()]
-    if plant_group is None:
-        supplies = [float(pv_kw[plants].sum()) for _, plants in groups]
-    else:
-        # fewer than 8 plants per group: bincount adds them in order, as sum() does
-        supplies = np.bincount(plant_group, weights=pv_kw, minlength=len(groups) + 1).tolist()
-    for (here, _), supply in zip(groups, supplies):
-        if supply <= 0:
-            continue
-        if here.size == 1:  # the weight's share is 1 exactly
-            site_pv[here[0]] = supply
-        elif weight is None:
-            raise ValueError("pv_by_site: sites share a bus with PV, weight is needed")
-        else:
-            w = weight[here]
-            w = w / w.sum() if w.sum() > 0 else np.full(w.size, 1.0 / w.size)
-            site_pv[here] = supply * w
-        pool -= supply
-    return site_pv, max(pool, 0.0)
+    return dispatch_np.pv_by_site(np.asarray(pv_kw, dtype=float), *group_arrays(groups),
+                                  weight, site_bus.size)
 
 
 def site_sum(site: np.ndarray, values: np.ndarray, n_sites: int) -> np.ndarray:
@@ -594,19 +578,6 @@ class FillWindow:
         if first == off.size:
             return None
         return float(first), _first(off, False, first) + self.margin
-
-
-def spread_budget_kw(need_kwh: np.ndarray, t_dep_s: np.ndarray, window_s: float,
-                     eta_ch: float) -> float:
-    """Grid power that charges every need evenly over the rest of a window [kW].
-
-    Each EV's need is spread over the time left until its departure or the window's end,
-    whichever comes first.
-    """
-    if need_kwh.size == 0 or window_s <= 0:
-        return 0.0
-    hours = np.minimum(t_dep_s, window_s) / 3600.0
-    return float((need_kwh / (eta_ch * hours)).sum())
 
 
 def retarget(p: np.ndarray, lo: np.ndarray, hi: np.ndarray, site: np.ndarray,

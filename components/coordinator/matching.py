@@ -12,7 +12,8 @@ Matching rules, per step:
 Within a stage, plants and sites are paired in their configured order ("north-west corner" of
 the transport table: the first plant supplies the first site until one of them is exhausted,
 and so on), so a stage makes at most ``plants + sites - 1`` trades and the result is
-deterministic (the kernel ``north_west_into`` of :mod:`ext.dispatch` fills the tables).
+deterministic (the kernel ``settle_into`` of :mod:`ext.dispatch` fills the tables and lists
+the energy of every possible trade).
 Matched PV is priced at the local PV price of the step
 (:meth:`.tariffs.TariffConfig.pv_to_ev_price_cny_per_kwh`).
 
@@ -57,8 +58,8 @@ class Settlement:
         What the PV plants earn (sales to EVs and feed-in) [CNY].
     grid_cost_cny : float
         The part of ``cost_cny`` paid for grid energy [CNY].
-    pv_to_ev_kw, grid_to_ev_kw, v2g_kw : float
-        Totals of ``flow_kw``, ``grid_to_site_kw`` and ``v2g_site_kw`` [kW].
+    pv_to_ev_kw, grid_to_ev_kw, v2g_kw, pv_export_total_kw : float
+        Totals of ``flow_kw``, ``grid_to_site_kw``, ``v2g_site_kw`` and ``pv_export_kw`` [kW].
     """
 
     flow_kw: np.ndarray
@@ -73,6 +74,7 @@ class Settlement:
     pv_to_ev_kw: float
     grid_to_ev_kw: float
     v2g_kw: float
+    pv_export_total_kw: float
 
 
 def _groups(members: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -105,16 +107,14 @@ class Matcher:
         self.groups = [(np.flatnonzero(plant_bus == bus).tolist(),
                         np.flatnonzero(site_bus == bus).tolist())
                        for bus in np.intersect1d(plant_bus, site_bus).tolist()]
-        # the transport tables (north_west_into's groups): one per bus, then the pool
-        self._bus_plants = _groups([g[0] for g in self.groups])
-        self._bus_sites = _groups([g[1] for g in self.groups])
-        self._pool_plants = _groups([list(range(n_plants))])
-        self._pool_sites = _groups([list(range(n_sites))])
+        # the same-bus transport tables (north_west_into's groups), one per bus
+        self._bus_groups = (*_groups([g[0] for g in self.groups]),
+                            *_groups([g[1] for g in self.groups]))
         self._kernel = dispatch_kernel()
         # the same-bus cells in table order (row by row), as trades are listed
         cells = sorted((i, j) for bus_plants, bus_sites in self.groups
                        for i in bus_plants for j in bus_sites)
-        self._same_cells = np.array([i * n_sites + j for i, j in cells], dtype=np.intp)
+        self._same_cells = np.array([i * n_sites + j for i, j in cells], dtype=np.int64)
         # every possible trade in listing order: same-bus cells, the pool's table row by row,
         # grid to each site, each site's V2G, each plant's export; (seller, buyer, kind)
         self._trades = [
@@ -128,44 +128,40 @@ class Matcher:
     def settle(self, pv_kw: np.ndarray, charge_kw: np.ndarray, discharge_kw: np.ndarray,
                dt_h: float, prices: Prices) -> Settlement:
         """Settle one step (see :func:`match_step`)."""
-        pv = np.maximum(np.asarray(pv_kw, dtype=float), 0.0)
-        ch = np.maximum(np.asarray(charge_kw, dtype=float), 0.0)
-        dis = np.maximum(np.asarray(discharge_kw, dtype=float), 0.0)
+        pv = np.ascontiguousarray(pv_kw, dtype=float)
+        ch = np.ascontiguousarray(charge_kw, dtype=float)
+        dis = np.ascontiguousarray(discharge_kw, dtype=float)
         if pv.shape != (self.n_plants,) or ch.shape != (self.n_sites,) \
                 or dis.shape != (self.n_sites,):
             raise ValueError(f"match: {self.n_plants} plants and {self.n_sites} sites, got "
                              f"pv {pv.shape}, charge {ch.shape}, discharge {dis.shape}")
-        same_bus = np.zeros((self.n_plants, self.n_sites))
-        self._kernel.north_west_into(pv, ch, *self._bus_plants, *self._bus_sites, same_bus)
-        flow = same_bus.copy()
-        self._kernel.north_west_into(pv - same_bus.sum(axis=1), ch - same_bus.sum(axis=0),
-                                     *self._pool_plants, *self._pool_sites, flow)
-        export = np.maximum(pv - flow.sum(axis=1), 0.0)
-        from_grid = np.maximum(ch - flow.sum(axis=0), 0.0)
-
-        pv_to_ev, grid_to_ev, v2g = flow.sum(), from_grid.sum(), dis.sum()
+        flow = np.empty((self.n_plants, self.n_sites))
+        export = np.empty(self.n_plants)
+        site_kw = np.empty((2, self.n_sites))
+        kwh = np.empty(len(self._trades))
+        totals = np.empty(4)
+        self._kernel.settle_into(pv, ch, dis, *self._bus_groups, self._same_cells, dt_h, flow,
+                                 export, site_kw, kwh, totals)
+        pv_to_ev, grid_to_ev, v2g, export_kw = totals.tolist()
         pv_kwh = pv_to_ev * dt_h
         grid_kwh = grid_to_ev * dt_h
         cost = pv_kwh * prices.pv_local + grid_kwh * prices.grid
         revenue = v2g * dt_h * prices.v2g
-        pv_revenue = pv_kwh * prices.pv_local + export.sum() * dt_h * prices.feed_in
+        pv_revenue = pv_kwh * prices.pv_local + export_kw * dt_h * prices.feed_in
 
         # same-bus trades first, then the pool, each in table order; one trade per plant-site
         # pair; then the grid's sales, V2G and exports
-        kwh = np.concatenate((same_bus.reshape(-1)[self._same_cells],
-                              (flow - same_bus).reshape(-1), from_grid, dis, export)) * dt_h
         listed = (kwh >= MIN_TRADE_KWH).nonzero()[0]
         price = (prices.pv_local, prices.grid, prices.v2g, prices.feed_in)
         tx: list[Transaction] = [
             (seller, buyer, x, price[kind], KINDS[kind])
             for (seller, buyer, kind), x in zip(map(self._trades.__getitem__, listed.tolist()),
                                                 kwh[listed].tolist(), strict=True)]
-        return Settlement(flow_kw=flow, pv_export_kw=export, grid_to_site_kw=from_grid,
-                          v2g_site_kw=dis, cost_cny=float(cost),
-                          ev_user_revenue_cny=float(revenue), pv_revenue_cny=float(pv_revenue),
-                          grid_cost_cny=float(grid_kwh * prices.grid), transactions=tx,
-                          pv_to_ev_kw=float(pv_to_ev), grid_to_ev_kw=float(grid_to_ev),
-                          v2g_kw=float(v2g))
+        return Settlement(flow_kw=flow, pv_export_kw=export, grid_to_site_kw=site_kw[0],
+                          v2g_site_kw=site_kw[1], cost_cny=cost, ev_user_revenue_cny=revenue,
+                          pv_revenue_cny=pv_revenue, grid_cost_cny=grid_kwh * prices.grid,
+                          transactions=tx, pv_to_ev_kw=pv_to_ev, grid_to_ev_kw=grid_to_ev,
+                          v2g_kw=v2g, pv_export_total_kw=export_kw)
 
 
 def match_step(pv_kw: np.ndarray, plant_bus: np.ndarray, charge_kw: np.ndarray,

@@ -294,11 +294,10 @@ class Coordinator:
         p_done = np.empty(ev.n)
         site_kw = np.empty((2, zone.n_sites))
         p_set = np.empty(zone.n_ev)
-        self._kernel.done_into(p, ev.p_min_kw, ev.p_max_kw, ev.ids, ev.site, zone.eta_ch,
-                               zone.eta_dis, self.dt_h, self.delta_e_kwh, p_done, site_kw, p_set)
+        self.prev_ev_kw = self._kernel.done_into(p, ev.p_min_kw, ev.p_max_kw, ev.ids, ev.site,
+                                                 zone.eta_ch, zone.eta_dis, self.dt_h,
+                                                 self.delta_e_kwh, p_done, site_kw, p_set)
         charge_site, discharge_site = site_kw[0], site_kw[1]
-        ev_kw = float(p_done.sum())
-        self.prev_ev_kw = ev_kw
         self.prev_twin_kw = twin_kw
         if ctrl_p is not None:
             self.prev_ctrl_p = ctrl_p.copy()
@@ -356,7 +355,7 @@ def settlement_totals(settle: Settlement) -> dict[str, float]:
         "pv_to_ev_kw": settle.pv_to_ev_kw,
         "grid_to_ev_kw": settle.grid_to_ev_kw,
         "v2g_kw": settle.v2g_kw,
-        "pv_export_kw": float(settle.pv_export_kw.sum()),
+        "pv_export_kw": settle.pv_export_total_kw,
         "cost_cny": settle.cost_cny,
         "ev_user_revenue_cny": settle.ev_user_revenue_cny,
         "grid_cost_cny": settle.grid_cost_cny,
@@ -377,9 +376,10 @@ def _apply_island(sp: Setpoints, island: IslandDecision) -> None:
 
 def _vector(source: dict[str, np.ndarray] | None, attr: str, n: int) -> np.ndarray:
     """``source[attr]`` as a float array of length ``n``; zeros when absent."""
-    if source is None or source.get(attr) is None:
+    value = None if source is None else source.get(attr)
+    if value is None:
         return np.zeros(n)
-    arr = np.asarray(source[attr], dtype=float)
+    arr = np.asarray(value, dtype=float)
     if arr.shape != (n,):
         raise ValueError(f"{attr}: expected {n} values, got shape {arr.shape}")
     return arr

@@ -187,13 +187,19 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         if self.coord is None:
             raise RuntimeError(f"{self.sid}: step called before create")
         k = step_index(self.sid, time, self.step_ticks, self.n_steps)
-        values = {attr: self._one(attr, by_source, time)
-                  for attr, by_source in inputs.get(EID, {}).items()}
+        values = {}
+        for attr, by_source in inputs.get(EID, {}).items():
+            if len(by_source) == 1:  # the usual case: one source
+                for value in by_source.values():
+                    values[attr] = value
+            else:
+                values[attr] = self._one(attr, by_source, time)
+        ev = [values.get(a) for a in EV_INPUTS]
+        missing = [a for a, value in zip(EV_INPUTS, ev, strict=True) if value is None]
         ev_view = None
-        if all(values.get(a) is not None for a in EV_INPUTS):
-            ev_view = {a: values[a] for a in EV_INPUTS}
-        elif any(values.get(a) is not None for a in EV_INPUTS):
-            missing = [a for a in EV_INPUTS if values.get(a) is None]
+        if not missing:
+            ev_view = dict(zip(EV_INPUTS, ev, strict=True))
+        elif len(missing) < len(EV_INPUTS):
             raise ValueError(f"{self.sid}.{EID} at t={time}: EV inputs incomplete, missing "
                              f"{missing}; connect all of {EV_INPUTS}")
         try:
@@ -235,9 +241,7 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
             self._checked.pop(attr, None)
 
     def _one(self, attr: str, by_source: dict, time: int) -> Any:
-        if len(by_source) == 1:  # the usual case: one source
-            for value in by_source.values():
-                return value
+        """The value of ``attr`` from its one source that sent one (None if none did)."""
         sources = {s: v for s, v in by_source.items() if v is not None}
         if len(sources) > 1:
             raise ValueError(f"{self.sid}.{EID} at t={time}: {attr} comes from "

@@ -50,6 +50,8 @@ leaving in the morning.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
@@ -66,20 +68,20 @@ from components.coordinator.core import (
     allocate_evs,
     discharge_floor_kw,
     dispatch,
+    dispatch_kernel,
     distinct,
     offpeak_steps,
-    planned_need_kwh,
-    planned_t_dep_s,
-    pv_by_site,
     retarget,
     site_sum,
-    spread_budget_kw,
 )
 from components.coordinator.forecast import MIN_SCORED, ForecastErrors
 from components.coordinator.optimal import OptimalStrategy
 from components.coordinator.tariffs import PERIODS
+from ext.dispatch_api import TARGET_MODES, charge_error
+from ext.dispatch_np import spread_budget_kw
 
 _EPS_KW = 1e-6
+_NO_FORECAST = np.zeros(0)
 _SQRT_2PI = np.sqrt(2 * np.pi)
 
 
@@ -97,51 +99,26 @@ class PVFollowing(Strategy):
         super().__init__(cfg, zone, step_s)
         self.offpeak = np.array([p in cfg.offpeak_periods for p in PERIODS])
         self.fill_window = FillWindow(self.offpeak, cfg.offpeak_fill_margin_h * 3600 / step_s)
-        self._planned: tuple[Snapshot, np.ndarray, np.ndarray] | None = None
-        self._targets: tuple[Snapshot, np.ndarray] | None = None
-        self._morning: tuple[Snapshot, np.ndarray] | None = None
+        self._kernel = dispatch_kernel()
+        self._target_mode = TARGET_MODES.index(cfg.departure_target)
+        # the snapshot last planned: charging powers, planned needs and departures, targets
+        self._plan: tuple[Snapshot, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def decide(self, snap: Snapshot) -> Setpoints:
         return Setpoints(p_kw=self.charge(snap))
 
     def planned(self, snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:
         """The plugged EVs' planned need [kWh] and departure [s] (:func:`.core.planned_need_kwh`,
-        :func:`.core.planned_t_dep_s`), worked out once per snapshot."""
-        if self._planned is None or self._planned[0] is not snap:
-            ev, cfg = snap.ev, self.cfg
-            self._planned = (snap, planned_need_kwh(ev, cfg),
-                             planned_t_dep_s(ev, cfg, self.step_s))
-        return self._planned[1], self._planned[2]
+        :func:`.core.planned_t_dep_s`)."""
+        plan = self.plan(snap)
+        return plan[2], plan[3]
 
     def targets(self, snap: Snapshot) -> np.ndarray:
         """Battery energy to plan for per EV [kWh]: the planned need
         (:func:`.core.planned_need_kwh`) or the room to full, as ``departure_target`` says
-        (``morning_full``: full for the EVs of :meth:`morning`)."""
-        if self._targets is None or self._targets[0] is not snap:
-            need = self.planned(snap)[0]
-            target = np.maximum(snap.ev.room_kwh, need)
-            if self.cfg.departure_target != "full":
-                target = np.where(self.morning(snap), target, need)
-            self._targets = (snap, target)
-        return self._targets[1]
-
-    def morning(self, snap: Snapshot) -> np.ndarray:
-        """Which EVs the off-peak grid fills: those leaving within the current or next off-peak
-        window (or up to ``offpeak_fill_margin_h`` after it); the others wait for PV (and their
-        mandatory power). None of them with ``departure_target`` ``need``.
-
-        Asked in every off-peak step with EVs plugged (the window is remembered then) and,
-        with ``morning_full``, in every step with EVs plugged.
-        """
-        if self._morning is None or self._morning[0] is not snap:
-            morning = np.zeros(snap.ev.n, dtype=bool)
-            if self.cfg.departure_target != "need":
-                window = self.fill_window.steps(snap.k, snap.lookahead.period)
-                if window is not None:
-                    dep = self.planned(snap)[1] / self.step_s
-                    morning = (dep >= window[0]) & (dep <= window[1])
-            self._morning = (snap, morning)
-        return self._morning[1]
+        (``morning_full``: full for the EVs leaving within the current or next off-peak
+        window, or up to ``offpeak_fill_margin_h`` after it)."""
+        return self.plan(snap)[4]
 
     def charge(self, snap: Snapshot) -> np.ndarray:
         """Charging powers (no discharge) of the plugged EVs for step ``k`` [kW].
@@ -151,112 +128,49 @@ class PVFollowing(Strategy):
            first, then the zone pool, then the PV other sites' EVs do not need;
         2. PV left over, up to full (``charge_pv_to_full``), in the same order;
         3. in an off-peak period, grid energy toward the targets of the EVs leaving in the
-           morning, less the share of the PV forecast before they leave, spread evenly over
-           the window and done ``offpeak_fill_lead_h`` early.
+           morning (within the current or next off-peak window or up to
+           ``offpeak_fill_margin_h`` after it), less the share of the PV forecast before they
+           leave, spread evenly over the window and done ``offpeak_fill_lead_h`` early.
+
+        One call of the kernel ``charge_into`` (:mod:`ext.dispatch_np` describes it).
         """
+        return self.plan(snap)[1]
+
+    def plan(self, snap: Snapshot
+             ) -> tuple[Snapshot, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(snap, charging powers, planned needs, planned departures, targets)`` of the
+        plugged EVs, worked out once per snapshot."""
+        if self._plan is not None and self._plan[0] is snap:
+            return self._plan
         ev, zone, cfg = snap.ev, self.zone, self.cfg
-        if ev.n == 0:
-            return np.zeros(0)
-        target = self.targets(snap)
-        weight = site_sum(ev.site, ev.p_max_kw, zone.n_sites) if zone.shared_site_bus else None
-        site_pv, pool = pv_by_site(snap.pv_kw, zone.plant_bus, zone.site_bus, weight,
-                                    zone.site_bus_groups, zone.plant_site_group)
-        p, info = allocate_evs(ev, cfg, zone, self.step_s, site_pv, pool, need_kwh=target,
-                               t_dep_s=self.planned(snap)[1])
-        site_left = np.maximum(site_pv - info.pv_used_kw, 0.0)
-        pool_left = max(pool - info.grid_kw, 0.0)
-        if site_left.sum() + pool_left > _EPS_KW:
-            # PV a site's EVs do not need goes to the targets of EVs elsewhere
-            rest = np.maximum(target - zone.eta_ch * p * snap.dt_h, 0.0)
-            extra, site_left, pool_left = self.share_pv(snap, p, rest, site_left, pool_left)
-            p = p + extra
-            if cfg.charge_pv_to_full:
-                extra, _, _ = self.share_pv(snap, p, np.full(ev.n, np.inf), site_left,
-                                            pool_left)
-                p = p + extra
-        n_off = offpeak_steps(snap.lookahead.period, self.offpeak)
-        if n_off:
-            morning = self.morning(snap)
-            if morning.any():
-                p = p + self.fill(snap, p, np.where(morning, target, 0.0), n_off * self.step_s)
-        return p
-
-    def share_pv(self, snap: Snapshot, p: np.ndarray, want_kwh: np.ndarray,
-                 site_pv_kw: np.ndarray, pool_kw: float
-                 ) -> tuple[np.ndarray, np.ndarray, float]:
-        """Extra charging from PV left over, toward ``want_kwh`` this step [kW].
-
-        Each site's PV goes to its own EVs first, then the pool to all; PV left at a site's
-        bus then joins the pool. Within each, EVs get the same share of what they can take
-        (battery side ``want_kwh``, at most their maximum power less ``p``). Returns the extra
-        powers and the PV left per site and in the pool [kW].
-        """
-        ev, zone = snap.ev, self.zone
-        extra = np.zeros(ev.n)
-        if site_pv_kw.sum() + pool_kw <= _EPS_KW:
-            return extra, site_pv_kw, pool_kw
-        want = np.minimum(np.maximum(ev.p_max_kw - p, 0.0),
-                          np.maximum(want_kwh, 0.0) / (zone.eta_ch * snap.dt_h))
-        if want.sum() <= _EPS_KW:
-            return extra, site_pv_kw, pool_kw
-        for local in (True, False):
-            if not local:  # the sites' leftovers, pooled
-                pool_kw += float(site_pv_kw.sum())
-                site_pv_kw = np.zeros(zone.n_sites)
-            room = want - extra
-            if pool_kw + site_pv_kw.sum() <= _EPS_KW or room.sum() <= _EPS_KW:
-                break
-            cap_left = np.maximum(zone.site_charge_kw
-                                  - site_sum(ev.site, p + extra, zone.n_sites), 0.0)
-            # one step of room as the "need" and departures one step past the planned ones: no
-            # mandatory power, and the EVs leaving soonest get the PV first (least laxity
-            # first), before those that stay for the afternoon sun
-            x, info = dispatch(room * zone.eta_ch * snap.dt_h,
-                               self.planned(snap)[1] + self.step_s, room,
-                               np.zeros(ev.n), ev.site, cap_left, site_pv_kw, pool_kw,
-                               self.step_s, zone.eta_ch, zone.eta_dis)
-            extra += x
-            site_pv_kw = np.maximum(site_pv_kw - info.pv_used_kw, 0.0)
-            pool_kw = max(pool_kw - info.grid_kw, 0.0)
-        return extra, site_pv_kw, pool_kw
-
-    def fill(self, snap: Snapshot, p: np.ndarray, target_kwh: np.ndarray, window_s: float
-             ) -> np.ndarray:
-        """Off-peak grid charging toward ``target_kwh`` (0: not filled), spread evenly [kW].
-
-        The PV forecast before each EV leaves is expected to cover a share of what is left
-        (in proportion to it); should it not come, the EV's mandatory power closes the gap.
-        """
-        ev, zone, cfg = snap.ev, self.zone, self.cfg
-        t_dep = self.planned(snap)[1]
-        left = np.maximum(target_kwh - zone.eta_ch * p * snap.dt_h, 0.0)
-        filled = left > 0
-        room = np.where(filled, np.maximum(ev.p_max_kw - p, 0.0), 0.0)
-        left_kwh = left.sum()
-        if left_kwh <= 1e-9 or room.sum() <= _EPS_KW:
-            return np.zeros(ev.n)
-        n = int(np.ceil(t_dep[filled].max() / self.step_s))
-        pv_fc = np.maximum(np.asarray(snap.lookahead.pv_kw(n + 1), dtype=float), 0.0)
-        # PV energy expected from the next step up to each step of the forecast (shorter at the
-        # run's end) [kWh]; an EV counts the steps before its departure's
-        pv_kwh = np.zeros(max(pv_fc.size, 1))
-        np.cumsum(pv_fc[1:] * snap.dt_h, out=pv_kwh[1:])
-        at = (t_dep / self.step_s).astype(np.int64)
-        at -= 1
-        np.maximum(at, 0, out=at)
-        np.minimum(at, pv_kwh.size - 1, out=at)
-        left = np.maximum(left - zone.eta_ch * pv_kwh[at] * left / left_kwh, 0.0)
-        if left.sum() <= 1e-9:
-            return np.zeros(ev.n)
-        # done ahead of the window's end (or departure): mandatory power within the window only
-        end = np.minimum(t_dep, window_s)
-        t_fill = np.maximum(end - 3600.0 * cfg.offpeak_fill_lead_h, self.step_s)
-        budget = spread_budget_kw(left, t_fill, window_s, zone.eta_ch)
-        cap_left = np.maximum(zone.site_charge_kw - site_sum(ev.site, p, zone.n_sites), 0.0)
-        extra, _ = dispatch(left, t_fill, room, np.zeros(ev.n), ev.site, cap_left,
-                            np.zeros(zone.n_sites), budget, self.step_s, zone.eta_ch,
-                            zone.eta_dis)
-        return extra
+        out = np.zeros((4, ev.n))
+        if ev.n:
+            period = snap.lookahead.period
+            n_off = offpeak_steps(period, self.offpeak)
+            # which departures count as "in the morning", asked where the targets or the fill
+            # need them (the window remembers the last one)
+            window = None
+            if cfg.departure_target == "morning_full" \
+                    or (cfg.departure_target == "full" and n_off):
+                window = self.fill_window.steps(snap.k, period)
+            lo, hi = (np.inf, -np.inf) if window is None else window
+            # the fill reads the forecast up to the departures in the window at most
+            forecast = (np.asarray(snap.lookahead.pv_kw(math.ceil(hi) + 1), dtype=float)
+                        if n_off and window is not None else _NO_FORECAST)
+            code, bad = self._kernel.charge_into(
+                ev.need_kwh, ev.restore_kwh, ev.room_kwh, ev.t_dep_s, ev.p_max_kw, ev.site,
+                zone.site_charge_kw, snap.pv_kw, *zone.pv_groups, forecast, self.step_s,
+                zone.eta_ch, zone.eta_dis, cfg.need_margin, cfg.departure_margin_s,
+                self._target_mode, cfg.charge_pv_to_full, lo, hi, n_off * self.step_s,
+                cfg.offpeak_fill_lead_h, out)
+            if code:
+                raise charge_error(code, bad, {
+                    "need_kwh": ev.need_kwh, "restore_kwh": ev.restore_kwh,
+                    "room_kwh": ev.room_kwh, "t_dep_s": ev.t_dep_s, "p_max_kw": ev.p_max_kw,
+                    "site": ev.site, "site_cap_kw": zone.site_charge_kw, "pv_kw": snap.pv_kw,
+                    "pv_forecast_kw": forecast})
+        self._plan = (snap, *out)
+        return self._plan
 
 
 class V2GPeakShaving(PVFollowing):

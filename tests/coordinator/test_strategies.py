@@ -134,12 +134,12 @@ def test_sites_on_one_bus_share_its_pv_by_their_evs_power():
     ev = view(state, 0)
     weight = np.bincount(ev.site, weights=ev.p_max_kw, minlength=2)
     site_pv, pool = pv_by_site(np.array([30.0, 0.0]), shared.plant_bus, shared.site_bus,
-                               weight, shared.site_bus_groups, shared.plant_site_group)
+                               weight, shared.site_bus_groups)
     np.testing.assert_allclose(site_pv, 30.0 * weight / weight.sum(), rtol=1e-12)
     assert pool == 0.0
     with pytest.raises(ValueError, match="weight is needed"):
         pv_by_site(np.array([30.0, 0.0]), shared.plant_bus, shared.site_bus, None,
-                   shared.site_bus_groups, shared.plant_site_group)
+                   shared.site_bus_groups)
     # no PV: nothing to share, with or without weights
     none_pv, none_pool = pv_by_site(np.zeros(2), shared.plant_bus, shared.site_bus, None)
     assert not none_pv.any() and none_pool == 0.0

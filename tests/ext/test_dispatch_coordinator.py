@@ -206,9 +206,9 @@ def test_plugged_view_refuses_bad_indices_before_changing_anything(backend: str)
 def _done(backend: str, p, ids, site, state, p_min, p_max, n_site):
     delta = state["delta_e_kwh"].copy()
     p_done, site_kw, p_set = np.full(p.size, -1.0), np.full((2, n_site), -1.0), np.zeros(delta.size)
-    _kernel(backend).done_into(p, p_min, p_max, ids, site, 0.92, 0.9, 0.25, delta, p_done,
-                               site_kw, p_set)
-    return delta, p_done, site_kw, p_set
+    total = _kernel(backend).done_into(p, p_min, p_max, ids, site, 0.92, 0.9, 0.25, delta,
+                                       p_done, site_kw, p_set)
+    return delta, p_done, site_kw, p_set, np.array([total])
 
 
 @pytest.mark.parametrize("seed", range(15))
@@ -228,8 +228,9 @@ def test_done_compiled_equals_twin_to_the_bit(seed: int) -> None:
 def test_done_follows_its_definition(backend: str, seed: int) -> None:
     ids, site, view, state, p, point, _ = _fleet(seed)
     p_min, p_max = np.minimum(view["p_min_kw"], 0.0), np.maximum(view["p_max_kw"], 0.0)
-    delta, p_done, site_kw, p_set = _done(backend, p, ids, site, state, p_min, p_max,
-                                          point.size)
+    delta, p_done, site_kw, p_set, total = _done(backend, p, ids, site, state, p_min, p_max,
+                                                 point.size)
+    assert total[0] == p_done.sum()  # as numpy adds them
     # NaN: the EV's maximum; everything within the EV's bounds
     np.testing.assert_array_equal(p_done, np.clip(np.where(np.isnan(p), p_max, p), p_min, p_max))
     charging, discharging = np.maximum(p_done, 0.0), np.maximum(-p_done, 0.0)
@@ -255,3 +256,76 @@ def test_done_refuses_bad_indices_and_sizes(backend: str) -> None:
         _done(backend, p, ids, bad, state, p_min, p_max, point.size)
     with pytest.raises(ValueError, match="sizes"):
         _done(backend, p[:-1], ids, site, state, p_min, p_max, point.size)
+
+
+def _settle_case(seed: int):
+    """A random settlement: plants and sites on a few buses (some shared), negative and zero
+    powers of both signs, and the same-bus cells in table order."""
+    rng = np.random.default_rng(seed)
+    n_p, n_s = int(rng.integers(0, 30)), int(rng.integers(0, 12))
+    plant_bus, site_bus = rng.integers(0, 5, n_p), rng.integers(0, 5, n_s)
+    pv = rng.uniform(-20, 400, n_p) * (rng.random(n_p) < 0.8)
+    pv[rng.random(n_p) < 0.1] = -0.0
+    ch = rng.uniform(-20, 300, n_s) * (rng.random(n_s) < 0.8)
+    dis = rng.uniform(-5, 80, n_s) * (rng.random(n_s) < 0.4)
+    buses = np.intersect1d(plant_bus, site_bus).tolist()
+    rows = [np.flatnonzero(plant_bus == b).tolist() for b in buses]
+    cols = [np.flatnonzero(site_bus == b).tolist() for b in buses]
+    cells = np.array(sorted(i * n_s + j for r, c in zip(rows, cols, strict=True)
+                            for i in r for j in c), dtype=np.int64)
+    return pv, ch, dis, (*_groups(rows), *_groups(cols)), cells
+
+
+def _settle(backend: str, pv, ch, dis, groups, cells):
+    n_p, n_s = pv.size, ch.size
+    out = (np.full((n_p, n_s), np.nan), np.full(n_p, np.nan), np.full((2, n_s), np.nan),
+           np.full(cells.size + n_p * n_s + 2 * n_s + n_p, np.nan), np.full(4, np.nan))
+    _kernel(backend).settle_into(pv, ch, dis, *groups, cells, 0.25, *out)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_settlement_compiled_equals_twin_to_the_bit(seed: int) -> None:
+    if not HAS_COMPILED:
+        pytest.skip("ext.dispatch is not built")
+    case = _settle_case(seed)
+    got = [_settle(b, *case) for b in ("numpy", "compiled")]
+    for a, b in zip(*got, strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", range(20))
+def test_settlement_follows_its_definition(backend: str, seed: int) -> None:
+    pv, ch, dis, groups, cells = _settle_case(seed)
+    flow, export, site_kw, kwh, totals = _settle(backend, pv, ch, dis, groups, cells)
+    pv, ch, dis = np.maximum(pv, 0.0), np.maximum(ch, 0.0), np.maximum(dis, 0.0)
+    # same bus first: each bus ships what it can by the north-west corner rule
+    same = np.zeros(flow.shape)
+    twin.north_west_into(pv, ch, *groups, same)
+    np.testing.assert_array_equal(flow[same > 0] >= same[same > 0], True)
+    # energy closes per plant and per site; the pool ships all it can of what is left
+    np.testing.assert_allclose(flow.sum(axis=1) + export, pv, atol=1e-9)
+    np.testing.assert_allclose(flow.sum(axis=0) + site_kw[0], ch, atol=1e-9)
+    assert min(export.sum(), site_kw[0].sum()) <= 1e-9
+    np.testing.assert_array_equal(site_kw[1], dis)
+    np.testing.assert_allclose(totals, [flow.sum(), site_kw[0].sum(), dis.sum(), export.sum()],
+                               rtol=1e-12, atol=1e-12)
+    n_c = flow.size
+    np.testing.assert_array_equal(kwh[:cells.size], same.reshape(-1)[cells] * 0.25)
+    np.testing.assert_allclose(kwh[cells.size:cells.size + n_c],
+                               (flow - same).reshape(-1) * 0.25, atol=1e-12)
+    np.testing.assert_array_equal(kwh[cells.size + n_c:],
+                                  np.concatenate((site_kw[0], dis, export)) * 0.25)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_settlement_refuses_bad_sizes_and_cells(backend: str) -> None:
+    pv, ch, dis, groups, cells = _settle_case(3)
+    with pytest.raises(ValueError, match="sizes"):
+        _settle(backend, pv, ch, dis[:-1] if dis.size else np.ones(1), groups, cells)
+    bad = np.array([pv.size * ch.size], dtype=np.int64)
+    with pytest.raises(ValueError, match="cell"):
+        _settle(backend, pv, ch, dis, groups, bad)
+    with pytest.raises(ValueError, match="settle_into: group bounds"):
+        _settle(backend, pv, ch, dis, (np.array([0, 99]), *groups[1:]), cells)
