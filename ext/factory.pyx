@@ -251,3 +251,71 @@ def line_window(cnp.ndarray gap not None, cnp.ndarray proc not None,
     finally:
         free(buf)
     return per_bin_m, per_bin_a
+
+
+cdef inline double _max(double a, double b) noexcept nogil:
+    """``numpy.maximum`` of two scalars: NaN propagates, a tie gives ``b`` (zeros' signs)."""
+    return a if (a > b or a != a) else b
+
+
+cdef inline double _min(double a, double b) noexcept nogil:
+    """``numpy.minimum`` of two scalars: NaN propagates, a tie gives ``b`` (zeros' signs)."""
+    return a if (a < b or a != a) else b
+
+
+def shed_step(cnp.ndarray energy not None, double step_s, cnp.ndarray request,
+              cnp.ndarray out not None):
+    """Step means of every factory with a shedding request applied, into ``out``.
+
+    See ``ext/factory_np.py`` for the parameters. Each value is the one the twin's NumPy
+    operations give, bit for bit (IEEE division and subtraction, ``numpy.maximum`` and
+    ``numpy.minimum`` semantics). Returns whether every value written is finite.
+    """
+    cdef Py_ssize_t n = cnp.PyArray_DIM(energy, 0) if cnp.PyArray_NDIM(energy) == 2 else -1
+    if n < 0:
+        raise ValueError("energy: needs a 2-d array (factories x channels), got shape "
+                         f"{(<object>energy).shape}")
+    cdef const double *e = _f64(energy, "energy", n, 5)
+    cdef const double *r = NULL
+    if request is not None:
+        r = _f64(request, "request", n)
+    cdef double *o = _f64(out, "out", 5, n, True)
+    cdef double *p_out = o
+    cdef double *q_out = o + n
+    cdef double *crit_out = o + 2 * n
+    cdef double *defer_out = o + 3 * n
+    cdef double *applied_out = o + 4 * n
+    cdef Py_ssize_t i
+    cdef double p, q, crit, sheddable, applied, ratio, flexible
+    cdef bint any_applied = False, finite = True
+    with nogil:
+        for i in range(n):
+            p = e[5 * i] / step_s
+            crit = e[5 * i + 2] / step_s
+            sheddable = _max(p - crit, 0.0)
+            applied = _min(_max(r[i] if r != NULL else 0.0, 0.0), sheddable)
+            if applied != 0.0:  # also NaN, as numpy's any() counts it
+                any_applied = True
+            p_out[i] = p
+            crit_out[i] = crit
+            applied_out[i] = applied
+        for i in range(n):
+            p = p_out[i]
+            crit = crit_out[i]
+            q = e[5 * i + 1] / step_s
+            sheddable = _max(p - crit, 0.0)
+            if any_applied:  # one factory sheds: the shedding formulas apply to all
+                applied = applied_out[i]
+                ratio = (q - e[5 * i + 3] / step_s) / sheddable if sheddable > 0.0 else 0.0
+                p = p - applied
+                q = q - applied * ratio
+                flexible = _max(p - crit, 0.0)
+            else:
+                flexible = sheddable
+            p_out[i] = p
+            q_out[i] = q
+            defer_out[i] = _min(_max(e[5 * i + 4] / step_s, 0.0), flexible)
+        for i in range(5 * n):
+            if not o[i] - o[i] == 0.0:  # NaN for a NaN or an infinite value
+                finite = False
+    return finite

@@ -129,3 +129,46 @@ def line_window(gap: np.ndarray, proc: np.ndarray, share: np.ndarray, repair: np
     per_bin_m = np.diff(np.interp(q, x, e_machine.ravel()).reshape(n, -1), axis=1)
     per_bin_a = np.diff(np.interp(q, x, e_air.ravel()).reshape(n, -1), axis=1)
     return per_bin_m, per_bin_a
+
+
+def shed_step(energy: np.ndarray, step_s: float, request: np.ndarray | None,
+              out: np.ndarray) -> bool:
+    """Step means of every factory with a shedding request applied, into ``out``.
+
+    Only the non-critical part can be shed: each request is clamped to
+    ``[0, p_kw - critical_kw]``. Shedding scales the non-critical reactive power in proportion
+    and leaves the critical part untouched; what stays deferrable never exceeds what is left
+    flexible.
+
+    Parameters
+    ----------
+    energy : numpy.ndarray
+        Shape ``(n, 5)``: energy of each factory over the step per channel, in the order
+        ``p_kw, q_kvar, critical_kw, critical_q_kvar, deferrable_kw`` [kW s], [kvar s].
+    step_s : float
+        Step length [s].
+    request : numpy.ndarray or None
+        Shape ``(n,)``: load asked to shed per factory [kW]; None: nothing asked.
+    out : numpy.ndarray
+        Shape ``(5, n)``, written: ``p_kw``, ``q_kvar``, ``critical_kw``, ``deferrable_kw``
+        and ``shed_applied_kw`` per factory, means over the step [kW], [kvar].
+
+    Returns
+    -------
+    bool
+        Whether every value written to ``out`` is finite.
+    """
+    p, q, critical, critical_q, deferrable = np.divide(energy.T, step_s)
+    sheddable = np.maximum(p - critical, 0.0)
+    asked = np.zeros(p.size) if request is None else request
+    applied = np.minimum(np.maximum(asked, 0.0), sheddable)
+    if applied.any():
+        ratio = np.divide(q - critical_q, sheddable, out=np.zeros(p.size), where=sheddable > 0)
+        p = p - applied
+        q = q - applied * ratio
+        flexible = np.maximum(p - critical, 0.0)
+    else:  # nothing shed (the usual step): the powers stay as they are
+        flexible = sheddable
+    out[0], out[1], out[2], out[4] = p, q, critical, applied
+    out[3] = np.minimum(np.maximum(deferrable, 0.0), flexible)
+    return bool(np.isfinite(out).all())

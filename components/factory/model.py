@@ -53,6 +53,8 @@ CHANNELS = ("p_kw", "q_kvar", "critical_kw", "critical_q_kvar", "deferrable_kw")
 """Accumulated quantities, in this order, along the last axis of the internal accumulator."""
 
 _N_CH = len(CHANNELS)
+SHED_OUTPUTS = ("p_kw", "q_kvar", "critical_kw", "deferrable_kw", "shed_applied_kw")
+"""Rows of :meth:`FactoryFleet.shed_step`'s array, in this order."""
 _REPAIR_SHAPE = 2.0  # gamma shape of repair times (coefficient of variation 0.71)
 
 
@@ -411,7 +413,7 @@ class FactoryFleet:
         self._done_until_s = 0.0
         n_lines = sum(len(f.lines) for f in self.factories)
         line_rngs = iter(rng.spawn(n_lines))
-        kernel = select_kernel("factory", backend)
+        kernel = self._kernel = select_kernel("factory", backend)
         self.windows = [working_windows(f, start, self.horizon_s) for f in self.factories]
         first_day = start.date() - dt.timedelta(days=3)
         n_days = int(self.horizon_s // 86400) + 7
@@ -510,6 +512,35 @@ class FactoryFleet:
         self.advance_to(k)
         # one division into a (channel, factory) array; each channel is a contiguous row
         return StepPower(*np.divide(self._energy[k].T, self.step_s, order="C"))
+
+    def shed_step(self, k: int, shed_kw: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+        """Mean powers of every factory over step ``k`` with load shed on request.
+
+        Only the non-critical part can be shed: each request is clamped to
+        ``[0, p_kw - critical_kw]`` (the clamped value is ``shed_applied_kw``). Shedding scales
+        the non-critical reactive power in proportion and leaves the critical part untouched;
+        ``deferrable_kw`` never exceeds what stays flexible once the shed part is gone.
+
+        Parameters
+        ----------
+        k : int
+            Step index.
+        shed_kw : numpy.ndarray, optional
+            Load asked to shed per factory, float64 of shape ``(n_factories,)``; None: nothing
+            asked. [kW]
+
+        Returns
+        -------
+        powers : numpy.ndarray
+            Shape ``(5, n_factories)``, a new array: one row per name of ``SHED_OUTPUTS``
+            (means over the step, load convention). [kW], [kvar]
+        finite : bool
+            Whether every value of ``powers`` is finite.
+        """
+        self.advance_to(k)
+        powers = np.empty((len(SHED_OUTPUTS), len(self.factories)))
+        finite = self._kernel.shed_step(self._energy[k], self.step_s, shed_kw, powers)
+        return powers, finite
 
     def run(self) -> StepPower:
         """Simulate the whole period; arrays of shape ``(n_steps, n_factories)``."""

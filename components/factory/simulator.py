@@ -18,11 +18,11 @@ import numpy as np
 
 from components.base import all_finite, finite_output, step_outputs, step_ticks
 from components.factory.config import FactoriesConfig
-from components.factory.model import FactoryFleet
+from components.factory.model import SHED_OUTPUTS, FactoryFleet
 
 MODEL = "Factories"
 EID = "factories"
-OUTPUTS = ("p_kw", "q_kvar", "critical_kw", "deferrable_kw", "shed_applied_kw", "rated_kw")
+OUTPUTS = (*SHED_OUTPUTS, "rated_kw")
 
 META = {
     "api_version": "3.0",
@@ -100,7 +100,8 @@ class FactorySimulator(mosaik_api_v3.Simulator):
 
     def step(self, time: int, inputs: dict[str, dict[str, dict[str, Any]]],
              max_advance: int) -> int:
-        """Compute the means over ``[time, time + step_s)`` and apply requested shedding."""
+        """Compute the means over ``[time, time + step_s)`` and apply requested shedding
+        (several senders' requests add up)."""
         if self.fleet is None:
             raise RuntimeError(f"{self.sid}: step before create")
         k, rest = divmod(time, self.ticks_per_step)
@@ -108,9 +109,8 @@ class FactorySimulator(mosaik_api_v3.Simulator):
             raise ValueError(
                 f"{self.sid}: time {time} is not a step start within the {self.n_steps} steps"
             )
-        power = self.fleet.step(k)
         n = len(self.buses)
-        request = np.zeros(n)
+        request = None
         for source, value in inputs.get(EID, {}).get("shed_kw", {}).items():
             arr = np.asarray(value, dtype=float)
             if arr.shape != (n,) or not all_finite(arr):
@@ -118,27 +118,12 @@ class FactorySimulator(mosaik_api_v3.Simulator):
                     f"{self.sid}.{EID} at t={time} s: shed_kw from {source} must be {n} finite "
                     f"values (one per factory), got shape {arr.shape}"
                 )
-            request += arr
-        sheddable = np.maximum(power.p_kw - power.critical_kw, 0.0)
-        applied = np.minimum(np.maximum(request, 0.0), sheddable)
-        if applied.any():
-            q_sheddable = power.q_kvar - power.critical_q_kvar
-            ratio = np.divide(q_sheddable, sheddable, out=np.zeros(n), where=sheddable > 0)
-            p_kw = power.p_kw - applied
-            q_kvar = power.q_kvar - applied * ratio
-            flexible = np.maximum(p_kw - power.critical_kw, 0.0)
-        else:  # nothing shed (the usual step): the powers stay as they are
-            p_kw, q_kvar, flexible = power.p_kw, power.q_kvar, sheddable
-        self._out = {
-            "p_kw": p_kw,
-            "q_kvar": q_kvar,
-            "critical_kw": power.critical_kw,
-            # what stays flexible once the shed part is gone: never more than what is left
-            "deferrable_kw": np.minimum(np.maximum(power.deferrable_kw, 0.0), flexible),
-            "shed_applied_kw": applied,
-            "rated_kw": self._rated_kw,
-        }
-        self._sent = {}
+            request = np.ascontiguousarray(arr) if request is None else request + arr
+        powers, finite = self.fleet.shed_step(k, request)
+        self._out = dict(zip(SHED_OUTPUTS, powers))
+        self._out["rated_kw"] = self._rated_kw
+        # all finite (the usual step): every output is checked; otherwise each is when asked
+        self._sent = dict(self._out) if finite else {}
         return time + self.ticks_per_step
 
     def get_data(self, outputs: dict[str, list[str]]) -> dict[str, dict[str, np.ndarray]]:

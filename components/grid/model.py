@@ -819,6 +819,10 @@ class GridModel:
         self._last = self._result(0, raw, self._normal, self.injection_p_kw, held=False,
                                   supply_kw=0.0, demand_kw=0.0, gfm_losses_kw=0.0)
         self._last_vm = raw.vm_pu
+        self.finite_result: GridResult | None = self._last if raw.finite else None
+        """The last result whose solved arrays (``vm_pu``, ``va_deg``, ``line_loading_pct``,
+        ``trafo_loading_pct``) are known to be finite (the solver's output checked whole), or
+        None."""
 
     # -- set-up of events, islanding, restoration and shunts -------------------------------
     def _setup_events(self, net: pandapowerNet, grid_forming: GridFormingConfig | None,
@@ -1101,10 +1105,12 @@ class GridModel:
             self._prev_energised = self._energised(topo)
             self._last_vm = raw.vm_pu
             self._last = result
+            self.finite_result = result if raw.finite else None
         else:
             self.nonconverged_steps += 1
             self.nonconverged_at.append(int(k))
             result = replace(self._last, converged=False)
+            self.finite_result = None
         self.steps_solved += 1
         self.step_time_s += time.perf_counter() - t_start
         return result

@@ -46,6 +46,8 @@ _SCALAR_ATTRS = ("losses_kw", "import_kw", "q_import_kvar", "background_load_kw"
 _STATIC_ATTRS = ("bus_ids", "line_ids", "trafo_ids", "injection_buses", "shunt_buses",
                  "tie_switch_ids")
 _RESULT_ATTRS = frozenset(_ARRAY_ATTRS + _SCALAR_ATTRS)  # read from the step's GridResult
+# the solver's arrays: finite without a check of their own in a GridModel.finite_result
+_SOLVED_ATTRS = frozenset(("vm_pu", "va_deg", "line_loading_pct", "trafo_loading_pct"))
 _NONE: dict = {}  # no inputs (never modified)
 
 META = {
@@ -248,8 +250,12 @@ class GridSimulator(mosaik_api_v3.Simulator):
 
     def _checked_output(self, attr: str):
         """Output ``attr`` once it is known to be finite (``ValueError`` naming it if not)."""
-        value = (getattr(self._result, attr) if attr in _RESULT_ATTRS
-                 else self._output(attr))
+        if attr not in _RESULT_ATTRS:
+            return finite_output(self._name, attr, self._output(attr))
+        result = self._result
+        value = getattr(result, attr)
+        if attr in _SOLVED_ATTRS and result is self.model.finite_result:
+            return value
         return finite_output(self._name, attr, value)
 
     def _output(self, attr: str):

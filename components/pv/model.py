@@ -112,7 +112,7 @@ class PVFleet:
     Attributes
     ----------
     available_ac_kw : numpy.ndarray
-        AC power the plants can deliver, shape (T, n), >= 0. [kW]
+        AC power the plants can deliver, shape (T, n), >= 0 and finite; read-only. [kW]
     dc_kw : numpy.ndarray
         DC power after system losses, shape (T, n). [kW]
     poa_global_wm2 : numpy.ndarray
@@ -196,6 +196,7 @@ class PVFleet:
         self.available_ac_kw = np.nan_to_num(np.asarray(ac, dtype=float))
         np.clip(self.available_ac_kw, 0.0, self.inverter_kw[None, :],
                 out=self.available_ac_kw)
+        self.available_ac_kw.flags.writeable = False  # its rows are handed out step by step
         self._rating_sq = self.inverter_kw**2  # S² per plant, for the P-Q capability [kVA²]
 
     @property
@@ -286,7 +287,9 @@ class PVFleet:
                                                                         0.0))), ac)
         if q_kvar_set is not None:
             q_max = np.sqrt(np.maximum(self._rating_sq - ac**2, 0.0))
-            q_req = np.clip(self._per_plant(q_kvar_set, "q_kvar_set"), -q_max, q_max)
+            # np.clip's values (the same maximum, then minimum) without its wrapper's cost
+            q_req = np.minimum(np.maximum(self._per_plant(q_kvar_set, "q_kvar_set"), -q_max),
+                               q_max)
             # plants on a volt-var curve keep its Q
             q = q_req if volt_var is None else np.where(volt_var, q, q_req)
         elif volt_var is None:

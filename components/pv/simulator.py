@@ -35,7 +35,7 @@ import mosaik_api_v3
 import numpy as np
 import pandas as pd
 
-from components.base import finite_output, step_index, step_outputs, step_ticks
+from components.base import all_finite, finite_output, step_index, step_outputs, step_ticks
 from components.pv.config import LocationConfig, PVConfig, WeatherConfig
 from components.pv.inverter import InverterControl
 from components.pv.model import PVFleet
@@ -168,10 +168,12 @@ class PVSimulator(mosaik_api_v3.Simulator):
         self._out = {
             "p_kw": -ac,
             "q_kvar": q,
-            "p_avail_kw": self.fleet.available_ac_kw[k].copy(),
+            "p_avail_kw": self.fleet.available_ac_kw[k],  # a read-only row, finite
             "p_curtailed_kw": curtailed,
         }
-        self._sent = {}
+        # all finite (the usual step): every output is checked; otherwise each is when asked
+        finite = all_finite(ac) and all_finite(q) and all_finite(curtailed)
+        self._sent = dict(self._out) if finite else {}
         return time + self.step_ticks
 
     def get_data(self, outputs: dict) -> dict:

@@ -184,3 +184,57 @@ def test_compiled_kernel_rejects_arrays_of_the_wrong_kind_naming_them():
         kern.line_window(**_case(2, 3, jobs_since_setup=np.zeros(2)))
     with pytest.raises(ValueError, match="carry: needs"):
         kern.line_window(**_case(2, 3, carry=np.zeros((4, 2)).T))
+
+
+def _shed_case(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step energies of ``n`` factories (critical parts below the totals, some equal, some
+    idle) and shedding requests (negative, zero, within and beyond the sheddable part)."""
+    p = rng.uniform(0.0, 900e3, n)
+    crit = p * rng.choice([0.0, 0.3, 1.0], n)
+    q = p * rng.uniform(-0.2, 0.6, n)
+    energy = np.stack([p, q, crit, crit * rng.uniform(0.0, 0.6, n),
+                       p * rng.uniform(-0.1, 0.5, n)], axis=1)
+    energy[rng.random(n) < 0.2] = 0.0
+    request = rng.choice([-50.0, 0.0, 100.0, 5e3], n) * rng.random(n)
+    return energy, request
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shed_step_clamps_requests_to_the_sheddable_part(backend):
+    kern = select_kernel("factory", backend)
+    step_s = 900.0
+    # factory 0: 1000 kW of which 400 critical, asks 900: sheds 600, Q of the rest in ratio;
+    # factory 1: asks a negative amount: nothing; factory 2: all critical
+    energy = step_s * np.array([[1000.0, 300.0, 400.0, 60.0, 500.0],
+                                [200.0, 50.0, 50.0, 10.0, 100.0],
+                                [300.0, 90.0, 300.0, 90.0, 0.0]])
+    out = np.empty((5, 3))
+    assert kern.shed_step(energy, step_s, np.array([900.0, -10.0, 50.0]), out)
+    p, q, crit, defer, applied = out
+    np.testing.assert_allclose(applied, [600.0, 0.0, 0.0])
+    np.testing.assert_allclose(p, [400.0, 200.0, 300.0])
+    np.testing.assert_allclose(q, [60.0, 50.0, 90.0])  # the non-critical Q is shed entirely
+    np.testing.assert_allclose(crit, [400.0, 50.0, 300.0])
+    np.testing.assert_allclose(defer, [0.0, 100.0, 0.0])  # never more than stays flexible
+    # without a request the means are the energies over the step
+    assert kern.shed_step(energy, step_s, None, out)
+    np.testing.assert_array_equal(out[[0, 1, 2]], energy.T[[0, 1, 2]] / step_s)
+    np.testing.assert_array_equal(out[4], np.zeros(3))
+    energy[1, 1] = np.inf
+    assert not kern.shed_step(energy, step_s, None, out)
+
+
+@pytest.mark.skipif(not HAS_COMPILED, reason="ext.factory is not built")
+def test_shed_step_identical_with_either_kernel():
+    rng = np.random.default_rng(11)
+    kernels = [select_kernel("factory", b) for b in ("compiled", "numpy")]
+    for n in (1, 3, 8, 33):
+        for _ in range(20):
+            energy, request = _shed_case(rng, n)
+            for req in (request, None, np.zeros(n), -np.zeros(n)):
+                outs = [np.full((5, n), np.nan) for _ in kernels]
+                finite = [k.shed_step(energy, 900.0, req, o) for k, o in zip(kernels, outs)]
+                assert finite == [True, True]
+                assert outs[0].tobytes() == outs[1].tobytes()  # signed zeros alike
+    with pytest.raises(ValueError, match=r"out: needs a C-contiguous writable"):
+        kernels[0].shed_step(energy, 900.0, None, np.empty((n, 5)))
