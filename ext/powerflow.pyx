@@ -166,6 +166,15 @@ cdef void _relative_angles(int n, cdptr v_re, cdptr v_im, cdptr ref_re, cdptr re
         dva[k] = _atan_small(wi / wr)
 
 
+cdef bint _all_finite(int n, cdptr x) noexcept nogil:
+    """Whether no value of ``x`` is NaN or infinite (independent tests: the loop vectorises)."""
+    cdef int k
+    cdef int bad = 0
+    for k in range(n):
+        bad |= not (x[k] - x[k] == 0.0)
+    return not bad
+
+
 cdef inline double _atan_small(double z) noexcept nogil:
     """atan(z) for |z| <= 1/8: odd Taylor series to z**17 (truncation error < 1e-18)."""
     cdef double z2 = z * z
@@ -229,6 +238,68 @@ def _index(values, n=None):
     return arr
 
 
+def bin_sums(list parts not None, ptr, bins, out):
+    """Sum the elements of ``parts`` (concatenated) per bin into ``out``: ``out[b]`` adds, from
+    0.0 and in element order, every element ``e`` with ``bins[e] == b``, as
+    ``np.bincount(bins, weights, minlength=out.size)`` does.
+
+    ``parts`` holds C-contiguous 1-D float64 arrays, ``ptr`` (int64, ``len(parts) + 1``
+    entries, from 0) where each starts in the concatenation, ``bins`` (int64) one bin per
+    element, ``out`` a writeable C-contiguous float64 array. Returns whether every sum is
+    finite; ValueError when an array does not fit (naming the part) or a bin is out of range.
+    """
+    cdef Py_ssize_t j, e, e0, e1, n_parts = len(parts), n_out
+    cdef int64_t b
+    cdef const int64_t* pp
+    cdef const int64_t* bb
+    cdef const double* aa
+    cdef double* oo
+    cdef double x
+    cdef bint finite = True
+    cdef cnp.ndarray arr
+    for name, a in (("ptr", ptr), ("bins", bins)):
+        if (not cnp.PyArray_Check(a) or cnp.PyArray_TYPE(<cnp.ndarray> a) != cnp.NPY_INT64
+                or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> a)
+                or cnp.PyArray_NDIM(<cnp.ndarray> a) != 1):
+            raise ValueError(f"bin_sums: {name} must be a contiguous 1-D int64 array")
+    pp = <const int64_t*> cnp.PyArray_DATA(<cnp.ndarray> ptr)
+    if cnp.PyArray_SIZE(<cnp.ndarray> ptr) != n_parts + 1 or pp[0] != 0:
+        raise ValueError("bin_sums: ptr must hold 0 and the end of each part")
+    if cnp.PyArray_SIZE(<cnp.ndarray> bins) != pp[n_parts]:
+        raise ValueError("bin_sums: one bin per element of the parts expected")
+    bb = <const int64_t*> cnp.PyArray_DATA(<cnp.ndarray> bins)
+    if (not cnp.PyArray_Check(out) or cnp.PyArray_TYPE(<cnp.ndarray> out) != cnp.NPY_DOUBLE
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> out)
+            or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> out)):
+        raise ValueError("bin_sums: out must be a writeable contiguous float64 array")
+    n_out = cnp.PyArray_SIZE(<cnp.ndarray> out)
+    oo = <double*> cnp.PyArray_DATA(<cnp.ndarray> out)
+    for e in range(n_out):
+        oo[e] = 0.0
+    for j in range(n_parts):
+        e0 = pp[j]
+        e1 = pp[j + 1]
+        a = parts[j]
+        if not cnp.PyArray_Check(a):
+            raise ValueError(f"bin_sums: part {j} is not a NumPy array")
+        arr = <cnp.ndarray> a
+        if (cnp.PyArray_TYPE(arr) != cnp.NPY_DOUBLE or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                or cnp.PyArray_NDIM(arr) != 1 or cnp.PyArray_SIZE(arr) != e1 - e0):
+            raise ValueError(f"bin_sums: part {j} must be a contiguous 1-D float64 array of "
+                             f"{e1 - e0} values")
+        aa = <const double*> cnp.PyArray_DATA(arr)
+        for e in range(e0, e1):
+            b = bb[e]
+            if b < 0 or b >= n_out:
+                raise ValueError(f"bin_sums: bin {b} of element {e} outside 0..{n_out - 1}")
+            oo[b] += aa[e - e0]
+    for e in range(n_out):
+        x = oo[e]
+        if not x - x == 0.0:
+            finite = False
+    return finite
+
+
 cdef class PowerFlowKernel:
     """Fixed-point (implicit Z-bus) power flow on one converted network.
 
@@ -238,6 +309,9 @@ cdef class PowerFlowKernel:
     """
 
     cdef int m, n_int, n_slack, n_bus, n_br, n_rep, n_eg, max_iter
+    cdef readonly bint row_finite
+    """Every value of the output row the last step wrote is finite (False when that step did
+    not converge or met non-finite input)."""
     cdef double base_mva
     cdef bint power_loading  # some loading is rated on apparent power, not current
     cdef int64_t[::1] bus_map, l_ptr, l_idx, u_ptr, u_idx, s_ptr, s_idx
@@ -408,11 +482,11 @@ cdef class PowerFlowKernel:
             status = self._step(pp, qq, v0 is not None, oo, flows, &its)
         return 0 if status else its
 
-    def solve_row(self, pq, at, extra, prev, out, bint flows=True):
+    def solve_row(self, pq, at, extra, prev, out, bint flows=True, double scale=1.0):
         """Solve one step into ``out``: bus injections ``pq`` (P of every bus, then Q), plus
-        ``extra`` (P at each bus of ``at``, then Q) added at the bus positions ``at``; starting
-        from the voltages of ``prev``, an earlier output row of this kernel (its ``vm`` and
-        ``va`` per bus, usable entries as for ``v0`` of :meth:`solve`), or from the no-load
+        ``scale * extra`` (P at each bus of ``at``, then Q) added at the bus positions ``at``;
+        starting from the voltages of ``prev``, an earlier output row of this kernel (its ``vm``
+        and ``va`` per bus, usable entries as for ``v0`` of :meth:`solve`), or from the no-load
         voltages when ``prev`` is None. ``at`` (int64, unique) and ``extra`` may be None.
 
         Returns as :meth:`solve`.
@@ -445,8 +519,8 @@ cdef class PowerFlowKernel:
                 w[i] = rr[i]
             for i in range(n_at):
                 b = aa[i]
-                w[b] = w[b] + ee[i]
-                w[nb + b] = w[nb + b] + ee[n_at + i]
+                w[b] = w[b] + scale * ee[i]
+                w[nb + b] = w[nb + b] + scale * ee[n_at + i]
             if vv != NULL:
                 self._start_polar(vv)
             status = self._step(w, w + nb, vv != NULL, oo, flows, &its)
@@ -513,6 +587,7 @@ cdef class PowerFlowKernel:
         if self.u_idx.shape[0] > 0:
             u_idx, u_re, u_im = &self.u_idx[0], &self.u_re[0], &self.u_im[0]
 
+        self.row_finite = False
         # per-bus injections -> internal buses (fused buses add up; islanded ones are reported)
         for k in range(self.n_int):
             s_re[k] = 0.0
@@ -591,6 +666,7 @@ cdef class PowerFlowKernel:
             return 0
         its[0] = it if it > 0 else 1
         self._outputs(p_isl, q_isl, out, flows)
+        self.row_finite = _all_finite(self._width(flows), out)
         return 0
 
     cdef void _outputs(self, double p_isl, double q_isl, double* out, bint flows) noexcept nogil:

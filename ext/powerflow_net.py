@@ -102,11 +102,12 @@ class _Layout:
 class _ResultBase:
     """Views into the output rows; shape ``(n,)`` for one step or ``(T, n)`` for a batch."""
 
-    __slots__ = ("_its", "_layout", "_net", "_out")
+    __slots__ = ("_finite", "_its", "_layout", "_net", "_out")
 
     def __init__(self, network: PowerFlowNetwork, out: np.ndarray, layout: _Layout,
-                 its: Any) -> None:
+                 its: Any, finite: bool = False) -> None:
         self._net, self._out, self._layout, self._its = network, out, layout, its
+        self._finite = finite
 
     def _cols(self, sl: slice) -> np.ndarray:
         return self._out[..., sl]
@@ -294,6 +295,12 @@ class PowerFlowResult(_ResultBase):
     def converged(self) -> bool:
         """Whether the mismatch fell below the tolerance."""
         return self._its > 0
+
+    @property
+    def finite(self) -> bool:
+        """Every value of the result is finite (NaN marks buses and branch ends without
+        voltage, and every value of a step that did not converge)."""
+        return self._finite
 
     @property
     def p_loss_mw(self) -> float:
@@ -854,11 +861,12 @@ class PowerFlowNetwork:
             its = self._kernel_solve(p, q, self._coerce_v0(v0), out, flows)
         if its <= 0:
             its = self._unconverged(p_mw_bus, q_mvar_bus, out, its, flows)
-        return PowerFlowResult(self, out, layout, its)
+            return PowerFlowResult(self, out, layout, its, bool(np.isfinite(out).all()))
+        return PowerFlowResult(self, out, layout, its, self._kernel.row_finite)
 
     def solve_row(self, pq_mw_bus: np.ndarray, at: np.ndarray | None = None,
                   extra: np.ndarray | None = None, start: PowerFlowResult | None = None, *,
-                  flows: bool = True) -> PowerFlowResult:
+                  flows: bool = True, scale: float = 1.0) -> PowerFlowResult:
         """Solve one step whose injections are one row, plus extra injections at some buses.
 
         For a caller that keeps its base injections as rows and adds its own at a few buses:
@@ -871,12 +879,16 @@ class PowerFlowNetwork:
         at : ndarray of int64, optional
             Positions (see :meth:`bus_positions`) of the buses with extra injections; unique.
         extra : ndarray of float64, shape (2 * len(at),), optional
-            P at each bus of ``at``, then Q, added to ``pq_mw_bus``. [MW], [Mvar]
+            P at each bus of ``at``, then Q, added to ``pq_mw_bus`` times ``scale``.
+            [MW / scale], [Mvar / scale]
         start : PowerFlowResult, optional
             A result of this network to start from: the same iterates as ``v0=start.v_pu`` of
             :meth:`solve`, without forming the complex voltages; default: no-load voltages.
         flows : bool
             As for :meth:`solve`.
+        scale : float
+            Factor on ``extra`` (e.g. 1e-3 for kW and kvar); each sum is formed as
+            ``pq_mw_bus[b] + scale * extra[i]``. [MW per unit of extra]
 
         Returns
         -------
@@ -888,14 +900,15 @@ class PowerFlowNetwork:
         layout = self._layout_flows if flows else self._layout_core
         out = _empty(layout.width)
         prev = None if start is None else start._out
-        its = self._kernel_solve_row(pq_mw_bus, at, extra, prev, out, flows)
+        its = self._kernel_solve_row(pq_mw_bus, at, extra, prev, out, flows, scale)
         if its <= 0:
             pq = np.array(pq_mw_bus, dtype=np.float64)
             if at is not None:
-                pq[at] += extra[:at.size]
-                pq[self._n_bus + at] += extra[at.size:]
+                pq[at] += scale * extra[:at.size]
+                pq[self._n_bus + at] += scale * extra[at.size:]
             its = self._unconverged(pq[:self._n_bus], pq[self._n_bus:], out, its, flows)
-        return PowerFlowResult(self, out, layout, its)
+            return PowerFlowResult(self, out, layout, its, bool(np.isfinite(out).all()))
+        return PowerFlowResult(self, out, layout, its, self._kernel.row_finite)
 
     def _unconverged(self, p_mw_bus: Any, q_mvar_bus: Any, out: np.ndarray, its: int,
                      flows: bool) -> int:

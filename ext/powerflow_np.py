@@ -12,9 +12,49 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spl
 
-__all__ = ["PowerFlowKernel"]
+__all__ = ["PowerFlowKernel", "bin_sums"]
 
 _RAD2DEG = 180.0 / np.pi
+
+
+def bin_sums(parts: list[np.ndarray], ptr: np.ndarray, bins: np.ndarray,
+             out: np.ndarray) -> bool:
+    """Sum the elements of ``parts`` (concatenated) per bin into ``out``: ``out[b]`` adds, from
+    0.0 and in element order, every element ``e`` with ``bins[e] == b``, as
+    ``np.bincount(bins, weights, minlength=out.size)`` does.
+
+    ``parts`` holds C-contiguous 1-D float64 arrays, ``ptr`` (int64, ``len(parts) + 1``
+    entries, from 0) where each starts in the concatenation, ``bins`` (int64) one bin per
+    element, ``out`` a writeable C-contiguous float64 array. Returns whether every sum is
+    finite; ValueError when an array does not fit (naming the part) or a bin is out of range.
+    """
+    if not isinstance(parts, list):
+        raise TypeError("bin_sums: parts must be a list")
+    for name, a in (("ptr", ptr), ("bins", bins)):
+        if not (isinstance(a, np.ndarray) and a.dtype == np.int64 and a.ndim == 1
+                and a.flags.c_contiguous):
+            raise ValueError(f"bin_sums: {name} must be a contiguous 1-D int64 array")
+    if ptr.size != len(parts) + 1 or ptr[0] != 0:
+        raise ValueError("bin_sums: ptr must hold 0 and the end of each part")
+    if bins.size != ptr[-1]:
+        raise ValueError("bin_sums: one bin per element of the parts expected")
+    if not (isinstance(out, np.ndarray) and out.dtype == np.float64 and out.flags.c_contiguous
+            and out.flags.writeable):
+        raise ValueError("bin_sums: out must be a writeable contiguous float64 array")
+    for j, a in enumerate(parts):
+        n = int(ptr[j + 1] - ptr[j])
+        if not (isinstance(a, np.ndarray) and a.dtype == np.float64 and a.ndim == 1
+                and a.flags.c_contiguous and a.size == n):
+            raise ValueError(f"bin_sums: part {j} must be a contiguous 1-D float64 array of "
+                             f"{n} values")
+    bad = np.flatnonzero((bins < 0) | (bins >= out.size))
+    if bad.size:
+        e = int(bad[0])
+        raise ValueError(f"bin_sums: bin {int(bins[e])} of element {e} outside "
+                         f"0..{out.size - 1}")
+    weights = np.concatenate(parts) if parts else np.zeros(0)
+    out.reshape(-1)[:] = np.bincount(bins, weights=weights, minlength=out.size)
+    return bool(np.isfinite(out).all())
 
 
 class PowerFlowKernel:
@@ -105,6 +145,9 @@ class PowerFlowKernel:
         self.valid = self.bus_map >= 0
         self.template = np.asarray(rep_template, dtype=float).reshape(3, -1)
         self._v = self.v_noload.copy()
+        self.row_finite = False
+        """Every value of the output row the last step wrote is finite (False when that step
+        did not converge or met non-finite input)."""
 
     # -- layout (same offsets as the compiled kernel) --------------------------------------
     def _width(self, flows: bool) -> int:
@@ -120,15 +163,17 @@ class PowerFlowKernel:
                 or q.shape != (self.n_bus,) or p.dtype != np.float64 or q.dtype != np.float64:
             raise ValueError("solve: array shapes do not match the network")
         if not (np.isfinite(p).all() and np.isfinite(q).all()):
+            self.row_finite = False
             return 0
         return self._step(p, q, self._start(v0), out, flows)
 
     def solve_row(self, pq: np.ndarray, at: np.ndarray | None, extra: np.ndarray | None,
-                  prev: np.ndarray | None, out: np.ndarray, flows: bool = True) -> int:
+                  prev: np.ndarray | None, out: np.ndarray, flows: bool = True,
+                  scale: float = 1.0) -> int:
         """Solve one step into ``out``: bus injections ``pq`` (P of every bus, then Q), plus
-        ``extra`` (P at each bus of ``at``, then Q) added at the bus positions ``at``; starting
-        from the voltages of ``prev``, an earlier output row of this kernel (its ``vm`` and
-        ``va`` per bus, usable entries as for ``v0`` of :meth:`solve`), or from the no-load
+        ``scale * extra`` (P at each bus of ``at``, then Q) added at the bus positions ``at``;
+        starting from the voltages of ``prev``, an earlier output row of this kernel (its ``vm``
+        and ``va`` per bus, usable entries as for ``v0`` of :meth:`solve`), or from the no-load
         voltages when ``prev`` is None. ``at`` (int64, unique) and ``extra`` may be None.
 
         Returns as :meth:`solve`.
@@ -144,8 +189,8 @@ class PowerFlowKernel:
                 raise ValueError("solve_row: bus position out of range")
             if extra.shape != (2 * at.size,) or extra.dtype != np.float64:
                 raise ValueError("solve: array shapes do not match the network")
-            w[at] += extra[:at.size]
-            w[nb + at] += extra[at.size:]
+            w[at] += scale * extra[:at.size]
+            w[nb + at] += scale * extra[at.size:]
         v0 = None
         if prev is not None:
             if prev.ndim != 1 or prev.dtype != np.float64 \
@@ -161,6 +206,7 @@ class PowerFlowKernel:
                 or q.shape != p.shape or its.shape != (p.shape[0],):
             raise ValueError("solve_batch: array shapes do not match the network")
         if not (np.isfinite(p).all() and np.isfinite(q).all()):
+            self.row_finite = False
             return 1
         v_start = self._start(v0)
         for t in range(p.shape[0]):
@@ -209,9 +255,11 @@ class PowerFlowKernel:
         if not converged:
             out[:] = np.nan
             self._v = self.v_noload.copy()
+            self.row_finite = False
             return -max(it, 1)
         self._v = v
         self._outputs(np.concatenate([v, self.v_slack]), s_int, p, q, out, flows)
+        self.row_finite = bool(np.isfinite(out).all())
         return max(it, 1) if m else 1
 
     def _outputs(self, v: np.ndarray, s_int: np.ndarray, p: np.ndarray, q: np.ndarray,

@@ -61,7 +61,12 @@ from components.grid.topology import (
     has_slack,
     resolve_tie_switches,
 )
-from ext.powerflow_net import PowerFlowNetwork, PowerFlowResult, UnsupportedNetworkError
+from ext.powerflow_net import (
+    PowerFlowNetwork,
+    PowerFlowResult,
+    UnsupportedNetworkError,
+    kernel_module,
+)
 
 if TYPE_CHECKING:
     from pandapower import pandapowerNet
@@ -804,6 +809,7 @@ class GridModel:
         self.steps_solved = 0
         self.injection_p_kw = np.zeros(n_inj)
         self.injection_q_kvar = np.zeros(n_inj)
+        self._bin_sums = kernel_module().bin_sums
 
         self._flow = flow_class(net, background, len(self.times), self.injection_buses,
                                 self._switching, self._scratch)
@@ -1062,8 +1068,7 @@ class GridModel:
             ``converged=False`` (the step is counted in ``nonconverged_steps``, never raised).
         """
         t_start = time.perf_counter()
-        if not 0 <= k < self._n_steps:
-            raise ValueError(f"step {k} outside the {self._n_steps} steps of this run")
+        self._check_step(k)
         p_kw = np.asarray(p_kw_bus, dtype=np.float64)
         q_kvar = np.asarray(q_kvar_bus, dtype=np.float64)
         n_inj = self.injection_buses.size
@@ -1073,6 +1078,61 @@ class GridModel:
         pq_kw = np.concatenate((p_kw, q_kvar))  # a copy: P [kW], then Q [kvar]
         if not all_finite(pq_kw):
             raise ValueError("p_kw_bus, q_kvar_bus: non-finite injection")
+        return self._solve_step(k, pq_kw, shed_share, t_start)
+
+    def solve_step_sum(self, k: int, parts: list[np.ndarray], ptr: np.ndarray,
+                       bins: np.ndarray, shed_share: np.ndarray | None = None) -> GridResult:
+        """:meth:`solve_step` with the injections summed per bus from several arrays.
+
+        Parameters
+        ----------
+        k : int
+            Step index into ``times``.
+        parts : list of array_like
+            1-D arrays of powers drawn (load convention), concatenated in this order: their
+            elements add up per bin. C-contiguous float64 arrays are summed as they are, others
+            converted first. [kW], [kvar]
+        ptr : ndarray of int64, shape (len(parts) + 1,)
+            Where each part starts in the concatenation (0 first), then its end.
+        bins : ndarray of int64, shape (ptr[-1],)
+            Bin of each element: ``i`` adds to P of ``injection_buses[i]``, ``n + i`` to its Q
+            (``n`` injection buses). Each bin sums its elements in their order, as
+            ``np.bincount`` does.
+        shed_share : ndarray, optional
+            As for :meth:`solve_step`.
+
+        Returns
+        -------
+        GridResult
+            As :meth:`solve_step`.
+
+        Raises
+        ------
+        ValueError
+            When a part's length differs from ``ptr``, a bin is out of range or a sum is not
+            finite.
+        """
+        t_start = time.perf_counter()
+        self._check_step(k)
+        pq_kw = np.empty(2 * self.injection_buses.size)  # P [kW], then Q [kvar]
+        try:
+            finite = self._bin_sums(parts, ptr, bins, pq_kw)
+        except ValueError:  # lists or other dtypes: converted, then summed (or a clear error)
+            parts = [np.ascontiguousarray(a, dtype=np.float64) for a in parts]
+            finite = self._bin_sums(parts, ptr, bins, pq_kw)
+        if not finite:
+            raise ValueError("parts: non-finite injection")
+        return self._solve_step(k, pq_kw, shed_share, t_start)
+
+    def _check_step(self, k: int) -> None:
+        if not 0 <= k < self._n_steps:
+            raise ValueError(f"step {k} outside the {self._n_steps} steps of this run")
+
+    def _solve_step(self, k: int, pq_kw: np.ndarray, shed_share: np.ndarray | None,
+                    t_start: float) -> GridResult:
+        """The step of :meth:`solve_step` once its injections (P [kW], then Q [kvar], finite,
+        owned by the model from now on) are known."""
+        n_inj = self.injection_buses.size
         p_kw, q_kvar = self.injection_p_kw, self.injection_q_kvar = pq_kw[:n_inj], pq_kw[n_inj:]
         shed = self._shed_fraction(shed_share)
 
@@ -1393,10 +1453,10 @@ class _CompiledFlow:
         load_mw, sgen_mw, storage_mw = entry.served_mw(k)
         row = self._pq_bus[k if self._pq_profiled else 0]
         at = self._inj_pos
-        extra = 1e-3 * (np.concatenate((p_kw, q_kvar)) if pq_kw is None else pq_kw)
+        extra = np.concatenate((p_kw, q_kvar)) if pq_kw is None else pq_kw  # [kW], [kvar]
         if shed is not None:  # the row formed here: injections added, then shed loads taken off
             row = row.copy()
-            row[self._pq_inj_pos] += extra
+            row[self._pq_inj_pos] += 1e-3 * extra
             at = extra = None
             n_bus = self._n_bus
             p_row, q_row = (v[k] if v.ndim == 2 else v for v in self._load_pq)
@@ -1445,14 +1505,14 @@ class _CompiledFlow:
         row is finite. The row is made read-only: results hand out views of it, and the next
         step starts from it."""
         try:
-            res = entry.network.solve_row(row, at, extra, start, flows=False)
+            res = entry.network.solve_row(row, at, extra, start, flows=False, scale=1e-3)
         except Warning:
             return None, False
         if res._its <= 0:  # not converged
             return None, False
         out = res._out
-        # with every bus supplied, a converged row is finite throughout: one check for all
-        finite = entry.all_live and all_finite(out)
+        # with every bus supplied, a converged row is finite throughout (the kernel tells)
+        finite = entry.all_live and res.finite
         if not finite:
             vm = out[res._layout.vm]
             if not all_finite(vm if entry.all_live else vm[entry.live]):

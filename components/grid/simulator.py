@@ -2,9 +2,9 @@
 
 Inputs ``p_kw`` and ``q_kvar`` arrive per source (``{source_full_id: array}``), each array
 aligned to the bus list that source was registered with in ``create(injectors=...)``; the
-adapter sums them per bus. A registered source that sends nothing in a step counts as zero
-for that step. Outputs are arrays aligned to ``bus_ids``, ``line_ids`` and ``trafo_ids``
-(static attributes of the entity) plus zone totals.
+model sums them per bus (``GridModel.solve_step_sum``). A registered source that sends
+nothing in a step counts as zero for that step. Outputs are arrays aligned to ``bus_ids``,
+``line_ids`` and ``trafo_ids`` (static attributes of the entity) plus zone totals.
 
 Resilience outputs (see :class:`components.grid.model.GridResult` for each): ``energised`` and
 ``v_quality_ok`` per bus; ``islanded``, ``island_held`` and ``islanded_next`` (the event
@@ -173,12 +173,11 @@ class GridSimulator(mosaik_api_v3.Simulator):
         """
         k = step_index(self._name, time, self.step_ticks, self.n_steps)
         values = inputs.get(EID, _NONE)
-        p_kw, q_kvar = self._per_bus(values.get("p_kw", _NONE), values.get("q_kvar", _NONE),
-                                     time)
         by_source = values.get("shed_background_share")
         shed = self._shed_share(by_source, time) if by_source else None
         self._shed_applied = self._no_shed if shed is None else shed
-        self._result = self.model.solve_step(k, p_kw, q_kvar, shed)
+        self._result = self._solve(k, values.get("p_kw", _NONE), values.get("q_kvar", _NONE),
+                                   shed, time)
         self._next = k + 1
         self._sent = {}
         if self.model.nonconverged_steps > self._max_nonconverged:
@@ -202,40 +201,38 @@ class GridSimulator(mosaik_api_v3.Simulator):
             total = arr if total is None else total + arr
         return None if total is None else np.clip(total, 0.0, 1.0)
 
-    def _per_bus(self, p_by_source: dict, q_by_source: dict,
-                 time: int) -> tuple[np.ndarray, np.ndarray]:
-        """P [kW] and Q [kvar] per injection bus, each summed over the sources."""
-        n = self.injection_buses.size
-        if not p_by_source and not q_by_source:
-            return np.zeros(n), np.zeros(n)
+    def _solve(self, k: int, p_by_source: dict, q_by_source: dict, shed: np.ndarray | None,
+               time: int) -> GridResult:
+        """Solve step ``k`` with P [kW] and Q [kvar] per injection bus summed over the sources
+        (each element added to its bus in source order, as np.add.at would)."""
         key = (tuple(p_by_source), tuple(q_by_source))
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._plan(key, time)
-        pos, shapes = plan
+        bins, ptr, shapes = plan
         arrays = [*p_by_source.values(), *q_by_source.values()]
         if [getattr(a, "shape", None) for a in arrays] != shapes:  # lists, or wrong lengths
             arrays = [self._source_array(attr, src, by_source[src], time)
                       for attr, by_source in (("p_kw", p_by_source), ("q_kvar", q_by_source))
                       for src in by_source]
-        # adds each element to its bus in source order, as np.add.at would, in one call
-        total = np.bincount(pos, weights=np.concatenate(arrays, dtype=np.float64),
-                            minlength=2 * n)
-        return total[:n], total[n:]
+        return self.model.solve_step_sum(k, arrays, ptr, bins, shed)
 
     def _plan(self, key: tuple[tuple[str, ...], tuple[str, ...]],
-              time: int) -> tuple[np.ndarray, list[tuple[int]]]:
-        """Bin of each element of the senders' arrays concatenated (Q into bins n..2n-1), and
-        the shape each array must have; ``ValueError`` naming a sender that is no injector."""
+              time: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int]]]:
+        """Bin of each element of the senders' arrays concatenated (Q into bins n..2n-1), where
+        each array starts in the concatenation, and the shape each array must have;
+        ``ValueError`` naming a sender that is no injector."""
         n = self.injection_buses.size
         for attr, sources in zip(("p_kw", "q_kvar"), key, strict=True):
             for src in sources:
                 if src not in self._source_pos:
                     raise ValueError(f"{self._name} at t={time} s: {attr} from {src!r}, which "
                                      f"is not among the injectors {sorted(self._source_pos)}")
-        pos = np.concatenate([self._source_pos[s] for s in key[0]]
-                             + [n + self._source_pos[s] for s in key[1]])
-        return pos, [self._source_pos[s].shape for s in (*key[0], *key[1])]
+        pos = [self._source_pos[s] for s in key[0]] + [n + self._source_pos[s] for s in key[1]]
+        bins = np.concatenate(pos) if pos else np.zeros(0, np.int64)
+        ptr = np.zeros(len(pos) + 1, np.int64)
+        np.cumsum([p.size for p in pos], out=ptr[1:])
+        return bins, ptr, [self._source_pos[s].shape for s in (*key[0], *key[1])]
 
     def _source_array(self, attr: str, src: str, values, time: int) -> np.ndarray:
         pos = self._source_pos[src]

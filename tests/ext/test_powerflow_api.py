@@ -128,6 +128,11 @@ def test_solve_row_is_solve_of_the_summed_row_from_the_same_start(backend, flows
         got = network.solve_row(row, at, extra, previous, flows=flows)
         assert got.converged and got.iterations == want.iterations
         assert got._out.tobytes() == want._out.tobytes()
+        # extras in kW and kvar, scaled in the kernel: the same bits as scaling them first
+        scaled = network.solve_row(row, at, 1e3 * extra, previous, flows=flows, scale=1e-3)
+        unscaled = network.solve_row(row, at, 1e-3 * (1e3 * extra), previous, flows=flows)
+        assert scaled._out.tobytes() == unscaled._out.tobytes()
+        assert got.finite and want.finite and np.isfinite(got._out).all()
         cold = network.solve_row(summed, start=None, flows=flows)
         assert cold._out.tobytes() == network.solve(summed[:network.n_bus],
                                                     summed[network.n_bus:],
@@ -156,6 +161,51 @@ def test_solve_row_falls_back_and_checks_its_inputs() -> None:
     bad[3] = np.nan
     with pytest.raises(ValueError, match="p_mw_bus: 1 non-finite"):
         network.solve_row(bad)
+
+
+KERNELS = [kernel_module("numpy"), *([kernel_module("compiled")] if HAS_COMPILED else [])]
+
+
+@pytest.mark.parametrize("kernels", KERNELS, ids=lambda m: m.__name__)
+def test_bin_sums_add_like_bincount_and_check_their_arrays(kernels) -> None:
+    # values of very different magnitude: the order of the additions shows in the last bits
+    rng = np.random.default_rng(5)
+    sizes = [4, 0, 7, 3]
+    parts = [rng.normal(size=n) * 10.0 ** rng.integers(-6, 7, size=n) for n in sizes]
+    ptr = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    bins = rng.integers(0, 5, size=ptr[-1]).astype(np.int64)
+    out = np.full(6, np.nan)
+    assert kernels.bin_sums(parts, ptr, bins, out)
+    want = np.bincount(bins, weights=np.concatenate(parts), minlength=6)
+    assert out.tobytes() == want.tobytes()
+    assert kernels.bin_sums([], np.zeros(1, np.int64), np.zeros(0, np.int64), out)
+    assert not out.any()
+    bad = [p.copy() for p in parts]
+    bad[2][1] = np.inf
+    assert not kernels.bin_sums(bad, ptr, bins, out)
+    huge = [np.full(2, 1e308)]  # finite terms whose sum overflows
+    assert not kernels.bin_sums(huge, np.array([0, 2]), np.zeros(2, np.int64), out)
+    with pytest.raises(ValueError, match="part 2 must be a contiguous 1-D float64 array of 7"):
+        kernels.bin_sums([parts[0], parts[1], parts[2][:-1], parts[3]], ptr, bins, out)
+    with pytest.raises(ValueError, match="part 0 must be"):
+        kernels.bin_sums([parts[0].astype(np.float32), *parts[1:]], ptr, bins, out)
+    with pytest.raises(ValueError, match="part 2 must be"):
+        kernels.bin_sums([parts[0], parts[1], np.repeat(parts[2], 2)[::2], parts[3]], ptr,
+                         bins, out)
+    with pytest.raises(ValueError, match="bin 6 of element 3 outside 0..5"):
+        kernels.bin_sums(parts, ptr, np.where(np.arange(bins.size) == 3, 6, bins), out)
+    with pytest.raises(ValueError, match="bin -1 of element 0"):
+        kernels.bin_sums(parts, ptr, np.where(np.arange(bins.size) == 0, -1, bins), out)
+    with pytest.raises(ValueError, match="ptr must hold"):
+        kernels.bin_sums(parts, ptr[:-1], bins, out)
+    with pytest.raises(ValueError, match="one bin per element"):
+        kernels.bin_sums(parts, ptr, bins[:-1], out)
+    with pytest.raises(ValueError, match="bins must be a contiguous 1-D int64"):
+        kernels.bin_sums(parts, ptr, bins.astype(np.int32), out)
+    with pytest.raises(ValueError, match="out must be a writeable"):
+        kernels.bin_sums(parts, ptr, bins, np.zeros(6, np.float32))
+    with pytest.raises(TypeError):
+        kernels.bin_sums(tuple(parts), ptr, bins, out)
 
 
 def test_batch_without_flows_keeps_the_core_results() -> None:
@@ -217,6 +267,12 @@ def test_islanded_buses_are_reported_and_never_crash() -> None:
     assert res.ext_grid_p_mw.sum() == pytest.approx(p[~dead].sum() + res.p_loss_mw, abs=1e-6)
     batch = network.solve_batch(np.vstack([p, 2 * p]), np.vstack([q, 2 * q]))
     assert batch.converged.all()
+    for backend in BACKENDS:  # NaN marks the buses without voltage: the result is not finite
+        other = PowerFlowNetwork(net, backend=backend)
+        assert not other.solve(p, q).finite
+        assert not other.solve_row(np.concatenate((p, q))).finite
+        alive = np.where(dead, 0.0, p)
+        assert PowerFlowNetwork(cigre(), backend=backend).solve(alive, q).finite
 
 
 def test_newton_fallback_solves_what_the_fixed_point_leaves() -> None:
@@ -238,7 +294,7 @@ def test_unsolvable_step_is_flagged_not_raised() -> None:
     network = cigre_network()
     p, q = network.base_injections()
     impossible = network.solve(p * 500.0, q * 500.0)  # far beyond the voltage-collapse point
-    assert not impossible.converged
+    assert not impossible.converged and not impossible.finite
     assert np.isnan(impossible.vm_pu).all()
     batch = network.solve_batch(np.vstack([p, p * 500.0, p]), np.vstack([q, q * 500.0, q]))
     np.testing.assert_array_equal(batch.converged, [True, False, True])

@@ -510,3 +510,40 @@ def test_background_classes_sum_each_steps_loads_like_bincount(comm_net):
         got = model.solve_step(k, np.zeros(0), np.zeros(0)).background_class_kw
         want = np.bincount(classes, weights=1e3 * load_p[k] * w, minlength=2)
         assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_solve_step_sum_equals_solve_step_of_the_per_bus_sums(comm_net, solver):
+    times = _times("2026-06-01T00:00+08:00", 3)
+    buses = [12, 9, 77]
+    by_sum = GridModel(copy.deepcopy(comm_net), times, injection_buses=buses, solver=solver)
+    by_bus = GridModel(copy.deepcopy(comm_net), times, injection_buses=buses, solver=solver)
+    rng = np.random.default_rng(4)
+    # P of two sources, then Q of one: bins 0..2 are P, 3..5 Q of injection_buses
+    bins = np.array([0, 2, 0, 1, 1, 2, 5, 3, 5], dtype=np.int64)
+    ptr = np.array([0, 3, 6, 9], dtype=np.int64)
+    for k in range(3):
+        parts = [rng.normal(size=3) * np.array([300.0, 1e-7, 40.0]) for _ in range(3)]
+        total = np.bincount(bins, weights=np.concatenate(parts), minlength=6)
+        got = by_sum.solve_step_sum(k, parts, ptr, bins)
+        want = by_bus.solve_step(k, total[:3], total[3:])
+        assert by_sum.injection_p_kw.tobytes() == total[:3].tobytes()
+        assert by_sum.injection_q_kvar.tobytes() == total[3:].tobytes()
+        for name in ("vm_pu", "va_deg", "line_loading_pct", "trafo_loading_pct"):
+            assert getattr(got, name).tobytes() == getattr(want, name).tobytes()
+        assert (got.import_kw, got.losses_kw, got.injection_kw) == (
+            want.import_kw, want.losses_kw, want.injection_kw)
+    # lists and other dtypes are converted; bad parts fail before anything is stepped
+    solved = by_sum.steps_solved
+    listed = by_sum.solve_step_sum(2, [p.tolist() for p in parts], ptr, bins)
+    assert listed.converged and by_sum.injection_p_kw.tobytes() == total[:3].tobytes()
+    np.testing.assert_allclose(listed.vm_pu, got.vm_pu, atol=1e-9)  # from another start
+    with pytest.raises(ValueError, match="part 1 must be a contiguous 1-D float64 array of 3"):
+        by_sum.solve_step_sum(2, [parts[0], parts[1][:2], parts[2]], ptr, bins)
+    with pytest.raises(ValueError, match="parts: non-finite injection"):
+        by_sum.solve_step_sum(2, [parts[0], np.array([1.0, np.nan, 0.0]), parts[2]], ptr, bins)
+    with pytest.raises(ValueError, match="bin 6 of element 8"):
+        by_sum.solve_step_sum(2, parts, ptr, np.where(np.arange(9) == 8, 6, bins))
+    with pytest.raises(ValueError, match="step 3 outside"):
+        by_sum.solve_step_sum(3, parts, ptr, bins)
+    assert by_sum.steps_solved == solved + 1

@@ -206,11 +206,12 @@ def test_per_bus_sums_add_in_source_order_like_np_add_at():
     # values of very different magnitude: the order of the additions shows in the last bits
     sim = _grid({"PV-0.pv": [3, 5, 3, 11], "EV-0.fleet": [11, "Bus 5", 3]})
     rng = np.random.default_rng(3)
-    pv = rng.normal(size=4) * np.array([1e6, 1.0, 1e-6, 1e3])
-    ev = rng.normal(size=3) * np.array([1e-3, 1e5, 1.0])
-    q_pv, q_ev = rng.normal(size=4), rng.normal(size=3) * 1e4
-    p_kw, q_kvar = sim._per_bus({"PV-0.pv": pv, "EV-0.fleet": ev},
-                                {"EV-0.fleet": q_ev, "PV-0.pv": q_pv}, 0)
+    pv = rng.normal(size=4) * np.array([1e3, 1.0, 1e-9, 10.0])
+    ev = rng.normal(size=3) * np.array([1e-6, 1e2, 1.0])
+    q_pv, q_ev = rng.normal(size=4), rng.normal(size=3) * 1e2
+    sim.step(0, {"grid": {"p_kw": {"PV-0.pv": pv, "EV-0.fleet": ev},
+                          "q_kvar": {"EV-0.fleet": q_ev, "PV-0.pv": q_pv}}}, 900)
+    p_kw, q_kvar = sim.model.injection_p_kw, sim.model.injection_q_kvar
     pos = sim._source_pos
     want_p, want_q = np.zeros(3), np.zeros(3)
     for total, parts in ((want_p, [("PV-0.pv", pv), ("EV-0.fleet", ev)]),
@@ -218,6 +219,27 @@ def test_per_bus_sums_add_in_source_order_like_np_add_at():
         for src, values in parts:
             np.add.at(total, pos[src], values)
     assert p_kw.tobytes() == want_p.tobytes() and q_kvar.tobytes() == want_q.tobytes()
+
+
+def test_sources_as_lists_or_other_dtypes_sum_alike_and_bad_ones_fail_by_name():
+    sim = _grid({"PV-0.pv": [3, 5], "EV-0.fleet": [5]})
+    sim.step(0, {"grid": {"p_kw": {"PV-0.pv": np.array([-400.0, 30.0]),
+                                   "EV-0.fleet": np.array([7.0])}}}, 900)
+    want = sim.model.injection_p_kw.copy()
+    inputs = {"PV-0.pv": [-400, 30], "EV-0.fleet": np.array([7.0], dtype=np.float32)}
+    sim.step(900, {"grid": {"p_kw": inputs}}, 1800)
+    assert sim.model.injection_p_kw.tobytes() == want.tobytes()
+    strided = np.array([-400.0, 0.0, 30.0])[::2]  # a view that is not contiguous
+    sim.step(1800, {"grid": {"p_kw": {"PV-0.pv": strided, "EV-0.fleet": np.array([7.0])}}},
+             2700)
+    assert sim.model.injection_p_kw.tobytes() == want.tobytes()
+    with pytest.raises(ValueError, match="p_kw from 'EV-0.fleet' has shape \\(2,\\)"):
+        sim.step(2700, {"grid": {"p_kw": {"EV-0.fleet": np.zeros(2)}}}, 3600)
+    with pytest.raises(ValueError, match="non-finite injection"):
+        sim.step(2700, {"grid": {"q_kvar": {"EV-0.fleet": np.array([np.inf])}}}, 3600)
+    with pytest.raises(ValueError, match="non-finite injection"):  # finite terms, sum overflows
+        sim.step(2700, {"grid": {"p_kw": {"PV-0.pv": np.array([0.0, 1e308]),
+                                          "EV-0.fleet": np.array([1e308])}}}, 3600)
 
 
 def test_each_output_is_checked_for_finiteness_once_per_step():
