@@ -239,15 +239,9 @@ def _index(values, n=None):
 
 
 def bin_sums(list parts not None, ptr, bins, out):
-    """Sum the elements of ``parts`` (concatenated) per bin into ``out``: ``out[b]`` adds, from
-    0.0 and in element order, every element ``e`` with ``bins[e] == b``, as
-    ``np.bincount(bins, weights, minlength=out.size)`` does.
-
-    ``parts`` holds C-contiguous 1-D float64 arrays, ``ptr`` (int64, ``len(parts) + 1``
-    entries, from 0) where each starts in the concatenation, ``bins`` (int64) one bin per
-    element, ``out`` a writeable C-contiguous float64 array. Returns whether every sum is
-    finite; ValueError when an array does not fit (naming the part) or a bin is out of range.
-    """
+    """Sum the elements of ``parts`` (concatenated) per bin into ``out``, in element order from
+    0.0 as ``np.bincount`` does; returns whether every sum is finite. See the twin
+    ``ext.powerflow_np.bin_sums`` for the arguments and errors."""
     cdef Py_ssize_t j, e, e0, e1, n_parts = len(parts), n_out
     cdef int64_t b
     cdef const int64_t* pp
