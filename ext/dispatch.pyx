@@ -63,17 +63,23 @@ laxities are held within +-1e9 h.
 
 The coordinator's other per-step passes over its EVs and trades live here too, each a plain
 loop where NumPy needs a dozen array operations: its view of the plugged EVs
-(``plugged_into``), the whole step of the ``pv_following`` strategy (``charge_into``: targets,
-PV per site, the allocations of mandatory power, PV and the off-peak fill), what the EVs do
-with its set-points (``done_into``), the transport tables of the settlement
-(``north_west_into``) and the whole settlement (``settle_into``). They use NumPy's maxima,
-minima and summation order (pairwise sums as ``numpy.sum`` adds them, ``_np_sum``), so their
-twins give the same values to the bit (``charge_into``: given the same allocation kernel).
+(``plugged_into``), the step's PV and factory totals (``supply_into``), the whole step of the
+``pv_following`` strategy (``charge_into``: targets, PV per site, the allocations of mandatory
+power, PV and the off-peak fill), what the EVs do with its set-points (``done_into``), the
+transport tables of the settlement (``north_west_into``) and the whole settlement
+(``settle_into``). They use NumPy's maxima, minima and summation order (pairwise sums as
+``numpy.sum`` adds them, ``_np_sum``), so their twins give the same values to the bit
+(``charge_into``: given the same allocation kernel). The per-step ones (all but
+``north_west_into``) take NumPy arrays (C-contiguous float64; indices int64, flags uint8;
+outputs writable) and raise a ``ValueError`` naming the kernel and the argument for any other.
 """
 
+cimport numpy as cnp
 from libc.math cimport INFINITY, NAN
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
+
+cnp.import_array()
 
 cdef extern from *:
     """
@@ -1271,6 +1277,38 @@ cdef inline const double* _dptr(const double[::1] x) noexcept nogil:
     return &x[0] if x.shape[0] > 0 else NULL
 
 
+# The coordinator's per-step kernels take NumPy arrays, not typed memoryviews: acquiring a
+# memoryview costs some 0.2 us per argument, more than the work of a small kernel.
+
+cdef void* _data(cnp.ndarray a, int typenum, int ndim, bint out, str func,
+                 str name) except NULL:
+    """Data pointer of ``a`` once it is a C-contiguous, aligned, native-order array of
+    ``typenum`` with ``ndim`` dimensions (writable when ``out``): what a typed memoryview
+    accepts. ``ValueError`` naming the kernel and the argument otherwise."""
+    if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim
+            or not cnp.PyArray_ISCARRAY_RO(a) or not cnp.PyArray_ISNOTSWAPPED(a)
+            or (out and not cnp.PyArray_ISWRITEABLE(a))):
+        raise ValueError(f"{func}: {name} needs a C-contiguous{' writable' if out else ''} "
+                         f"{ndim}-d array of {cnp.PyArray_DescrFromType(typenum)}, got "
+                         f"{'' if a.flags.c_contiguous else 'non-contiguous '}"
+                         f"{'' if a.flags.writeable or not out else 'read-only '}"
+                         f"{a.ndim}-d {a.dtype}")
+    return cnp.PyArray_DATA(a)
+
+
+cdef inline double* _f64(cnp.ndarray a, str func, str name, int ndim=1,
+                         bint out=False) except NULL:
+    return <double*>_data(a, cnp.NPY_FLOAT64, ndim, out, func, name)
+
+
+cdef inline int64_t* _i64(cnp.ndarray a, str func, str name) except NULL:
+    return <int64_t*>_data(a, cnp.NPY_INT64, 1, False, func, name)
+
+
+cdef inline Py_ssize_t _len(cnp.ndarray a) noexcept:
+    return cnp.PyArray_DIM(a, 0)
+
+
 cdef inline const int64_t* _iptr(const int64_t[::1] x) noexcept nogil:
     return &x[0] if x.shape[0] > 0 else NULL
 
@@ -1357,7 +1395,9 @@ def north_west_into(const double[::1] supply, const double[::1] demand,
     cdef Py_ssize_t n_groups = row_start.shape[0] - 1
     if supply.shape[0] != n_rows or demand.shape[0] != n_cols:
         raise ValueError("north_west_into: array sizes do not match")
-    _check_groups("north_west_into", n_rows, n_cols, row_start, rows, col_start, cols)
+    _check_groups("north_west_into", n_rows, n_cols, &row_start[0], row_start.shape[0],
+                  _iptr(rows), rows.shape[0], &col_start[0], col_start.shape[0], _iptr(cols),
+                  cols.shape[0])
     with nogil:
         _north_west(&supply[0] if n_rows > 0 else NULL, &demand[0] if n_cols > 0 else NULL,
                     &row_start[0], _iptr(rows), &col_start[0], _iptr(cols), n_groups,
@@ -1365,20 +1405,22 @@ def north_west_into(const double[::1] supply, const double[::1] demand,
 
 
 cdef int _check_groups(str name, Py_ssize_t n_rows, Py_ssize_t n_cols,
-                       const int64_t[::1] row_start, const int64_t[::1] rows,
-                       const int64_t[::1] col_start, const int64_t[::1] cols) except -1:
+                       const int64_t* row_start, Py_ssize_t n_row_start, const int64_t* rows,
+                       Py_ssize_t n_row_members, const int64_t* col_start,
+                       Py_ssize_t n_col_start, const int64_t* cols,
+                       Py_ssize_t n_col_members) except -1:
     """Raise ``ValueError`` unless the groups of ``north_west_into`` are within bounds."""
-    cdef Py_ssize_t n_groups = row_start.shape[0] - 1, g, a
-    if n_groups < 0 or col_start.shape[0] != n_groups + 1:
+    cdef Py_ssize_t n_groups = n_row_start - 1, g, a
+    if n_groups < 0 or n_col_start != n_groups + 1:
         raise ValueError(f"{name}: array sizes do not match")
     for g in range(n_groups):
-        if not (0 <= row_start[g] <= row_start[g + 1] <= rows.shape[0]
-                and 0 <= col_start[g] <= col_start[g + 1] <= cols.shape[0]):
+        if not (0 <= row_start[g] <= row_start[g + 1] <= n_row_members
+                and 0 <= col_start[g] <= col_start[g + 1] <= n_col_members):
             raise ValueError(f"{name}: group bounds out of range")
-    for a in range(rows.shape[0]):
+    for a in range(n_row_members):
         if not 0 <= rows[a] < n_rows:
             raise ValueError(f"{name}: supplier index out of range")
-    for a in range(cols.shape[0]):
+    for a in range(n_col_members):
         if not 0 <= cols[a] < n_cols:
             raise ValueError(f"{name}: consumer index out of range")
     return 0
@@ -1406,13 +1448,14 @@ cdef void _north_west(const double* supply, const double* demand, const int64_t*
                 flow[i * n_cols + j] += _np_max(_np_min(s_hi, d_hi) - _np_max(s_lo, d_lo), 0.0)
 
 
-def plugged_into(const int64_t[::1] ids, const int64_t[::1] site, const double[::1] soc,
-                 const double[::1] need_kwh, const double[::1] departure_s,
-                 const double[::1] p_max_kw, const double[::1] p_min_kw,
-                 const unsigned char[::1] v2g, double t_s, double step_s,
-                 const double[::1] site_point_kw, const double[::1] capacity_kwh,
-                 double soc_max, double[::1] rate_kw, double[::1] dis_rate_kw,
-                 double[::1] delta_e_kwh, int64_t[::1] site_of, double[:, ::1] out):
+def plugged_into(cnp.ndarray ids not None, cnp.ndarray site not None,
+                 cnp.ndarray soc not None, cnp.ndarray need_kwh not None,
+                 cnp.ndarray departure_s not None, cnp.ndarray p_max_kw not None,
+                 cnp.ndarray p_min_kw not None, cnp.ndarray v2g not None, double t_s,
+                 double step_s, cnp.ndarray site_point_kw not None,
+                 cnp.ndarray capacity_kwh not None, double soc_max, cnp.ndarray rate_kw not None,
+                 cnp.ndarray dis_rate_kw not None, cnp.ndarray delta_e_kwh not None,
+                 cnp.ndarray site_of not None, cnp.ndarray out not None):
     """The coordinator's view of the EVs plugged at ``t_s``, and its memory of each EV.
 
     Per plugged EV ``ids[i]`` (fleet index) at ``site[i]``, with the fleet's ``soc``,
@@ -1431,54 +1474,71 @@ def plugged_into(const int64_t[::1] ids, const int64_t[::1] site, const double[:
     Returns 0, or before changing anything 1 when an EV index is outside the fleet and 2 when a
     site index is outside ``site_point_kw``.
     """
-    cdef Py_ssize_t n = ids.shape[0], n_ev = rate_kw.shape[0], n_site = site_point_kw.shape[0]
+    cdef str f = "plugged_into"
+    cdef const int64_t* ids_p = _i64(ids, f, "ids")
+    cdef const int64_t* site_p = _i64(site, f, "site")
+    cdef const double* soc_p = _f64(soc, f, "soc")
+    cdef const double* need_p = _f64(need_kwh, f, "need_kwh")
+    cdef const double* dep_p = _f64(departure_s, f, "departure_s")
+    cdef const double* pmax_p = _f64(p_max_kw, f, "p_max_kw")
+    cdef const double* pmin_p = _f64(p_min_kw, f, "p_min_kw")
+    cdef const unsigned char* v2g_p = <unsigned char*>_data(v2g, cnp.NPY_UINT8, 1, False, f,
+                                                            "v2g")
+    cdef const double* point_p = _f64(site_point_kw, f, "site_point_kw")
+    cdef const double* cap_p = _f64(capacity_kwh, f, "capacity_kwh")
+    cdef double* rate_p = _f64(rate_kw, f, "rate_kw", 1, True)
+    cdef double* dis_rate_p = _f64(dis_rate_kw, f, "dis_rate_kw", 1, True)
+    cdef double* delta_p = _f64(delta_e_kwh, f, "delta_e_kwh", 1, True)
+    cdef int64_t* site_of_p = <int64_t*>_data(site_of, cnp.NPY_INT64, 1, True, f, "site_of")
+    cdef double* out_p = _f64(out, f, "out", 2, True)
+    cdef Py_ssize_t n = _len(ids), n_ev = _len(rate_kw), n_site = _len(site_point_kw)
     cdef Py_ssize_t i, e
-    cdef bint known_cap = capacity_kwh.shape[0] > 0
+    cdef bint known_cap = _len(capacity_kwh) > 0
     cdef double rate, dis_rate, need, point
-    if (site.shape[0] != n or soc.shape[0] != n or need_kwh.shape[0] != n
-            or departure_s.shape[0] != n or p_max_kw.shape[0] != n or p_min_kw.shape[0] != n
-            or v2g.shape[0] != n or dis_rate_kw.shape[0] != n_ev
-            or delta_e_kwh.shape[0] != n_ev or site_of.shape[0] != n_ev
-            or (known_cap and capacity_kwh.shape[0] != n_ev)
-            or out.shape[0] != 8 or out.shape[1] != n):
+    if (_len(site) != n or _len(soc) != n or _len(need_kwh) != n or _len(departure_s) != n
+            or _len(p_max_kw) != n or _len(p_min_kw) != n or _len(v2g) != n
+            or _len(dis_rate_kw) != n_ev or _len(delta_e_kwh) != n_ev or _len(site_of) != n_ev
+            or (known_cap and _len(capacity_kwh) != n_ev)
+            or _len(out) != 8 or cnp.PyArray_DIM(out, 1) != n):
         raise ValueError("plugged_into: array sizes do not match")
     for i in range(n):
-        if not 0 <= ids[i] < n_ev:
+        if not 0 <= ids_p[i] < n_ev:
             return 1
     for i in range(n):
-        if not 0 <= site[i] < n_site:
+        if not 0 <= site_p[i] < n_site:
             return 2
     with nogil:
         for i in range(n):
-            if site_of[ids[i]] != site[i]:  # a new stay
-                delta_e_kwh[ids[i]] = 0.0
+            if site_of_p[ids_p[i]] != site_p[i]:  # a new stay
+                delta_p[ids_p[i]] = 0.0
         for e in range(n_ev):
-            site_of[e] = -1
+            site_of_p[e] = -1
         for i in range(n):
-            e = ids[i]
-            site_of[e] = site[i]
-            point = site_point_kw[site[i]]
-            need = _np_max(need_kwh[i], 0.0)
-            out[0, i] = need
-            out[1, i] = _np_max(departure_s[i] - t_s, step_s)
-            out[2, i] = _np_max(p_max_kw[i], 0.0)
-            out[3, i] = _np_min(p_min_kw[i], 0.0)
-            rate = _np_max(rate_kw[e], out[2, i])
-            dis_rate = _np_max(dis_rate_kw[e], -out[3, i])
-            rate_kw[e] = rate
-            dis_rate_kw[e] = dis_rate
-            out[4, i] = rate if rate > 0 else point
-            out[5, i] = (dis_rate if dis_rate > 0 else point) if v2g[i] else 0.0
-            out[6, i] = _np_max(-delta_e_kwh[e], 0.0)
-            out[7, i] = _np_max((soc_max - soc[i]) * capacity_kwh[e], need) if known_cap \
+            e = ids_p[i]
+            site_of_p[e] = site_p[i]
+            point = point_p[site_p[i]]
+            need = _np_max(need_p[i], 0.0)
+            out_p[i] = need
+            out_p[n + i] = _np_max(dep_p[i] - t_s, step_s)
+            out_p[2 * n + i] = _np_max(pmax_p[i], 0.0)
+            out_p[3 * n + i] = _np_min(pmin_p[i], 0.0)
+            rate = _np_max(rate_p[e], out_p[2 * n + i])
+            dis_rate = _np_max(dis_rate_p[e], -out_p[3 * n + i])
+            rate_p[e] = rate
+            dis_rate_p[e] = dis_rate
+            out_p[4 * n + i] = rate if rate > 0 else point
+            out_p[5 * n + i] = (dis_rate if dis_rate > 0 else point) if v2g_p[i] else 0.0
+            out_p[6 * n + i] = _np_max(-delta_p[e], 0.0)
+            out_p[7 * n + i] = _np_max((soc_max - soc_p[i]) * cap_p[e], need) if known_cap \
                 else need
     return 0
 
 
-def done_into(const double[::1] p_kw, const double[::1] p_min_kw, const double[::1] p_max_kw,
-              const int64_t[::1] ids, const int64_t[::1] site, double eta_ch, double eta_dis,
-              double dt_h, double[::1] delta_e_kwh, double[::1] p_done_kw,
-              double[:, ::1] site_kw, double[::1] p_set_kw):
+def done_into(cnp.ndarray p_kw not None, cnp.ndarray p_min_kw not None,
+              cnp.ndarray p_max_kw not None, cnp.ndarray ids not None, cnp.ndarray site not None,
+              double eta_ch, double eta_dis, double dt_h, cnp.ndarray delta_e_kwh not None,
+              cnp.ndarray p_done_kw not None, cnp.ndarray site_kw not None,
+              cnp.ndarray p_set_kw not None):
     """What the plugged EVs do with the coordinator's set-points ``p_kw`` (NaN: their
     maximum), and the coordinator's record of it.
 
@@ -1487,39 +1547,89 @@ def done_into(const double[::1] p_kw, const double[::1] p_min_kw, const double[:
     (as ``numpy.bincount`` sums them) [kW]; the battery energy each EV gains,
     ``(eta_ch * charging - discharging / eta_dis) * dt_h``, is added to ``delta_e_kwh[ids]``
     [kWh]; ``p_set_kw`` (per fleet EV) receives ``p_kw`` at ``ids`` and NaN elsewhere [kW].
-    Returns the plugged EVs' total power, ``numpy.sum(p_done_kw)`` [kW]. Raises ``ValueError``
-    when sizes or indices do not match.
+    Returns ``(total_kw, n_finite, n_infinite)``: the plugged EVs' total power,
+    ``numpy.sum(p_done_kw)`` [kW], and the numbers of finite and of infinite values of
+    ``p_set_kw``. Raises ``ValueError`` when sizes or indices do not match.
     """
-    cdef Py_ssize_t n = p_kw.shape[0], n_ev = delta_e_kwh.shape[0]
-    cdef Py_ssize_t n_site = site_kw.shape[1], i, e
-    cdef double p, charging, discharging
-    if (p_min_kw.shape[0] != n or p_max_kw.shape[0] != n or ids.shape[0] != n
-            or site.shape[0] != n or p_done_kw.shape[0] != n or site_kw.shape[0] != 2
-            or p_set_kw.shape[0] != n_ev):
+    cdef str f = "done_into"
+    cdef const double* p_p = _f64(p_kw, f, "p_kw")
+    cdef const double* pmin_p = _f64(p_min_kw, f, "p_min_kw")
+    cdef const double* pmax_p = _f64(p_max_kw, f, "p_max_kw")
+    cdef const int64_t* ids_p = _i64(ids, f, "ids")
+    cdef const int64_t* site_p = _i64(site, f, "site")
+    cdef double* delta_p = _f64(delta_e_kwh, f, "delta_e_kwh", 1, True)
+    cdef double* done_p = _f64(p_done_kw, f, "p_done_kw", 1, True)
+    cdef double* site_kw_p = _f64(site_kw, f, "site_kw", 2, True)
+    cdef double* set_p = _f64(p_set_kw, f, "p_set_kw", 1, True)
+    cdef Py_ssize_t n = _len(p_kw), n_ev = _len(delta_e_kwh)
+    cdef Py_ssize_t n_site = cnp.PyArray_DIM(site_kw, 1), i, e
+    cdef Py_ssize_t n_finite = 0, n_infinite = 0
+    cdef double p, d, charging, discharging
+    if (_len(p_min_kw) != n or _len(p_max_kw) != n or _len(ids) != n or _len(site) != n
+            or _len(p_done_kw) != n or _len(site_kw) != 2 or _len(p_set_kw) != n_ev):
         raise ValueError("done_into: array sizes do not match")
     for i in range(n):
-        if not (0 <= ids[i] < n_ev and 0 <= site[i] < n_site):
+        if not (0 <= ids_p[i] < n_ev and 0 <= site_p[i] < n_site):
             raise ValueError("done_into: EV or site index out of range")
     with nogil:
-        for i in range(n_site):
-            site_kw[0, i] = 0.0
-            site_kw[1, i] = 0.0
+        for i in range(2 * n_site):
+            site_kw_p[i] = 0.0
         for e in range(n_ev):
-            p_set_kw[e] = NAN
+            set_p[e] = NAN
         for i in range(n):
-            p = p_kw[i]
-            p_set_kw[ids[i]] = p
+            p = p_p[i]
+            set_p[ids_p[i]] = p
             if p != p:
-                p = p_max_kw[i]
-            p = _np_min(_np_max(p, p_min_kw[i]), p_max_kw[i])
-            p_done_kw[i] = p
+                p = pmax_p[i]
+            p = _np_min(_np_max(p, pmin_p[i]), pmax_p[i])
+            done_p[i] = p
             charging = _np_max(p, 0.0)
             discharging = _np_max(-p, 0.0)
-            site_kw[0, site[i]] += charging
-            site_kw[1, site[i]] += discharging
-            delta_e_kwh[ids[i]] = delta_e_kwh[ids[i]] \
+            site_kw_p[site_p[i]] += charging
+            site_kw_p[n_site + site_p[i]] += discharging
+            delta_p[ids_p[i]] = delta_p[ids_p[i]] \
                 + (eta_ch * charging - discharging / eta_dis) * dt_h
-    return _np_sum(&p_done_kw[0], n) if n > 0 else 0.0
+        # counted without branches: NaN and numbers alternate at random along the fleet
+        for e in range(n_ev):
+            p = set_p[e]
+            d = p - p  # 0 for a finite value, NaN for an infinite one or NaN
+            n_finite += d == d
+            n_infinite += p == p
+        n_infinite -= n_finite
+    return _np_sum(done_p, n) if n > 0 else 0.0, n_finite, n_infinite
+
+
+def supply_into(cnp.ndarray pv_p_kw not None, cnp.ndarray pv_avail_kw not None,
+                cnp.ndarray factory_p_kw not None, cnp.ndarray pv_kw not None):
+    """The step's PV and factory power as the coordinator counts it.
+
+    ``pv_kw`` receives each plant's generation, ``max(-pv_p_kw, 0)`` (``pv_p_kw`` in load
+    convention, generation negative) [kW]. Returns ``(pv_total_kw, factory_total_kw,
+    pv_curtailed_kw)``: the sums of ``pv_kw`` and ``factory_p_kw`` and of the available power
+    not generated, ``max(pv_avail_kw - pv_kw, 0)`` [kW]. Maxima and sums are NumPy's, so the
+    twin's values are the same to the bit. Raises ``ValueError`` when sizes do not match.
+    """
+    cdef str f = "supply_into"
+    cdef const double* p_p = _f64(pv_p_kw, f, "pv_p_kw")
+    cdef const double* avail_p = _f64(pv_avail_kw, f, "pv_avail_kw")
+    cdef const double* fac_p = _f64(factory_p_kw, f, "factory_p_kw")
+    cdef double* pv_p = _f64(pv_kw, f, "pv_kw", 1, True)
+    cdef Py_ssize_t n = _len(pv_p_kw), n_fac = _len(factory_p_kw), i
+    cdef double pv_total, fac_total, curtailed
+    if _len(pv_avail_kw) != n or _len(pv_kw) != n:
+        raise ValueError("supply_into: array sizes do not match")
+    cdef double* withheld = <double*>malloc((<size_t>n + 1) * sizeof(double))
+    if withheld == NULL:
+        raise MemoryError("supply_into: out of memory")
+    with nogil:
+        for i in range(n):
+            pv_p[i] = _np_max(-p_p[i], 0.0)
+            withheld[i] = _np_max(avail_p[i] - pv_p[i], 0.0)
+        pv_total = _np_sum(pv_p, n)
+        fac_total = _np_sum(fac_p, n_fac)
+        curtailed = _np_sum(withheld, n)
+    free(withheld)
+    return pv_total, fac_total, curtailed
 
 
 # -- pv_following's charging of one step --------------------------------------------------------
@@ -1853,16 +1963,16 @@ cdef inline bint _out_of(double x, double lo, double hi) noexcept nogil:
     return not (x >= lo and x <= hi)  # NaN is out of every range
 
 
-def charge_into(const double[::1] need_kwh, const double[::1] restore_kwh,
-                const double[::1] room_kwh, const double[::1] t_dep_s,
-                const double[::1] p_max_kw, const int64_t[::1] site,
-                const double[::1] site_cap_kw, const double[::1] pv_kw,
-                const int64_t[::1] group_site_start, const int64_t[::1] group_sites,
-                const int64_t[::1] group_plant_start, const int64_t[::1] group_plants,
-                const double[::1] pv_forecast_kw, double step_s, double eta_ch, double eta_dis,
-                double need_margin, double departure_margin_s, int target_mode,
+def charge_into(cnp.ndarray need_kwh not None, cnp.ndarray restore_kwh not None,
+                cnp.ndarray room_kwh not None, cnp.ndarray t_dep_s not None,
+                cnp.ndarray p_max_kw not None, cnp.ndarray site not None,
+                cnp.ndarray site_cap_kw not None, cnp.ndarray pv_kw not None,
+                cnp.ndarray group_site_start not None, cnp.ndarray group_sites not None,
+                cnp.ndarray group_plant_start not None, cnp.ndarray group_plants not None,
+                cnp.ndarray pv_forecast_kw not None, double step_s, double eta_ch,
+                double eta_dis, double need_margin, double departure_margin_s, int target_mode,
                 bint pv_to_full, double window_lo, double window_hi, double fill_s,
-                double fill_lead_h, double[:, ::1] out):
+                double fill_lead_h, cnp.ndarray out not None):
     """Charging powers of the plugged EVs for one step of ``pv_following`` into ``out``.
 
     See ``ext.dispatch_np.charge_into`` (the twin) for the method and the arguments; the
@@ -1873,25 +1983,41 @@ def charge_into(const double[::1] need_kwh, const double[::1] restore_kwh,
     allocation refused its inputs (``index``: the element). Raises ``ValueError`` when sizes or
     groups do not match.
     """
-    cdef Py_ssize_t n = need_kwh.shape[0], n_site = site_cap_kw.shape[0]
-    cdef Py_ssize_t n_plant = pv_kw.shape[0], n_group = group_site_start.shape[0] - 1
-    cdef Py_ssize_t n_fc = pv_forecast_kw.shape[0], i, g
+    cdef str f = "charge_into"
+    cdef const double* need_p = _f64(need_kwh, f, "need_kwh")
+    cdef const double* restore_p = _f64(restore_kwh, f, "restore_kwh")
+    cdef const double* room_p = _f64(room_kwh, f, "room_kwh")
+    cdef const double* t_dep_p = _f64(t_dep_s, f, "t_dep_s")
+    cdef const double* p_max_p = _f64(p_max_kw, f, "p_max_kw")
+    cdef const int64_t* site_p = _i64(site, f, "site")
+    cdef const double* cap_p = _f64(site_cap_kw, f, "site_cap_kw")
+    cdef const double* pv_p = _f64(pv_kw, f, "pv_kw")
+    cdef const int64_t* g_site_start = _i64(group_site_start, f, "group_site_start")
+    cdef const int64_t* g_sites_p = _i64(group_sites, f, "group_sites")
+    cdef const int64_t* g_plant_start = _i64(group_plant_start, f, "group_plant_start")
+    cdef const int64_t* g_plants_p = _i64(group_plants, f, "group_plants")
+    cdef const double* fc_p = _f64(pv_forecast_kw, f, "pv_forecast_kw")
+    cdef double* p_out = _f64(out, f, "out", 2, True)
+    cdef Py_ssize_t n = _len(need_kwh), n_site = _len(site_cap_kw)
+    cdef Py_ssize_t n_plant = _len(pv_kw), n_group = _len(group_site_start) - 1
+    cdef Py_ssize_t n_fc = _len(pv_forecast_kw), n_g_sites = _len(group_sites)
+    cdef Py_ssize_t n_g_plants = _len(group_plants), i, g
     cdef int status, code = 0
     cdef Charge c
-    if (restore_kwh.shape[0] != n or room_kwh.shape[0] != n or t_dep_s.shape[0] != n
-            or p_max_kw.shape[0] != n or site.shape[0] != n or out.shape[0] != 4
-            or out.shape[1] != n or n_group < 0 or group_plant_start.shape[0] != n_group + 1):
+    if (_len(restore_kwh) != n or _len(room_kwh) != n or _len(t_dep_s) != n
+            or _len(p_max_kw) != n or _len(site) != n or _len(out) != 4
+            or cnp.PyArray_DIM(out, 1) != n or n_group < 0
+            or _len(group_plant_start) != n_group + 1):
         raise ValueError("charge_into: array sizes do not match")
     for g in range(n_group):
-        if not (0 <= group_site_start[g] <= group_site_start[g + 1] <= group_sites.shape[0]
-                and 0 <= group_plant_start[g] <= group_plant_start[g + 1]
-                <= group_plants.shape[0]):
+        if not (0 <= g_site_start[g] <= g_site_start[g + 1] <= n_g_sites
+                and 0 <= g_plant_start[g] <= g_plant_start[g + 1] <= n_g_plants):
             raise ValueError("charge_into: group bounds out of range")
-    for i in range(group_sites.shape[0]):
-        if not 0 <= group_sites[i] < n_site:
+    for i in range(n_g_sites):
+        if not 0 <= g_sites_p[i] < n_site:
             raise ValueError("charge_into: group site index out of range")
-    for i in range(group_plants.shape[0]):
-        if not 0 <= group_plants[i] < n_plant:
+    for i in range(n_g_plants):
+        if not 0 <= g_plants_p[i] < n_plant:
             raise ValueError("charge_into: group plant index out of range")
     if not (1e-3 <= step_s <= 1e9 and 0.0 < eta_ch <= 1.0 and 0.0 < eta_dis <= 1.0
             and 0.0 <= need_margin <= 1.0 and 0.0 <= departure_margin_s <= MAX_S
@@ -1899,37 +2025,37 @@ def charge_into(const double[::1] need_kwh, const double[::1] restore_kwh,
             and 0.0 <= fill_lead_h <= 1e6):
         raise ValueError("charge_into: a scalar argument is out of range")
     for i in range(n):
-        if _out_of(need_kwh[i], 0.0, MAX_KWH):
+        if _out_of(need_p[i], 0.0, MAX_KWH):
             return 1, i
     for i in range(n):
-        if _out_of(restore_kwh[i], 0.0, MAX_KWH):
+        if _out_of(restore_p[i], 0.0, MAX_KWH):
             return 2, i
     for i in range(n):
-        if _out_of(room_kwh[i], 0.0, MAX_KWH):
+        if _out_of(room_p[i], 0.0, MAX_KWH):
             return 3, i
     for i in range(n):
-        if _out_of(t_dep_s[i], 0.0, MAX_S) or t_dep_s[i] == 0.0:
+        if _out_of(t_dep_p[i], 0.0, MAX_S) or t_dep_p[i] == 0.0:
             return 4, i
     for i in range(n):
-        if _out_of(p_max_kw[i], 0.0, MAX_KW):
+        if _out_of(p_max_p[i], 0.0, MAX_KW):
             return 5, i
     for i in range(n):
-        if not 0 <= site[i] < n_site:
+        if not 0 <= site_p[i] < n_site:
             return 6, i
     for i in range(n_site):
-        if _out_of(site_cap_kw[i], 0.0, MAX_KW):
+        if _out_of(cap_p[i], 0.0, MAX_KW):
             return 7, i
     for i in range(n_plant):
-        if _out_of(pv_kw[i], 0.0, MAX_KW):
+        if _out_of(pv_p[i], 0.0, MAX_KW):
             return 8, i
     for i in range(n_fc):
-        if _out_of(pv_forecast_kw[i], -MAX_KW, MAX_KW):
+        if _out_of(fc_p[i], -MAX_KW, MAX_KW):
             return 9, i
     c.n = n
     c.n_site = n_site
-    c.p_max = &p_max_kw[0] if n > 0 else NULL
-    c.site = &site[0] if n > 0 else NULL
-    c.cap = &site_cap_kw[0] if n_site > 0 else NULL
+    c.p_max = p_max_p if n > 0 else NULL
+    c.site = site_p if n > 0 else NULL
+    c.cap = cap_p if n_site > 0 else NULL
     c.step_s = step_s
     c.dt_h = step_s / 3600.0
     c.eta_ch = eta_ch
@@ -1955,18 +2081,11 @@ def charge_into(const double[::1] need_kwh, const double[::1] restore_kwh,
         c.zeros_s[i] = 0.0
     if target_mode == TARGET_NEED:  # no EV counts as leaving in the window
         window_lo, window_hi = INFINITY, -INFINITY
-    cdef double* p_out = &out[0, 0] if n > 0 else NULL
-    cdef const double* need_p = _dptr(need_kwh)
-    cdef const double* restore_p = _dptr(restore_kwh)
-    cdef const double* room_p = _dptr(room_kwh)
-    cdef const double* t_dep_p = _dptr(t_dep_s)
-    cdef const double* pv_p = _dptr(pv_kw)
-    cdef const double* fc_p = _dptr(pv_forecast_kw)
-    cdef const int64_t* g_sites_p = _iptr(group_sites)
-    cdef const int64_t* g_plants_p = _iptr(group_plants)
+    if n == 0:
+        p_out = NULL
     with nogil:
         status = _charge(&c, need_p, restore_p, room_p, t_dep_p, pv_p, n_plant,
-                         &group_site_start[0], g_sites_p, &group_plant_start[0], g_plants_p,
+                         g_site_start, g_sites_p, g_plant_start, g_plants_p,
                          n_group, fc_p, n_fc, need_margin, departure_margin_s, target_mode,
                          pv_to_full, window_lo, window_hi, fill_s, fill_lead_h, p_out,
                          p_out + n if n > 0 else NULL, p_out + 2 * n if n > 0 else NULL,
@@ -1993,28 +2112,47 @@ cdef inline void _column_sums(const double* m, Py_ssize_t n_rows, Py_ssize_t n_c
             out[j] += m[i * n_cols + j]
 
 
-def settle_into(const double[::1] pv_kw, const double[::1] charge_kw,
-                const double[::1] discharge_kw, const int64_t[::1] row_start,
-                const int64_t[::1] rows, const int64_t[::1] col_start,
-                const int64_t[::1] cols, const int64_t[::1] same_cells, double dt_h,
-                double[:, ::1] flow, double[::1] export_kw, double[:, ::1] site_kw,
-                double[::1] kwh, double[::1] totals):
+def settle_into(cnp.ndarray pv_kw not None, cnp.ndarray charge_kw not None,
+                cnp.ndarray discharge_kw not None, cnp.ndarray row_start not None,
+                cnp.ndarray rows not None, cnp.ndarray col_start not None,
+                cnp.ndarray cols not None, cnp.ndarray same_cells not None, double dt_h,
+                double min_kwh, cnp.ndarray flow not None, cnp.ndarray export_kw not None,
+                cnp.ndarray site_kw not None, cnp.ndarray kwh not None,
+                cnp.ndarray listed not None, cnp.ndarray totals not None):
     """The transport tables, leftovers and trades of one step's settlement.
 
     See ``ext.dispatch_np.settle_into`` (the twin) for the method and the arguments; every
     operation is the twin's NumPy operation as NumPy does it (tables by ``_north_west``, row
     sums pairwise, column sums in row order, totals by ``_np_sum``), so both give the same
-    values to the bit. Raises ``ValueError`` when sizes, groups or cells do not match.
+    values to the bit. Returns the number of trades listed. Raises ``ValueError`` when sizes,
+    groups or cells do not match.
     """
-    cdef Py_ssize_t n_p = pv_kw.shape[0], n_s = charge_kw.shape[0], n_c = n_p * n_s
-    cdef Py_ssize_t n_same = same_cells.shape[0], i, j, k
-    if (discharge_kw.shape[0] != n_s or flow.shape[0] != n_p or flow.shape[1] != n_s
-            or export_kw.shape[0] != n_p or site_kw.shape[0] != 2 or site_kw.shape[1] != n_s
-            or kwh.shape[0] != n_same + n_c + 2 * n_s + n_p or totals.shape[0] < 4):
+    cdef str f = "settle_into"
+    cdef const double* pv_in = _f64(pv_kw, f, "pv_kw")
+    cdef const double* ch_in = _f64(charge_kw, f, "charge_kw")
+    cdef const double* dis_in = _f64(discharge_kw, f, "discharge_kw")
+    cdef const int64_t* starts = _i64(row_start, f, "row_start")
+    cdef const int64_t* rows_p = _i64(rows, f, "rows")
+    cdef const int64_t* col_starts = _i64(col_start, f, "col_start")
+    cdef const int64_t* cols_p = _i64(cols, f, "cols")
+    cdef const int64_t* cells = _i64(same_cells, f, "same_cells")
+    cdef double* flow_p = _f64(flow, f, "flow", 2, True)
+    cdef double* export_p = _f64(export_kw, f, "export_kw", 1, True)
+    cdef double* grid_p = _f64(site_kw, f, "site_kw", 2, True)
+    cdef double* kwh_p = _f64(kwh, f, "kwh", 1, True)
+    cdef int64_t* listed_p = <int64_t*>_data(listed, cnp.NPY_INT64, 1, True, f, "listed")
+    cdef double* tot_p = _f64(totals, f, "totals", 1, True)
+    cdef Py_ssize_t n_p = _len(pv_kw), n_s = _len(charge_kw), n_c = n_p * n_s
+    cdef Py_ssize_t n_same = _len(same_cells), n_trades = n_same + n_c + 2 * n_s + n_p
+    cdef Py_ssize_t i, j, k, m = 0
+    if (_len(discharge_kw) != n_s or _len(flow) != n_p or cnp.PyArray_DIM(flow, 1) != n_s
+            or _len(export_kw) != n_p or _len(site_kw) != 2 or cnp.PyArray_DIM(site_kw, 1) != n_s
+            or _len(kwh) != n_trades or _len(listed) != n_trades or _len(totals) < 4):
         raise ValueError("settle_into: array sizes do not match")
-    _check_groups("settle_into", n_p, n_s, row_start, rows, col_start, cols)
+    _check_groups("settle_into", n_p, n_s, starts, _len(row_start), rows_p, _len(rows),
+                  col_starts, _len(col_start), cols_p, _len(cols))
     for k in range(n_same):
-        if not 0 <= same_cells[k] < n_c:
+        if not 0 <= cells[k] < n_c:
             raise ValueError("settle_into: same-bus cell out of range")
     # scratch: supply and demand (clamped, then what the same-bus tables leave), the same-bus
     # table, the pool's group (everyone, in order)
@@ -2031,20 +2169,8 @@ def settle_into(const double[::1] pv_kw, const double[::1] charge_kw,
     cdef int64_t* everyone = <int64_t*>(same + n_c)
     cdef int64_t* pool_rows = everyone + n_p + n_s
     cdef int64_t* pool_cols = pool_rows + 2
-    cdef const int64_t* starts = &row_start[0]
-    cdef const int64_t* rows_p = _iptr(rows)
-    cdef const int64_t* col_starts = &col_start[0]
-    cdef const int64_t* cols_p = _iptr(cols)
-    cdef const int64_t* cells = _iptr(same_cells)
-    cdef const double* pv_in = _dptr(pv_kw)
-    cdef const double* ch_in = _dptr(charge_kw)
-    cdef const double* dis_in = _dptr(discharge_kw)
-    cdef double* flow_p = &flow[0, 0] if n_c > 0 else NULL
-    cdef double* export_p = &export_kw[0] if n_p > 0 else NULL
-    cdef double* grid_p = &site_kw[0, 0] if n_s > 0 else NULL
-    cdef double* dis_p = grid_p + n_s if n_s > 0 else NULL
-    cdef double* kwh_p = &kwh[0] if kwh.shape[0] > 0 else NULL
-    cdef double* tot_p = &totals[0]
+    cdef double* dis_p = grid_p + n_s
+    cdef Py_ssize_t n_groups = _len(row_start) - 1
     cdef double x
     with nogil:
         for i in range(n_p):
@@ -2061,8 +2187,7 @@ def settle_into(const double[::1] pv_kw, const double[::1] charge_kw,
         # 1. same bus first
         for k in range(n_c):
             same[k] = 0.0
-        _north_west(pv, ch, starts, rows_p, col_starts, cols_p, row_start.shape[0] - 1,
-                    same, n_s)
+        _north_west(pv, ch, starts, rows_p, col_starts, cols_p, n_groups, same, n_s)
         # 2. then the zone pool, on what each plant and site has left
         for i in range(n_p):
             pv_rest[i] = pv[i] - _np_sum(same + i * n_s, n_s)
@@ -2099,5 +2224,12 @@ def settle_into(const double[::1] pv_kw, const double[::1] charge_kw,
         for i in range(n_p):
             kwh_p[k] = export_p[i] * dt_h
             k += 1
+        # the trades listed, moved to the front in order
+        for k in range(n_trades):
+            if kwh_p[k] >= min_kwh:
+                kwh_p[m] = kwh_p[k]
+                listed_p[m] = k
+                m += 1
     free(block)
+    return m
 

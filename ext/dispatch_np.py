@@ -7,9 +7,10 @@ them without sorting (expected O(N)), this twin sorts the breakpoints of all gro
 (O(N log N)), reads each level off cumulative sums and refines it with one Newton step on the
 exact sums. The level of a water-filling problem is unique wherever it matters (where it is
 not, every EV gets the same power either way), so both give the same powers up to rounding.
-The coordinator's other kernels (``plugged_into``, ``charge_into``, ``done_into``,
-``north_west_into``, ``settle_into``) are the NumPy operations they replace and give the same
-values to the bit (``charge_into`` given the same allocation, see its ``allocate``).
+The coordinator's other kernels (``plugged_into``, ``supply_into``, ``charge_into``,
+``done_into``, ``north_west_into``, ``settle_into``) are the NumPy operations they replace and
+give the same values to the bit (``charge_into`` given the same allocation, see its
+``allocate``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "pv_by_site",
     "settle_into",
     "spread_budget_kw",
+    "supply_into",
 ]
 
 EPS_KW = 1e-9
@@ -363,9 +365,10 @@ def plugged_into(ids: np.ndarray, site: np.ndarray, soc: np.ndarray, need_kwh: n
 def done_into(p_kw: np.ndarray, p_min_kw: np.ndarray, p_max_kw: np.ndarray, ids: np.ndarray,
               site: np.ndarray, eta_ch: float, eta_dis: float, dt_h: float,
               delta_e_kwh: np.ndarray, p_done_kw: np.ndarray, site_kw: np.ndarray,
-              p_set_kw: np.ndarray) -> float:
+              p_set_kw: np.ndarray) -> tuple[float, int, int]:
     """What the plugged EVs do with the set-points ``p_kw``, and the coordinator's record of it;
-    returns their total power [kW] (see ``ext/dispatch.pyx``)."""
+    returns their total power [kW] and the numbers of finite and of infinite set-points of
+    ``p_set_kw`` (see ``ext/dispatch.pyx``)."""
     n, n_ev, n_site = p_kw.size, delta_e_kwh.size, site_kw.shape[1]
     if any(a.shape != (n,) for a in (p_min_kw, p_max_kw, ids, site, p_done_kw)) \
             or site_kw.shape[0] != 2 or p_set_kw.shape != (n_ev,):
@@ -380,7 +383,19 @@ def done_into(p_kw: np.ndarray, p_min_kw: np.ndarray, p_max_kw: np.ndarray, ids:
     delta_e_kwh[ids] += (eta_ch * charging - discharging / eta_dis) * dt_h
     p_set_kw[:] = np.nan
     p_set_kw[ids] = p_kw
-    return float(p_done_kw.sum())
+    return (float(p_done_kw.sum()), int(np.count_nonzero(np.isfinite(p_set_kw))),
+            int(np.count_nonzero(np.isinf(p_set_kw))))
+
+
+def supply_into(pv_p_kw: np.ndarray, pv_avail_kw: np.ndarray, factory_p_kw: np.ndarray,
+                pv_kw: np.ndarray) -> tuple[float, float, float]:
+    """Each plant's generation into ``pv_kw``; the totals of PV, factories and curtailment
+    [kW] (see ``ext/dispatch.pyx``)."""
+    if pv_avail_kw.shape != pv_p_kw.shape or pv_kw.shape != pv_p_kw.shape:
+        raise ValueError("supply_into: array sizes do not match")
+    pv_kw[:] = np.maximum(-pv_p_kw, 0.0)
+    return (float(np.add.reduce(pv_kw)), float(np.add.reduce(factory_p_kw)),
+            float(np.add.reduce(np.maximum(pv_avail_kw - pv_kw, 0.0))))
 
 
 CHARGE_ARRAYS = ("need_kwh", "restore_kwh", "room_kwh", "t_dep_s", "p_max_kw", "site",
@@ -644,9 +659,9 @@ def charge_into(need_kwh: np.ndarray, restore_kwh: np.ndarray, room_kwh: np.ndar
 
 def settle_into(pv_kw: np.ndarray, charge_kw: np.ndarray, discharge_kw: np.ndarray,
                 row_start: np.ndarray, rows: np.ndarray, col_start: np.ndarray,
-                cols: np.ndarray, same_cells: np.ndarray, dt_h: float, flow: np.ndarray,
-                export_kw: np.ndarray, site_kw: np.ndarray, kwh: np.ndarray,
-                totals: np.ndarray) -> None:
+                cols: np.ndarray, same_cells: np.ndarray, dt_h: float, min_kwh: float,
+                flow: np.ndarray, export_kw: np.ndarray, site_kw: np.ndarray, kwh: np.ndarray,
+                listed: np.ndarray, totals: np.ndarray) -> int:
     """The transport tables, leftovers and trades of one step's settlement.
 
     PV of each plant (``pv_kw``) goes first to the charging of the sites on its bus, by the
@@ -656,14 +671,17 @@ def settle_into(pv_kw: np.ndarray, charge_kw: np.ndarray, discharge_kw: np.ndarr
     receives the PV each plant supplied to each site [kW], ``export_kw`` the PV each plant
     has left (sold to the grid) [kW], ``site_kw`` (2, sites) each site's charging bought from
     the grid and its discharging [kW], ``totals`` the PV to EVs, grid to EVs, V2G and export
-    powers [kW], and ``kwh`` the energy [kWh] of every possible trade over ``dt_h`` hours, in
-    listing order: the same-bus table's cells ``same_cells`` (flat indices), the pool's table
-    row by row, the grid's sales to each site, each site's V2G, each plant's export.
+    powers [kW]. Every possible trade has an energy over ``dt_h`` hours [kWh], in listing
+    order: the same-bus table's cells ``same_cells`` (flat indices), the pool's table row by
+    row, the grid's sales to each site, each site's V2G, each plant's export; the ``m`` trades
+    of at least ``min_kwh`` are listed: their energies in ``kwh[:m]``, their indices in that
+    order in ``listed[:m]`` (both as long as the trades). Returns ``m``.
     """
     n_p, n_s = pv_kw.size, charge_kw.size
+    n_trades = same_cells.size + n_p * n_s + 2 * n_s + n_p
     if discharge_kw.size != n_s or flow.shape != (n_p, n_s) or export_kw.size != n_p \
-            or site_kw.shape != (2, n_s) or totals.size < 4 \
-            or kwh.size != same_cells.size + n_p * n_s + 2 * n_s + n_p:
+            or site_kw.shape != (2, n_s) or totals.size < 4 or kwh.size != n_trades \
+            or listed.size != n_trades:
         raise ValueError("settle_into: array sizes do not match")
     if ((same_cells < 0) | (same_cells >= n_p * n_s)).any():
         raise ValueError("settle_into: same-bus cell out of range")
@@ -683,5 +701,9 @@ def settle_into(pv_kw: np.ndarray, charge_kw: np.ndarray, discharge_kw: np.ndarr
     site_kw[0] = np.maximum(ch - flow.sum(axis=0), 0.0)
     site_kw[1] = dis
     totals[:4] = flow.sum(), site_kw[0].sum(), dis.sum(), export_kw.sum()
-    kwh[:] = np.concatenate((same_bus.reshape(-1)[same_cells], (flow - same_bus).reshape(-1),
+    trades = np.concatenate((same_bus.reshape(-1)[same_cells], (flow - same_bus).reshape(-1),
                              site_kw[0], dis, export_kw)) * dt_h
+    index = (trades >= min_kwh).nonzero()[0]
+    kwh[:index.size] = trades[index]
+    listed[:index.size] = index
+    return int(index.size)

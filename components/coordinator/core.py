@@ -132,15 +132,16 @@ class ZoneLayout:
     longitude_deg: float
     grid: GridSensitivity | None
 
-    @property
+    # cached: read several times a step
+    @cached_property
     def n_sites(self) -> int:
         return len(self.site_names)
 
-    @property
+    @cached_property
     def n_plants(self) -> int:
         return len(self.plant_names)
 
-    @property
+    @cached_property
     def n_factories(self) -> int:
         return len(self.factory_names)
 

@@ -59,6 +59,7 @@ GRID_TELEMETRY = ("islanded", "island_held", "islanded_next", "gfm_demand_kw",
                   "background_class_kw", "background_load_shed_kw", "background_storage_kw",
                   "background_gen_kw", "background_gen_unserved_kw", "losses_kw")
 """Grid outputs island mode reads (the grid's state after the previous step)."""
+_TELEMETRY_KEYS = frozenset(GRID_TELEMETRY)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ class IslandTelemetry:
     @classmethod
     def from_grid(cls, grid: dict[str, Any] | None) -> IslandTelemetry | None:
         """From the grid's outputs (None when they are not connected)."""
-        if grid is None or any(grid.get(a) is None for a in GRID_TELEMETRY):
+        if grid is None or not _TELEMETRY_KEYS <= grid.keys() \
+                or any(grid[a] is None for a in GRID_TELEMETRY):
             return None
         demand = float(grid["gfm_demand_kw"])
         classes = np.zeros(N_SHED_CLASSES)

@@ -13,7 +13,7 @@ Within a stage, plants and sites are paired in their configured order ("north-we
 the transport table: the first plant supplies the first site until one of them is exhausted,
 and so on), so a stage makes at most ``plants + sites - 1`` trades and the result is
 deterministic (the kernel ``settle_into`` of :mod:`ext.dispatch` fills the tables and lists
-the energy of every possible trade).
+the trades).
 Matched PV is priced at the local PV price of the step
 (:meth:`.tariffs.TariffConfig.pv_to_ev_price_cny_per_kwh`).
 
@@ -116,14 +116,15 @@ class Matcher:
                        for i in bus_plants for j in bus_sites)
         self._same_cells = np.array([i * n_sites + j for i, j in cells], dtype=np.int64)
         # every possible trade in listing order: same-bus cells, the pool's table row by row,
-        # grid to each site, each site's V2G, each plant's export; (seller, buyer, kind)
-        self._trades = [
+        # grid to each site, each site's V2G, each plant's export; (seller, buyer, kind index,
+        # kind)
+        self._trades = [(seller, buyer, kind, KINDS[kind]) for seller, buyer, kind in (
             *((plants[i], sites[j], 0) for i, j in cells),
             *((plants[i], sites[j], 0) for i in range(n_plants) for j in range(n_sites)),
             *((GRID, site, 1) for site in sites),
             *((site, GRID, 2) for site in sites),
             *((plant, GRID, 3) for plant in plants),
-        ]
+        )]
 
     def settle(self, pv_kw: np.ndarray, charge_kw: np.ndarray, discharge_kw: np.ndarray,
                dt_h: float, prices: Prices) -> Settlement:
@@ -139,9 +140,11 @@ class Matcher:
         export = np.empty(self.n_plants)
         site_kw = np.empty((2, self.n_sites))
         kwh = np.empty(len(self._trades))
+        listed = np.empty(len(self._trades), dtype=np.int64)
         totals = np.empty(4)
-        self._kernel.settle_into(pv, ch, dis, *self._bus_groups, self._same_cells, dt_h, flow,
-                                 export, site_kw, kwh, totals)
+        n_listed = self._kernel.settle_into(pv, ch, dis, *self._bus_groups, self._same_cells,
+                                            dt_h, MIN_TRADE_KWH, flow, export, site_kw, kwh,
+                                            listed, totals)
         pv_to_ev, grid_to_ev, v2g, export_kw = totals.tolist()
         pv_kwh = pv_to_ev * dt_h
         grid_kwh = grid_to_ev * dt_h
@@ -151,12 +154,12 @@ class Matcher:
 
         # same-bus trades first, then the pool, each in table order; one trade per plant-site
         # pair; then the grid's sales, V2G and exports
-        listed = (kwh >= MIN_TRADE_KWH).nonzero()[0]
         price = (prices.pv_local, prices.grid, prices.v2g, prices.feed_in)
         tx: list[Transaction] = [
-            (seller, buyer, x, price[kind], KINDS[kind])
-            for (seller, buyer, kind), x in zip(map(self._trades.__getitem__, listed.tolist()),
-                                                kwh[listed].tolist(), strict=True)]
+            (seller, buyer, x, price[kind], name)
+            for (seller, buyer, kind, name), x in zip(
+                map(self._trades.__getitem__, listed[:n_listed].tolist()),
+                kwh[:n_listed].tolist())]
         return Settlement(flow_kw=flow, pv_export_kw=export, grid_to_site_kw=site_kw[0],
                           v2g_site_kw=site_kw[1], cost_cny=cost, ev_user_revenue_cny=revenue,
                           pv_revenue_cny=pv_revenue, grid_cost_cny=grid_kwh * prices.grid,

@@ -76,6 +76,10 @@ class StepResult:
     """Share of the grid's background loads of each shedding class to shed this step. [-]"""
     island_mode: int = 0
     """1 when island mode set this step's EV power and background shedding."""
+    n_controlled: int = 0
+    """EVs given a finite set-point (in ``p_set_kw``)."""
+    n_infinite: int = 0
+    """Infinite values of ``p_set_kw`` (a strategy's error; NaN is allowed: uncontrolled)."""
 
 
 class Coordinator:
@@ -121,10 +125,11 @@ class Coordinator:
         self.price_feed_in = tariff.pv_feed_in_price_cny_per_kwh(times)
         self.price_v2g = tariff.v2g_price_cny_per_kwh(times)
         self.period = tariff.period_code(times)
-        # one step's prices as Python numbers
-        self._step_prices = list(zip(self.price_grid.tolist(), self.price_pv.tolist(),
-                                     self.price_feed_in.tolist(), self.price_v2g.tolist(),
-                                     self.period.tolist(), strict=True))
+        # each step's prices as Python numbers, made once (they are immutable)
+        self._step_prices = [
+            Prices(*prices) for prices in zip(
+                self.price_grid.tolist(), self.price_pv.tolist(), self.price_feed_in.tolist(),
+                self.price_v2g.tolist(), self.period.tolist(), strict=True)]
         self.forecaster = Forecaster(self.start, self.step_s, self.n_steps, self.horizon,
                                      float(zone.plant_kwp.sum()), zone.latitude_deg,
                                      zone.longitude_deg)
@@ -154,7 +159,13 @@ class Coordinator:
         if cfg.island.enabled and cfg.strategy != "uncontrolled":
             self.island = IslandController(cfg, zone, self.start, self.step_s, self.n_steps,
                                            outage, grid_forming)
-        self.factory_shed_kw = np.zeros(zone.n_factories)  # requested for the step now
+        # the set-points of a step that neither limits nor sheds anything, shared by the results
+        # of such steps (read-only)
+        self._no_curtail = _read_only(zone.plant_inverter_kw.copy())
+        self._no_q = _read_only(np.zeros(zone.n_plants))
+        self._no_shed = _read_only(np.zeros(zone.n_factories))
+        self._no_background_shed = _read_only(np.zeros(N_SHED_CLASSES))
+        self.factory_shed_kw = self._no_shed  # requested for the step now
         # the last step decided, for settle: k, PV per plant, prices, dispatched charging and
         # V2G per site [kW]
         self._to_settle: tuple[int, np.ndarray, Prices, np.ndarray, np.ndarray] | None = None
@@ -191,8 +202,8 @@ class Coordinator:
             restore_kwh=restore, room_kwh=room)
 
     def prices(self, k: int) -> Prices:
-        grid, pv_local, feed_in, v2g, period = self._step_prices[k]
-        return Prices(grid=grid, pv_local=pv_local, feed_in=feed_in, v2g=v2g, period=period)
+        """The prices of step ``k``."""
+        return self._step_prices[k]
 
     # -- the step ----------------------------------------------------------------------------
 
@@ -224,13 +235,15 @@ class Coordinator:
         zone = self.zone
         ev = self.plugged(k, ev_view)
         pv_avail = _vector(pv, "p_avail_kw", zone.n_plants)
-        pv_kw = np.maximum(-_vector(pv, "p_kw", zone.n_plants), 0.0)
         pv_q = _vector(pv, "q_kvar", zone.n_plants)
         fac_p = _vector(factories, "p_kw", zone.n_factories)
         fac_q = _vector(factories, "q_kvar", zone.n_factories)
         fac_def = _vector(factories, "deferrable_kw", zone.n_factories)
-        pv_total_kw = pv_kw.sum()
-        twin_kw = float(fac_p.sum() - pv_total_kw)
+        # PV generation (counted positive) and the totals, in one kernel call
+        pv_kw = np.empty(zone.n_plants)
+        pv_total_kw, fac_total_kw, pv_curtailed_kw = self._kernel.supply_into(
+            _vector(pv, "p_kw", zone.n_plants), pv_avail, fac_p, pv_kw)
+        twin_kw = fac_total_kw - pv_total_kw
 
         state = None
         base = np.nan
@@ -249,7 +262,7 @@ class Coordinator:
                 self.peak_import_kw = max(self.peak_import_kw, state.import_kw)
                 self.forecaster.observe_base(k - 1, state.import_kw - self.prev_ev_kw)
             base = state.import_kw - self.prev_ev_kw - self.prev_twin_kw + twin_kw
-        self.forecaster.observe_pv(k, float(pv_total_kw))
+        self.forecaster.observe_pv(k, pv_total_kw)
 
         ctrl_p = ctrl_q = None
         if zone.grid is not None:
@@ -294,9 +307,9 @@ class Coordinator:
         p_done = np.empty(ev.n)
         site_kw = np.empty((2, zone.n_sites))
         p_set = np.empty(zone.n_ev)
-        self.prev_ev_kw = self._kernel.done_into(p, ev.p_min_kw, ev.p_max_kw, ev.ids, ev.site,
-                                                 zone.eta_ch, zone.eta_dis, self.dt_h,
-                                                 self.delta_e_kwh, p_done, site_kw, p_set)
+        self.prev_ev_kw, n_finite, n_infinite = self._kernel.done_into(
+            p, ev.p_min_kw, ev.p_max_kw, ev.ids, ev.site, zone.eta_ch, zone.eta_dis, self.dt_h,
+            self.delta_e_kwh, p_done, site_kw, p_set)
         charge_site, discharge_site = site_kw[0], site_kw[1]
         self.prev_twin_kw = twin_kw
         if ctrl_p is not None:
@@ -306,24 +319,27 @@ class Coordinator:
             self.prev_ctrl_q = ctrl_q.copy()
         self.k = k + 1
 
-        totals = {"pv_curtailed_kw": float(np.maximum(pv_avail - pv_kw, 0.0).sum())}
+        totals = {"pv_curtailed_kw": pv_curtailed_kw}
         self._to_settle = (k, pv_kw, snap.prices, charge_site, discharge_site)
-        shed_kw = (np.zeros(zone.n_factories) if sp.shed_kw is None
-                   else np.asarray(sp.shed_kw, dtype=float))
-        self.factory_shed_kw = shed_kw.copy()
+        if sp.shed_kw is None:
+            shed_kw = self.factory_shed_kw = self._no_shed
+        else:
+            shed_kw = np.asarray(sp.shed_kw, dtype=float)
+            self.factory_shed_kw = shed_kw.copy()
         return StepResult(
             p_set_kw=p_set,
-            curtail_kw=(zone.plant_inverter_kw.copy() if sp.curtail_kw is None
+            curtail_kw=(self._no_curtail if sp.curtail_kw is None
                         else np.asarray(sp.curtail_kw, dtype=float)),
-            q_kvar_set=(np.zeros(zone.n_plants) if sp.q_kvar is None
+            q_kvar_set=(self._no_q if sp.q_kvar is None
                         else np.asarray(sp.q_kvar, dtype=float)),
             shed_kw=shed_kw,
             totals=totals, transactions=[],
             peak_threshold_kw=float(sp.peak_threshold_kw), settlement=None, setpoints=sp,
             info=dict(sp.info),
-            shed_background_share=(np.zeros(N_SHED_CLASSES) if island is None
+            shed_background_share=(self._no_background_shed if island is None
                                    else island.shed_background_share),
-            island_mode=int(island is not None and island.p_kw is not None))
+            island_mode=int(island is not None and island.p_kw is not None),
+            n_controlled=n_finite, n_infinite=n_infinite)
 
 
     def settle(self, k: int, charge_site_kw: np.ndarray | None = None,
@@ -374,12 +390,18 @@ def _apply_island(sp: Setpoints, island: IslandDecision) -> None:
     sp.info = {**sp.info, **island.info}
 
 
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """``values``, made read-only."""
+    values.flags.writeable = False
+    return values
+
+
 def _vector(source: dict[str, np.ndarray] | None, attr: str, n: int) -> np.ndarray:
-    """``source[attr]`` as a float array of length ``n``; zeros when absent."""
+    """``source[attr]`` as a contiguous float array of length ``n``; zeros when absent."""
     value = None if source is None else source.get(attr)
     if value is None:
         return np.zeros(n)
-    arr = np.asarray(value, dtype=float)
+    arr = np.ascontiguousarray(value, dtype=float)
     if arr.shape != (n,):
         raise ValueError(f"{attr}: expected {n} values, got shape {arr.shape}")
     return arr

@@ -99,14 +99,21 @@ _OUTPUT_SET = frozenset(OUTPUTS)
 _SETTLED = frozenset((*SETTLEMENT_TOTALS, "transactions"))
 _RESULT_OUTPUTS: dict[str, Callable[[StepResult], Any]] = {
     **{a: attrgetter(a) for a in ("curtail_kw", "q_kvar_set", "shed_kw",
-                                  "shed_background_share", "island_mode")},
+                                  "shed_background_share", "island_mode", "n_controlled")},
     "peak_threshold_kw": lambda res: (res.peak_threshold_kw
                                       if math.isfinite(res.peak_threshold_kw) else 0.0),
-    "n_controlled": lambda res: int(np.count_nonzero(np.isfinite(res.p_set_kw))),
 }
 """The outputs read off a step's result other than ``p_set_kw``, ``transactions`` and the
 totals."""
 INPUTS = [*EV_INPUTS, *PV_INPUTS, *FACTORY_INPUTS, *GRID_INPUTS, *ISLAND_INPUTS]
+_INPUT_GROUPS: dict[str, tuple[str, str]] = {
+    **{a: ("ev", a) for a in EV_INPUTS},
+    **{a: ("pv", src) for a, src in PV_INPUTS.items()},
+    **{a: ("factory", src) for a, src in FACTORY_INPUTS.items()},
+    **{a: ("grid", src) for a, src in GRID_INPUTS.items()},
+    **{a: ("island", src) for a, src in ISLAND_INPUTS.items()},
+}
+"""Input -> (group, the source's own attribute name); the groups go to the model as dicts."""
 
 META = {
     "api_version": "3.0",
@@ -128,6 +135,7 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
     def __init__(self) -> None:
         super().__init__(META)
         self.sid = MODEL
+        self._sender = f"{MODEL}.{EID}"
         self.coord: Coordinator | None = None
         self._result: StepResult | None = None
         self._checked: dict[str, Any] = {}  # outputs of this step, computed and checked
@@ -140,6 +148,7 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         The coordinator is deterministic; ``seed`` is accepted for a uniform interface.
         """
         self.sid = sid
+        self._sender = f"{sid}.{EID}"  # who the outputs' errors name
         self.step_ticks = step_ticks(sid, step_s, n_steps, time_resolution)
         self.start = start
         self.step_s = int(step_s)
@@ -187,25 +196,32 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         if self.coord is None:
             raise RuntimeError(f"{self.sid}: step called before create")
         k = step_index(self.sid, time, self.step_ticks, self.n_steps)
-        values = {}
+        # each input under its source's own name, in the group of its source (None: not sent)
+        groups: dict[str, dict[str, Any]] = {"ev": {}, "pv": {}, "factory": {}, "grid": {},
+                                             "island": {}}
         for attr, by_source in inputs.get(EID, {}).items():
             if len(by_source) == 1:  # the usual case: one source
-                for value in by_source.values():
-                    values[attr] = value
+                (value,) = by_source.values()
             else:
-                values[attr] = self._one(attr, by_source, time)
-        ev = [values.get(a) for a in EV_INPUTS]
-        missing = [a for a, value in zip(EV_INPUTS, ev, strict=True) if value is None]
-        ev_view = None
-        if not missing:
-            ev_view = dict(zip(EV_INPUTS, ev, strict=True))
-        elif len(missing) < len(EV_INPUTS):
-            raise ValueError(f"{self.sid}.{EID} at t={time}: EV inputs incomplete, missing "
-                             f"{missing}; connect all of {EV_INPUTS}")
+                value = self._one(attr, by_source, time)
+            where = _INPUT_GROUPS.get(attr)
+            if value is not None and where is not None:
+                groups[where[0]][where[1]] = value
+        ev_view = groups["ev"]
+        if len(ev_view) < len(EV_INPUTS):
+            if ev_view:
+                missing = [a for a in EV_INPUTS if a not in ev_view]
+                raise ValueError(f"{self.sid}.{EID} at t={time}: EV inputs incomplete, missing "
+                                 f"{missing}; connect all of {EV_INPUTS}")
+            ev_view = None
+        grid = groups["grid"]
+        if len(grid) < len(GRID_INPUTS):
+            grid = None  # the grid state is used complete or not at all
+        elif groups["island"]:
+            grid.update(groups["island"])
         try:
-            self._result = self.coord.step(
-                k, ev_view, _group(values, PV_INPUTS), _group(values, FACTORY_INPUTS),
-                _grid(values))
+            self._result = self.coord.step(k, ev_view, groups["pv"] or None,
+                                           groups["factory"] or None, grid)
         except (ValueError, RuntimeError) as exc:
             raise RuntimeError(f"{self.sid}.{EID} at t={time} (step {k}): {exc}") from exc
         self._checked = {}
@@ -221,10 +237,13 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
             raise RuntimeError(f"{self.sid}: settle_metered before the first step")
         k = step_index(self.sid, time, self.step_ticks, self.n_steps)
         self._settle(k, charge_kw, discharge_kw)
-        res = self._result
-        sender = f"{self.sid}.{EID}"
-        return {**{a: finite_output(sender, a, res.totals[a]) for a in SETTLEMENT_TOTALS},
-                "transactions": res.transactions}
+        totals = self._result.totals
+        out = {a: totals[a] for a in SETTLEMENT_TOTALS}
+        if not math.isfinite(sum(out.values())):  # NaN and infinities carry into the sum
+            for a, value in out.items():
+                finite_output(self._sender, a, value)
+        out["transactions"] = self._result.transactions
+        return out
 
     def _settle(self, k: int, charge_kw: np.ndarray | None = None,
                 discharge_kw: np.ndarray | None = None) -> None:
@@ -237,8 +256,9 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         res.totals.update(settlement_totals(settle))
         res.transactions = settle.transactions
         res.settlement = settle
-        for attr in (*SETTLEMENT_TOTALS, "transactions"):
-            self._checked.pop(attr, None)
+        if not _SETTLED.isdisjoint(self._checked):  # got before: the dispatch's, now stale
+            for attr in _SETTLED:
+                self._checked.pop(attr, None)
 
     def _one(self, attr: str, by_source: dict, time: int) -> Any:
         """The value of ``attr`` from its one source that sent one (None if none did)."""
@@ -252,49 +272,29 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         """Arrays by reference; numbers are checked to be finite (``p_set_kw``: not infinite)."""
         if self.coord is None:
             raise RuntimeError(f"{self.sid}: get_data called before create")
-        res = self._result
         for attrs in outputs.values():
             unknown = [a for a in attrs if a not in _OUTPUT_SET]
             if unknown:
                 raise ValueError(f"{self.sid}: {unknown} are not outputs; outputs: {OUTPUTS}")
-            if res is None:
+            if self._result is None:
                 raise RuntimeError(f"{self.sid}: get_data before the first step")
-        return step_outputs(self.sid, EID, outputs, self._checked,
-                            lambda attr: self._output(res, attr, EID))
+        return step_outputs(self.sid, EID, outputs, self._checked, self._output)
 
-    def _output(self, res: StepResult, attr: str, eid: str) -> Any:
+    def _output(self, attr: str) -> Any:
         """Output ``attr`` of the step, checked: numbers finite, ``p_set_kw`` not infinite."""
+        res = self._result
         if attr == "p_set_kw":
-            value = res.p_set_kw
-            if np.isinf(value).any():  # NaN is allowed: uncontrolled
-                raise ValueError(f"{self.sid}.{eid}: attribute 'p_set_kw' has infinite values")
-            return value
+            if res.n_infinite:  # NaN is allowed: uncontrolled
+                raise ValueError(f"{self._sender}: attribute 'p_set_kw' has infinite values")
+            return res.p_set_kw
         if attr in _SETTLED:
             if res.settlement is None:
                 self._settle(self.coord.k - 1)  # not settled on metered power: the dispatch
             if attr == "transactions":
                 return res.transactions
         read = _RESULT_OUTPUTS.get(attr)
-        return finite_output(f"{self.sid}.{eid}", attr,
+        return finite_output(self._sender, attr,
                              res.totals[attr] if read is None else read(res))
-
-
-def _group(values: dict[str, Any], names: dict[str, str], require_all: bool = False
-           ) -> dict[str, Any] | None:
-    """The inputs of one source under the source's own attribute names (None if none)."""
-    got = {src: values[mine] for mine, src in names.items() if values.get(mine) is not None}
-    if not got or (require_all and len(got) < len(names)):
-        return None
-    return got
-
-
-def _grid(values: dict[str, Any]) -> dict[str, Any] | None:
-    """The grid state (None unless complete) with the island telemetry that arrived."""
-    state = _group(values, GRID_INPUTS, require_all=True)
-    island = _group(values, ISLAND_INPUTS)
-    if state is not None and island is not None:
-        state.update(island)
-    return state
 
 
 def main() -> None:

@@ -101,8 +101,9 @@ class PVFollowing(Strategy):
         self.fill_window = FillWindow(self.offpeak, cfg.offpeak_fill_margin_h * 3600 / step_s)
         self._kernel = dispatch_kernel()
         self._target_mode = TARGET_MODES.index(cfg.departure_target)
-        # the snapshot last planned: charging powers, planned needs and departures, targets
-        self._plan: tuple[Snapshot, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        # the snapshot last planned and its rows: charging powers, planned needs and
+        # departures, targets
+        self._plan: tuple[Snapshot, np.ndarray] | None = None
 
     def decide(self, snap: Snapshot) -> Setpoints:
         return Setpoints(p_kw=self.charge(snap))
@@ -111,14 +112,14 @@ class PVFollowing(Strategy):
         """The plugged EVs' planned need [kWh] and departure [s] (:func:`.core.planned_need_kwh`,
         :func:`.core.planned_t_dep_s`)."""
         plan = self.plan(snap)
-        return plan[2], plan[3]
+        return plan[1], plan[2]
 
     def targets(self, snap: Snapshot) -> np.ndarray:
         """Battery energy to plan for per EV [kWh]: the planned need
         (:func:`.core.planned_need_kwh`) or the room to full, as ``departure_target`` says
         (``morning_full``: full for the EVs leaving within the current or next off-peak
         window, or up to ``offpeak_fill_margin_h`` after it)."""
-        return self.plan(snap)[4]
+        return self.plan(snap)[3]
 
     def charge(self, snap: Snapshot) -> np.ndarray:
         """Charging powers (no discharge) of the plugged EVs for step ``k`` [kW].
@@ -134,16 +135,15 @@ class PVFollowing(Strategy):
 
         One call of the kernel ``charge_into`` (:mod:`ext.dispatch_np` describes it).
         """
-        return self.plan(snap)[1]
+        return self.plan(snap)[0]
 
-    def plan(self, snap: Snapshot
-             ) -> tuple[Snapshot, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(snap, charging powers, planned needs, planned departures, targets)`` of the
-        plugged EVs, worked out once per snapshot."""
+    def plan(self, snap: Snapshot) -> np.ndarray:
+        """Rows of the plugged EVs' charging powers, planned needs, planned departures and
+        targets, worked out once per snapshot."""
         if self._plan is not None and self._plan[0] is snap:
-            return self._plan
+            return self._plan[1]
         ev, zone, cfg = snap.ev, self.zone, self.cfg
-        out = np.zeros((4, ev.n))
+        out = np.empty((4, ev.n))  # the kernel writes every row
         if ev.n:
             period = snap.lookahead.period
             n_off = offpeak_steps(period, self.offpeak)
@@ -169,8 +169,8 @@ class PVFollowing(Strategy):
                     "room_kwh": ev.room_kwh, "t_dep_s": ev.t_dep_s, "p_max_kw": ev.p_max_kw,
                     "site": ev.site, "site_cap_kw": zone.site_charge_kw, "pv_kw": snap.pv_kw,
                     "pv_forecast_kw": forecast})
-        self._plan = (snap, *out)
-        return self._plan
+        self._plan = (snap, out)
+        return out
 
 
 class V2GPeakShaving(PVFollowing):

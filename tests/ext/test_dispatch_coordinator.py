@@ -1,7 +1,8 @@
 """The coordinator's per-step kernels of ``ext.dispatch`` besides the allocation: the plugged EVs'
-view (``plugged_into``), what the EVs do with the set-points (``done_into``) and the
-north-west-corner transport tables of the settlement (``north_west_into``). The compiled kernels
-equal the NumPy twins to the bit, and do what they are defined to."""
+view (``plugged_into``), the step's PV and factory totals (``supply_into``), what the EVs do with
+the set-points (``done_into``), the north-west-corner transport tables of the settlement
+(``north_west_into``) and the settlement (``settle_into``). The compiled kernels equal the NumPy
+twins to the bit, do what they are defined to and name arrays of the wrong kind."""
 
 from __future__ import annotations
 
@@ -206,9 +207,10 @@ def test_plugged_view_refuses_bad_indices_before_changing_anything(backend: str)
 def _done(backend: str, p, ids, site, state, p_min, p_max, n_site):
     delta = state["delta_e_kwh"].copy()
     p_done, site_kw, p_set = np.full(p.size, -1.0), np.full((2, n_site), -1.0), np.zeros(delta.size)
-    total = _kernel(backend).done_into(p, p_min, p_max, ids, site, 0.92, 0.9, 0.25, delta,
-                                       p_done, site_kw, p_set)
-    return delta, p_done, site_kw, p_set, np.array([total])
+    total, n_finite, n_infinite = _kernel(backend).done_into(
+        p, p_min, p_max, ids, site, 0.92, 0.9, 0.25, delta, p_done, site_kw, p_set)
+    assert type(n_finite) is int and type(n_infinite) is int
+    return delta, p_done, site_kw, p_set, np.array([total, n_finite, n_infinite])
 
 
 @pytest.mark.parametrize("seed", range(15))
@@ -228,9 +230,12 @@ def test_done_compiled_equals_twin_to_the_bit(seed: int) -> None:
 def test_done_follows_its_definition(backend: str, seed: int) -> None:
     ids, site, view, state, p, point, _ = _fleet(seed)
     p_min, p_max = np.minimum(view["p_min_kw"], 0.0), np.maximum(view["p_max_kw"], 0.0)
+    p[np.random.default_rng(seed).random(p.size) < 0.1] = np.inf  # a strategy's error
     delta, p_done, site_kw, p_set, total = _done(backend, p, ids, site, state, p_min, p_max,
                                                  point.size)
     assert total[0] == p_done.sum()  # as numpy adds them
+    # the set-points sent: finite ones (EVs controlled) and infinite ones (refused when sent)
+    assert total[1] == np.isfinite(p_set).sum() and total[2] == np.isinf(p_set).sum()
     # NaN: the EV's maximum; everything within the EV's bounds
     np.testing.assert_array_equal(p_done, np.clip(np.where(np.isnan(p), p_max, p), p_min, p_max))
     charging, discharging = np.maximum(p_done, 0.0), np.maximum(-p_done, 0.0)
@@ -258,6 +263,52 @@ def test_done_refuses_bad_indices_and_sizes(backend: str) -> None:
         _done(backend, p[:-1], ids, site, state, p_min, p_max, point.size)
 
 
+def _supply_case(seed: int):
+    """PV in load convention (generation negative; zeros of both signs, some consumption),
+    available power at or above it (or below: a plant's reading may lag), factory loads."""
+    rng = np.random.default_rng(seed)
+    n, n_fac = int(rng.integers(0, 300)), int(rng.integers(0, 140))
+    p = -rng.uniform(-20, 900, n) * (rng.random(n) < 0.8)
+    p[rng.random(n) < 0.1] = -0.0
+    avail = np.maximum(-p, 0.0) + rng.uniform(-5, 50, n) * (rng.random(n) < 0.5)
+    return p, avail, rng.uniform(0, 3000, n_fac)
+
+
+def _supply(backend: str, p, avail, fac):
+    pv_kw = np.full(p.size, np.nan)
+    totals = _kernel(backend).supply_into(p, avail, fac, pv_kw)
+    assert all(type(t) is float for t in totals)
+    return pv_kw, np.array(totals)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_supply_compiled_equals_twin_to_the_bit(seed: int) -> None:
+    if not HAS_COMPILED:
+        pytest.skip("ext.dispatch is not built")
+    case = _supply_case(seed)
+    got = [_supply(b, *case) for b in ("numpy", "compiled")]
+    for a, b in zip(*got, strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", range(10))
+def test_supply_follows_its_definition(backend: str, seed: int) -> None:
+    p, avail, fac = _supply_case(seed)
+    pv_kw, (pv_total, fac_total, curtailed) = _supply(backend, p, avail, fac)
+    # generation counted positive, consumption as none; the sums as numpy adds them
+    np.testing.assert_array_equal(pv_kw, np.where(p < 0, -p, 0.0))
+    assert pv_total == pv_kw.sum() and fac_total == fac.sum()
+    assert curtailed == np.maximum(avail - pv_kw, 0.0).sum()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_supply_refuses_bad_sizes(backend: str) -> None:
+    p, avail, fac = _supply_case(2)
+    with pytest.raises(ValueError, match="sizes"):
+        _supply(backend, p, np.append(avail, 1.0), fac)
+
+
 def _settle_case(seed: int):
     """A random settlement: plants and sites on a few buses (some shared), negative and zero
     powers of both signs, and the same-bus cells in table order."""
@@ -276,12 +327,20 @@ def _settle_case(seed: int):
     return pv, ch, dis, (*_groups(rows), *_groups(cols)), cells
 
 
-def _settle(backend: str, pv, ch, dis, groups, cells):
+MIN_KWH = 0.0005
+
+
+def _settle(backend: str, pv, ch, dis, groups, cells, min_kwh: float = MIN_KWH):
+    """The settlement's outputs; ``kwh`` and ``listed`` cut to the trades listed."""
     n_p, n_s = pv.size, ch.size
-    out = (np.full((n_p, n_s), np.nan), np.full(n_p, np.nan), np.full((2, n_s), np.nan),
-           np.full(cells.size + n_p * n_s + 2 * n_s + n_p, np.nan), np.full(4, np.nan))
-    _kernel(backend).settle_into(pv, ch, dis, *groups, cells, 0.25, *out)
-    return out
+    n_trades = cells.size + n_p * n_s + 2 * n_s + n_p
+    flow, export, site_kw, kwh, listed, totals = (
+        np.full((n_p, n_s), np.nan), np.full(n_p, np.nan), np.full((2, n_s), np.nan),
+        np.full(n_trades, np.nan), np.full(n_trades, -1, dtype=np.int64), np.full(4, np.nan))
+    m = _kernel(backend).settle_into(pv, ch, dis, *groups, cells, 0.25, min_kwh, flow, export,
+                                     site_kw, kwh, listed, totals)
+    assert type(m) is int
+    return flow, export, site_kw, kwh[:m], listed[:m], totals
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -298,7 +357,7 @@ def test_settlement_compiled_equals_twin_to_the_bit(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(20))
 def test_settlement_follows_its_definition(backend: str, seed: int) -> None:
     pv, ch, dis, groups, cells = _settle_case(seed)
-    flow, export, site_kw, kwh, totals = _settle(backend, pv, ch, dis, groups, cells)
+    flow, export, site_kw, _, _, totals = _settle(backend, pv, ch, dis, groups, cells)
     pv, ch, dis = np.maximum(pv, 0.0), np.maximum(ch, 0.0), np.maximum(dis, 0.0)
     # same bus first: each bus ships what it can by the north-west corner rule
     same = np.zeros(flow.shape)
@@ -311,12 +370,20 @@ def test_settlement_follows_its_definition(backend: str, seed: int) -> None:
     np.testing.assert_array_equal(site_kw[1], dis)
     np.testing.assert_allclose(totals, [flow.sum(), site_kw[0].sum(), dis.sum(), export.sum()],
                                rtol=1e-12, atol=1e-12)
+    # every trade in listing order: same-bus cells, the pool's table, grid sales, V2G, exports
     n_c = flow.size
-    np.testing.assert_array_equal(kwh[:cells.size], same.reshape(-1)[cells] * 0.25)
+    trades = np.concatenate((same.reshape(-1)[cells], (flow - same).reshape(-1),
+                             site_kw[0], dis, export)) * 0.25
+    _, _, _, kwh, listed, _ = _settle(backend, pv, ch, dis, groups, cells, min_kwh=-np.inf)
+    np.testing.assert_array_equal(listed, np.arange(trades.size))
+    np.testing.assert_array_equal(kwh[:cells.size], trades[:cells.size])
     np.testing.assert_allclose(kwh[cells.size:cells.size + n_c],
-                               (flow - same).reshape(-1) * 0.25, atol=1e-12)
-    np.testing.assert_array_equal(kwh[cells.size + n_c:],
-                                  np.concatenate((site_kw[0], dis, export)) * 0.25)
+                               trades[cells.size:cells.size + n_c], atol=1e-12)
+    np.testing.assert_array_equal(kwh[cells.size + n_c:], trades[cells.size + n_c:])
+    # only trades of at least the least energy are listed, in order
+    _, _, _, kwh_min, listed_min, _ = _settle(backend, pv, ch, dis, groups, cells)
+    np.testing.assert_array_equal(listed_min, np.flatnonzero(kwh >= MIN_KWH))
+    np.testing.assert_array_equal(kwh_min, kwh[listed_min])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -329,3 +396,61 @@ def test_settlement_refuses_bad_sizes_and_cells(backend: str) -> None:
         _settle(backend, pv, ch, dis, groups, bad)
     with pytest.raises(ValueError, match="settle_into: group bounds"):
         _settle(backend, pv, ch, dis, (np.array([0, 99]), *groups[1:]), cells)
+
+
+def _compiled_calls():
+    """Each per-step kernel's arguments (a valid call), by kernel name."""
+    ids, site, view, state, p, point, capacity = _fleet(5)
+    p_min, p_max = np.minimum(view["p_min_kw"], 0.0), np.maximum(view["p_max_kw"], 0.0)
+    pv, ch, dis, groups, cells = _settle_case(5)
+    n_p, n_s = pv.size, ch.size
+    n_trades = cells.size + n_p * n_s + 2 * n_s + n_p
+    return {
+        "plugged_into": [ids, site, view["soc"], view["need_kwh"], view["departure_s"],
+                         view["p_max_kw"], view["p_min_kw"], view["v2g"], 3600.0, 900.0, point,
+                         capacity, 0.95, *(state[k].copy() for k in state),
+                         np.zeros((8, ids.size))],
+        "supply_into": [*_supply_case(5)[:2], np.ones(3), np.zeros(_supply_case(5)[0].size)],
+        "done_into": [p, p_min, p_max, ids, site, 0.92, 0.9, 0.25,
+                      state["delta_e_kwh"].copy(), np.zeros(p.size), np.zeros((2, point.size)),
+                      np.zeros(state["delta_e_kwh"].size)],
+        "settle_into": [pv, ch, dis, *groups, cells, 0.25, MIN_KWH, np.zeros((n_p, n_s)),
+                        np.zeros(n_p), np.zeros((2, n_s)), np.zeros(n_trades),
+                        np.zeros(n_trades, np.int64), np.zeros(4)],
+        "charge_into": [np.zeros(2), np.zeros(2), np.zeros(2), np.ones(2), np.zeros(2),
+                        np.zeros(2, np.int64), np.ones(1), np.zeros(0), np.zeros(1, np.int64),
+                        np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64),
+                        np.zeros(0), 900.0, 0.9, 0.9, 0.0, 0.0, 0, True, 0.0, 1.0, 0.0, 0.0,
+                        np.zeros((4, 2))],
+    }
+
+
+@pytest.mark.parametrize("name", ["plugged_into", "supply_into", "done_into", "settle_into",
+                                  "charge_into"])
+def test_compiled_kernels_name_arrays_of_the_wrong_kind(name: str) -> None:
+    """Another dtype, a strided view, a read-only output, another number of dimensions or no
+    array at all: the compiled kernel names itself, the argument and what it needs."""
+    if not HAS_COMPILED:
+        pytest.skip("ext.dispatch is not built")
+    kernel = getattr(_kernel("compiled"), name)
+    args = _compiled_calls()[name]
+    kernel(*[a.copy() if isinstance(a, np.ndarray) else a for a in args])  # valid as given
+    first = 0  # a 1-d float64 input of every kernel
+    last = len(args) - 1  # a writable output of every kernel
+    read_only = args[last].copy()
+    read_only.flags.writeable = False
+    wide = np.zeros(2 * args[first].size)
+    bad_cases = [
+        (first, args[first].astype(np.float32), "float32"),
+        (first, wide[::2], "non-contiguous"),
+        (first, args[first].reshape(1, -1), "2-d"),
+        (last, read_only, "read-only"),
+    ]
+    for i, value, got in bad_cases:
+        call = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        call[i] = value
+        with pytest.raises(ValueError, match=f"{name}: .* needs a C-contiguous") as err:
+            kernel(*call)
+        assert got in str(err.value)
+    with pytest.raises(TypeError):
+        kernel(*[args[first].tolist(), *args[1:]])
