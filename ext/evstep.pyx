@@ -14,18 +14,24 @@ the EVs concerned instead of a few dozen NumPy operations on small gathered arra
   uncontrolled maximum, update the batteries and energy accounts, feed the SoC changes to the
   ageing model's turning-point detection, sum the power per site and refresh ``charging``.
 - ``view_cc``: ``limits_cc`` of the plugged EVs and what a coordinator sees of them, in one
-  call.
+  pass.
 - ``serve_queue``: plug waiting EVs into free chargers (first come, first served), then let
-  EVs whose patience ran out give up.
+  EVs whose patience ran out give up; ``plugged`` lists the EVs plugged in.
 - ``depart``, ``arrive``, ``settle``, ``next_trip``: the trip events at a step boundary (leave
   on the next leg, arrive and park, decide whether to wait for a charger, plan the energy wanted
-  at the next departure). ``depart`` records the SoC drop as the ageing model's ``observe``
-  does; the caller sums the unmet energies with NumPy (its pairwise sum).
+  at the next departure), keeping each EV's next event for ``due``. ``depart`` records the
+  SoC drop as the ageing model's ``observe`` does; the caller sums the unmet energies with
+  NumPy (its pairwise sum).
 - ``append_legs``: file the legs of a day's trip chains in each EV's ring of planned legs,
   keeping a stay of at least one step between them.
+- ``due``: the EVs leaving and arriving at a step, from each EV's next event, in the order
+  their legs were filed.
 - ``rainflow``: the ageing model's cycle counting over the turning points of each EV's SoC;
   it lists the cycles it closes, the caller evaluates their stress with NumPy (whose ``exp``
   and ``pow`` differ from the C library's in the last bit) and adds them up.
+
+``advance``, ``view_cc`` and ``limits_cv`` also tell whether every value they wrote is finite,
+so the adapter sends them on without another pass over them (and names a bad one if not).
 
 Every value is computed with the same floating-point operations, in the same order, as the
 NumPy twin ``ext/evstep_np.py`` (and the model's vectorised reference code), so results are
@@ -36,7 +42,7 @@ layout and (for outputs) writability, which costs far less per call than a typed
 """
 
 cimport numpy as cnp
-from libc.math cimport fabs, isinf, isnan
+from libc.math cimport fabs, isfinite, isinf, isnan
 from libc.stdint cimport int8_t, int64_t, uint8_t
 from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memmove
@@ -105,17 +111,33 @@ cdef inline bint _turn(Py_ssize_t j, double soc_old, double soc_new, Turns *t) n
     return full
 
 
+cdef struct View:
+    # what ``view_cc`` reads and writes besides the limits
+    const int64_t *site
+    const double *req_kwh
+    const int64_t *next_dep
+    int64_t step_s
+    int64_t *o_site
+    double *o_soc
+    double *o_need
+    double *o_dep
+    uint8_t *o_v2g
+    bint finite  # every value written is (p_max of EVs entering the CV phase aside)
+
+
 cdef Py_ssize_t _limits_cc(const int64_t *ids_, Py_ssize_t n, const double *e_,
                            const double *cap_, const double *ch_lim, const double *accept,
                            const double *dis_lim, double eta_c, double eta_d, double soc_cv,
                            double soc_max, double end_share, double min_soc_v2g, double dt_h,
                            double full_tol_kwh, double *p_max_, double *p_min_, int64_t *pos,
-                           double *arg, double *start) noexcept nogil:
-    """The loop of ``limits_cc``; returns ``n_cv``."""
+                           double *arg, double *start, View *v) noexcept nogil:
+    """The loop of ``limits_cc``, and of ``view_cc`` unless ``v`` is NULL; returns ``n_cv``."""
     cdef Py_ssize_t i, j, n_cv = 0
     cdef double width = soc_max - soc_cv
     cdef double soc_full = soc_max - end_share * width
     cdef double e, cap, soc0, p_batt, rate, soc_x, soc1, t_cc, k_cv, hi, e_in, room, acc
+    cdef double need, dep_s
+    cdef bint finite = True
     for i in range(n):
         j = ids_[i]
         e = e_[j]
@@ -157,6 +179,23 @@ cdef Py_ssize_t _limits_cc(const int64_t *ids_, Py_ssize_t n, const double *e_,
             room = 0.0
         room = room * eta_d / dt_h
         p_min_[i] = -(dis_lim[j] if dis_lim[j] < room else room)
+        if v != NULL:
+            v.o_site[i] = v.site[j]
+            v.o_soc[i] = soc0
+            need = v.req_kwh[j] - e
+            if not need > 0.0:
+                need = 0.0
+            v.o_need[i] = need
+            dep_s = <double>(v.next_dep[j] * v.step_s)
+            v.o_dep[i] = dep_s
+            v.o_v2g[i] = dis_lim[j] > 0
+            if not (isfinite(soc0) and isfinite(need) and isfinite(dep_s)
+                    and isfinite(p_min_[i])):
+                finite = False
+            if not ((n_cv > 0 and pos[n_cv - 1] == i) or isfinite(p_max_[i])):
+                finite = False  # (p_max of an EV entering the CV phase is written later)
+    if v != NULL:
+        v.finite = finite
     return n_cv
 
 
@@ -199,7 +238,7 @@ def limits_cc(cnp.ndarray ids not None, cnp.ndarray e_kwh not None,
     _long_enough("limits_cc", n, p_max, p_min, cv_pos, cv_arg, cv_start)
     return _limits_cc(ids_, n, e_, cap_, ch_lim, accept, dis_lim, eta_c, eta_d, soc_cv, soc_max,
                       end_share, min_soc_v2g, dt_h, full_tol_kwh, p_max_, p_min_, pos, arg,
-                      start)
+                      start, NULL)
 
 
 def limits_cv(Py_ssize_t n_cv, cnp.ndarray cv_pos not None, cnp.ndarray cv_exp not None,
@@ -207,7 +246,8 @@ def limits_cv(Py_ssize_t n_cv, cnp.ndarray cv_pos not None, cnp.ndarray cv_exp n
               cnp.ndarray e_kwh not None, cnp.ndarray cap_kwh not None, double eta_c,
               double soc_cv, double soc_max, double end_share, double dt_h, double full_tol_kwh,
               cnp.ndarray p_max not None):
-    """Finish ``p_max`` of the EVs listed by ``limits_cc``; ``cv_exp = exp(cv_arg)``."""
+    """Finish ``p_max`` of the EVs listed by ``limits_cc``; ``cv_exp = exp(cv_arg)``. Returns
+    whether every value written is finite."""
     cdef const int64_t *pos = _i64(cv_pos, "cv_pos")
     cdef const double *exp_ = _f64(cv_exp, "cv_exp")
     cdef const double *start = _f64(cv_start, "cv_start")
@@ -218,7 +258,8 @@ def limits_cv(Py_ssize_t n_cv, cnp.ndarray cv_pos not None, cnp.ndarray cv_exp n
     cdef Py_ssize_t k, i, j
     cdef double width = soc_max - soc_cv
     cdef double soc_full = soc_max - end_share * width
-    cdef double cap, soc0, soc1, hi, e_in
+    cdef double cap, soc0, soc1, hi, e_in, p
+    cdef bint finite = True
     for k in range(n_cv):
         i = pos[k]
         j = ids_[i]
@@ -231,7 +272,10 @@ def limits_cv(Py_ssize_t n_cv, cnp.ndarray cv_pos not None, cnp.ndarray cv_exp n
         if soc1 > hi:
             soc1 = hi
         e_in = (soc1 - soc0) * cap / eta_c
-        p_max_[i] = (e_in if e_in > full_tol_kwh else 0.0) / dt_h
+        p = (e_in if e_in > full_tol_kwh else 0.0) / dt_h
+        p_max_[i] = p
+        finite &= isfinite(p)
+    return finite
 
 
 def advance(cnp.ndarray ids not None, cnp.ndarray p_set not None, bint controlled,
@@ -244,16 +288,20 @@ def advance(cnp.ndarray ids not None, cnp.ndarray p_set not None, bint controlle
             cnp.ndarray charging not None, double dt_h, double eta_c, double eta_d,
             double soc_full, double full_tol_kwh, cnp.ndarray ch_kw not None,
             cnp.ndarray dis_kw not None, cnp.ndarray ch_site_kw not None,
-            cnp.ndarray dis_site_kw not None):
+            cnp.ndarray dis_site_kw not None, double q_per_p, cnp.ndarray q_site_kvar not None,
+            cnp.ndarray e_sum_kwh not None):
     """One step of EVs ``ids`` (the plugged EVs when ``controlled``, else the charging ones).
 
     ``p_set`` is over all EVs (NaN = uncontrolled) when ``controlled``; otherwise every EV draws
     ``p_max``. Updates the battery, accounts, turning points, ``charging`` in place; adds the
     power of each moving EV to ``p_site_kw`` and its charge and discharge power to
-    ``ch_site_kw`` / ``dis_site_kw`` (all zeroed by the caller), and lists its charge and
-    discharge power in ``ch_kw`` / ``dis_kw`` in ``ids`` order. Returns ``(n_moving,
-    n_clamped, flush)``: ``flush`` is true when a turning-point buffer is full; or ``None``
-    (nothing changed) when ``controlled`` and a setpoint is infinite.
+    ``ch_site_kw`` / ``dis_site_kw`` (all zeroed by the caller), lists its charge and
+    discharge power in ``ch_kw`` / ``dis_kw`` in ``ids`` order, sets ``q_site_kvar`` to
+    ``p_site_kw * q_per_p`` and adds the energy of every EV after the step to ``e_sum_kwh``
+    (over all EVs, as ``plug``). Returns ``(n_moving, n_clamped, flush, finite, n_discharging)``:
+    ``flush`` is true when a turning-point buffer is full, ``finite`` when every value of the
+    four site arrays is; ``n_discharging`` of the moving EVs discharge (the others charge). Or
+    ``None`` (nothing changed) when ``controlled`` and a setpoint is infinite.
     """
     cdef const int64_t *ids_ = _i64(ids, "ids")
     cdef const double *p_set_ = _f64(p_set, "p_set")
@@ -271,11 +319,18 @@ def advance(cnp.ndarray ids not None, cnp.ndarray p_set not None, bint controlle
     cdef double *dis_ = _f64(dis_kw, "dis_kw", 1, True)
     cdef double *ch_site = _f64(ch_site_kw, "ch_site_kw", 1, True)
     cdef double *dis_site = _f64(dis_site_kw, "dis_site_kw", 1, True)
+    cdef double *q_site = _f64(q_site_kvar, "q_site_kvar", 1, True)
+    cdef double *e_sum = _f64(e_sum_kwh, "e_sum_kwh", 1, True)
     cdef Turns turns
     _turns(&turns, last_dir, extreme, tp_buf, tp_n)
     cdef Py_ssize_t i, j, n = cnp.PyArray_DIM(ids, 0), n_ev = cnp.PyArray_DIM(plug, 0)
-    cdef Py_ssize_t m = 0, clamped = 0
-    cdef bint flush = False
+    cdef Py_ssize_t m = 0, clamped = 0, s, n_sites = cnp.PyArray_DIM(p_site_kw, 0), n_dis = 0
+    cdef bint flush = False, finite = True
+    if (cnp.PyArray_DIM(ch_site_kw, 0) != n_sites or cnp.PyArray_DIM(dis_site_kw, 0) != n_sites
+            or cnp.PyArray_DIM(q_site_kvar, 0) != n_sites):
+        raise ValueError("advance: the site arrays need the length of p_site_kw")
+    if cnp.PyArray_DIM(e_kwh, 0) != n_ev or cnp.PyArray_DIM(e_sum_kwh, 0) != n_ev:
+        raise ValueError("advance: e_kwh and e_sum_kwh need one value per EV, as plug")
     cdef double p, ps, ch, dis, e_old, e_new, cap, v
     cdef double c_ch = dt_h * eta_c, c_dis = dt_h / eta_d
     if controlled:
@@ -314,13 +369,20 @@ def advance(cnp.ndarray ids not None, cnp.ndarray p_set not None, bint controlle
             ch_[m] = ch
             dis_[m] = dis
             m += 1
+            n_dis += dis > 0.0
             if _turn(j, e_old / cap, e_new / cap, &turns):
                 flush = True
             if not controlled and e_new >= soc_full * cap - full_tol_kwh:
                 charging_[j] = 0
         if controlled:
             charging_[j] = e_[j] < soc_full * cap - full_tol_kwh
-    return m, clamped, flush
+    for j in range(n_ev):
+        e_sum[j] += e_[j]
+    for s in range(n_sites):
+        q_site[s] = p_site[s] * q_per_p
+        finite &= (isfinite(p_site[s]) and isfinite(q_site[s]) and isfinite(ch_site[s])
+                   and isfinite(dis_site[s]))
+    return m, clamped, flush, finite, n_dis
 
 
 def view_cc(cnp.ndarray ids not None, cnp.ndarray e_kwh not None, cnp.ndarray cap_kwh not None,
@@ -335,37 +397,39 @@ def view_cc(cnp.ndarray ids not None, cnp.ndarray e_kwh not None, cnp.ndarray ca
             cnp.ndarray out_need_kwh not None, cnp.ndarray out_departure_s not None,
             cnp.ndarray out_v2g not None):
     """``limits_cc`` of EVs ``ids`` and what a coordinator sees of them: site, SoC, energy
-    need, departure time [s] and V2G flag. Returns ``n_cv``."""
-    cdef Py_ssize_t n_cv = limits_cc(ids, e_kwh, cap_kwh, p_ch_lim, accept_kw, p_dis_lim, eta_c,
-                                     eta_d, soc_cv, soc_max, end_share, min_soc_v2g, dt_h,
-                                     full_tol_kwh, p_max, p_min, cv_pos, cv_arg, cv_start)
-    cdef Py_ssize_t i, j, n = cnp.PyArray_DIM(ids, 0)
+    need, departure time [s] and V2G flag. Returns ``(n_cv, finite)``: ``finite`` tells whether
+    every value written is (``p_max`` of the ``n_cv`` listed EVs is written by ``limits_cv``)."""
+    cdef Py_ssize_t n = cnp.PyArray_DIM(ids, 0)
     cdef const int64_t *ids_ = _i64(ids, "ids")
     cdef const double *e_ = _f64(e_kwh, "e_kwh")
     cdef const double *cap_ = _f64(cap_kwh, "cap_kwh")
+    cdef const double *ch_lim = _f64(p_ch_lim, "p_ch_lim")
+    cdef const double *accept = _f64(accept_kw, "accept_kw")
     cdef const double *dis_lim = _f64(p_dis_lim, "p_dis_lim")
-    cdef const int64_t *site_ = _i64(site, "site")
-    cdef const double *req = _f64(req_kwh, "req_kwh")
-    cdef const int64_t *dep = _i64(next_dep, "next_dep")
-    cdef int64_t *o_site = _i64(out_site, "out_site", 1, True)
-    cdef double *o_soc = _f64(out_soc, "out_soc", 1, True)
-    cdef double *o_need = _f64(out_need_kwh, "out_need_kwh", 1, True)
-    cdef double *o_dep = _f64(out_departure_s, "out_departure_s", 1, True)
-    cdef uint8_t *o_v2g = _u8(out_v2g, "out_v2g", True)
-    cdef double need
+    cdef double *p_max_ = _f64(p_max, "p_max", 1, True)
+    cdef double *p_min_ = _f64(p_min, "p_min", 1, True)
+    cdef int64_t *pos = _i64(cv_pos, "cv_pos", 1, True)
+    cdef double *arg = _f64(cv_arg, "cv_arg", 1, True)
+    cdef double *start = _f64(cv_start, "cv_start", 1, True)
+    cdef View v
+    v.site = _i64(site, "site")
+    v.req_kwh = _f64(req_kwh, "req_kwh")
+    v.next_dep = _i64(next_dep, "next_dep")
+    v.step_s = step_s
+    v.o_site = _i64(out_site, "out_site", 1, True)
+    v.o_soc = _f64(out_soc, "out_soc", 1, True)
+    v.o_need = _f64(out_need_kwh, "out_need_kwh", 1, True)
+    v.o_dep = _f64(out_departure_s, "out_departure_s", 1, True)
+    v.o_v2g = _u8(out_v2g, "out_v2g", True)
+    _long_enough("view_cc", n, p_max, p_min, cv_pos, cv_arg, cv_start)
     if (cnp.PyArray_DIM(out_site, 0) < n or cnp.PyArray_DIM(out_soc, 0) < n
             or cnp.PyArray_DIM(out_need_kwh, 0) < n or cnp.PyArray_DIM(out_departure_s, 0) < n
             or cnp.PyArray_DIM(out_v2g, 0) < n):
         raise ValueError("view_cc: output arrays shorter than ids")
-    for i in range(n):
-        j = ids_[i]
-        o_site[i] = site_[j]
-        o_soc[i] = e_[j] / cap_[j]
-        need = req[j] - e_[j]
-        o_need[i] = need if need > 0.0 else 0.0
-        o_dep[i] = <double>(dep[j] * step_s)
-        o_v2g[i] = dis_lim[j] > 0
-    return n_cv
+    n_cv = _limits_cc(ids_, n, e_, cap_, ch_lim, accept, dis_lim, eta_c, eta_d, soc_cv, soc_max,
+                      end_share, min_soc_v2g, dt_h, full_tol_kwh, p_max_, p_min_, pos, arg,
+                      start, &v)
+    return n_cv, v.finite
 
 
 cdef struct Waiter:
@@ -501,7 +565,10 @@ cdef struct Plan:
     const int64_t *tail
     const int64_t *leg_dep
     const double *leg_rest_km
+    const int64_t *leg_seq
     Py_ssize_t m  # leg slots per EV
+    int64_t *evt_step
+    int64_t *evt_seq
     int64_t *next_dep
     double *req_kwh
     const double *cap_kwh
@@ -517,7 +584,8 @@ cdef struct Plan:
 
 
 cdef int _plan(Plan *p, cnp.ndarray head, cnp.ndarray tail, cnp.ndarray leg_dep,
-               cnp.ndarray leg_rest_km, cnp.ndarray next_dep, cnp.ndarray req_kwh,
+               cnp.ndarray leg_rest_km, cnp.ndarray leg_seq, cnp.ndarray evt_step,
+               cnp.ndarray evt_seq, cnp.ndarray next_dep, cnp.ndarray req_kwh,
                cnp.ndarray cap_kwh, cnp.ndarray site, cnp.ndarray site_kind,
                cnp.ndarray kwh_per_km, int64_t horizon_step, double need_soc,
                double target_soc, double soc_full, int64_t home_kind,
@@ -529,6 +597,11 @@ cdef int _plan(Plan *p, cnp.ndarray head, cnp.ndarray tail, cnp.ndarray leg_dep,
     p.m = cnp.PyArray_DIM(leg_dep, 1)
     if cnp.PyArray_DIM(leg_rest_km, 1) != p.m:
         raise ValueError("leg_rest_km: needs as many leg slots as leg_dep")
+    p.leg_seq = _i64(leg_seq, "leg_seq", 2)
+    if cnp.PyArray_DIM(leg_seq, 1) != p.m:
+        raise ValueError("leg_seq: needs as many leg slots as leg_dep")
+    p.evt_step = _i64(evt_step, "evt_step", 1, True)
+    p.evt_seq = _i64(evt_seq, "evt_seq", 1, True)
     p.next_dep = _i64(next_dep, "next_dep", 1, True)
     p.req_kwh = _f64(req_kwh, "req_kwh", 1, True)
     p.cap_kwh = _f64(cap_kwh, "cap_kwh")
@@ -554,9 +627,12 @@ cdef void _next_trip(const int64_t *ids, Py_ssize_t n, const Plan *p,
         if p.head[j] < p.tail[j]:
             slot = j * p.m + p.head[j] % p.m
             p.next_dep[j] = p.leg_dep[slot]
+            p.evt_step[j] = p.leg_dep[slot]
+            p.evt_seq[j] = p.leg_seq[slot]
             rest_km = p.leg_rest_km[slot]
         else:
             p.next_dep[j] = p.horizon_step
+            p.evt_step[j] = -1
             rest_km = 0.0
         cap = p.cap_kwh[j]
         kind = p.site_kind[p.site[j]] if p.site[j] >= 0 else -1
@@ -571,6 +647,8 @@ cdef void _next_trip(const int64_t *ids, Py_ssize_t n, const Plan *p,
 
 def next_trip(cnp.ndarray ids not None, cnp.ndarray head not None, cnp.ndarray tail not None,
               cnp.ndarray leg_dep not None, cnp.ndarray leg_rest_km not None,
+              cnp.ndarray leg_seq not None, cnp.ndarray evt_step not None,
+              cnp.ndarray evt_seq not None,
               cnp.ndarray next_dep not None, cnp.ndarray req_kwh not None,
               cnp.ndarray cap_kwh not None, cnp.ndarray site not None,
               cnp.ndarray site_kind not None, cnp.ndarray kwh_per_km not None,
@@ -580,13 +658,14 @@ def next_trip(cnp.ndarray ids not None, cnp.ndarray head not None, cnp.ndarray t
 
     ``need_soc`` is ``soc_min + trip_reserve_soc``; ``target_soc`` (``departure_soc_target``)
     applies when leaving a site of kind ``home_kind`` or ``depot_kind``. Without a planned leg
-    the departure is ``horizon_step``. Writes the site kind of ``ids[i]`` (-1 = no site) to
-    ``kind_out[i]``.
+    the departure is ``horizon_step``. The EV's next event (see ``due``) is that departure, at
+    ``evt_step``, of the leg filed ``evt_seq`` (its ``leg_seq``); -1 without a planned leg.
+    Writes the site kind of ``ids[i]`` (-1 = no site) to ``kind_out[i]``.
     """
     cdef Plan plan
-    _plan(&plan, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh, cap_kwh, site,
-          site_kind, kwh_per_km, horizon_step, need_soc, target_soc, soc_full, home_kind,
-          depot_kind)
+    _plan(&plan, head, tail, leg_dep, leg_rest_km, leg_seq, evt_step, evt_seq, next_dep,
+          req_kwh, cap_kwh, site, site_kind, kwh_per_km, horizon_step, need_soc, target_soc,
+          soc_full, home_kind, depot_kind)
     _next_trip(_i64(ids, "ids"), cnp.PyArray_DIM(ids, 0), &plan,
                _i64(kind_out, "kind_out", 1, True))
 
@@ -666,6 +745,8 @@ def settle(cnp.ndarray ids not None, cnp.ndarray dest not None, int64_t k,
            cnp.ndarray wait_since not None, cnp.ndarray wait_until not None,
            cnp.ndarray kind_buf not None, cnp.ndarray head not None, cnp.ndarray tail not None,
            cnp.ndarray leg_dep not None, cnp.ndarray leg_rest_km not None,
+              cnp.ndarray leg_seq not None, cnp.ndarray evt_step not None,
+              cnp.ndarray evt_seq not None,
            cnp.ndarray next_dep not None, cnp.ndarray req_kwh not None,
            cnp.ndarray cap_kwh not None, cnp.ndarray kwh_per_km not None,
            int64_t horizon_step, double need_soc, double target_soc, double soc_full,
@@ -680,9 +761,9 @@ def settle(cnp.ndarray ids not None, cnp.ndarray dest not None, int64_t k,
     cdef Plan plan
     _park(&park, site, site_kind, site_has_chargers, patience_steps, e_kwh, plug_soc,
           public_plug_soc, public_kind, wants, waiting, wait_since, wait_until, kind_buf)
-    _plan(&plan, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh, cap_kwh, site,
-          site_kind, kwh_per_km, horizon_step, need_soc, target_soc, soc_full, home_kind,
-          depot_kind)
+    _plan(&plan, head, tail, leg_dep, leg_rest_km, leg_seq, evt_step, evt_seq, next_dep,
+          req_kwh, cap_kwh, site, site_kind, kwh_per_km, horizon_step, need_soc, target_soc,
+          soc_full, home_kind, depot_kind)
     return _settle(_i64(ids, "ids"), cnp.PyArray_DIM(ids, 0), _i64(dest, "dest"), k, &park,
                    &plan)
 
@@ -697,6 +778,8 @@ def arrive(cnp.ndarray ids not None, int64_t k, cnp.ndarray leg_arr not None,
            cnp.ndarray wait_since not None, cnp.ndarray wait_until not None,
            cnp.ndarray kind_buf not None, cnp.ndarray tail not None,
            cnp.ndarray leg_dep not None, cnp.ndarray leg_rest_km not None,
+              cnp.ndarray leg_seq not None, cnp.ndarray evt_step not None,
+              cnp.ndarray evt_seq not None,
            cnp.ndarray next_dep not None, cnp.ndarray req_kwh not None,
            cnp.ndarray cap_kwh not None, cnp.ndarray kwh_per_km not None,
            int64_t horizon_step, double need_soc, double target_soc, double soc_full,
@@ -717,9 +800,9 @@ def arrive(cnp.ndarray ids not None, int64_t k, cnp.ndarray leg_arr not None,
         raise ValueError("leg_dest: needs as many leg slots as leg_arr")
     _park(&park, site, site_kind, site_has_chargers, patience_steps, e_kwh, plug_soc,
           public_plug_soc, public_kind, wants, waiting, wait_since, wait_until, kind_buf)
-    _plan(&plan, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh, cap_kwh, site,
-          site_kind, kwh_per_km, horizon_step, need_soc, target_soc, soc_full, home_kind,
-          depot_kind)
+    _plan(&plan, head, tail, leg_dep, leg_rest_km, leg_seq, evt_step, evt_seq, next_dep,
+          req_kwh, cap_kwh, site, site_kind, kwh_per_km, horizon_step, need_soc, target_soc,
+          soc_full, home_kind, depot_kind)
     for i in range(n):
         j = ids_[i]
         slot = j * m + head_[j] % m
@@ -735,6 +818,7 @@ def arrive(cnp.ndarray ids not None, int64_t k, cnp.ndarray leg_arr not None,
 
 
 def depart(cnp.ndarray ids not None, int64_t k, cnp.ndarray leg_dep not None,
+           cnp.ndarray leg_arr not None, cnp.ndarray evt_step not None,
            cnp.ndarray leg_km not None, cnp.ndarray head not None,
            cnp.ndarray driving not None, cnp.ndarray plug not None, cnp.ndarray site not None,
            cnp.ndarray used not None, cnp.ndarray charging not None,
@@ -746,17 +830,23 @@ def depart(cnp.ndarray ids not None, int64_t k, cnp.ndarray leg_dep not None,
            cnp.ndarray p_dis_lim not None, cnp.ndarray last_dir not None,
            cnp.ndarray extreme not None, cnp.ndarray tp_buf not None,
            cnp.ndarray tp_n not None, cnp.ndarray unmet_buf not None):
-    """EVs ``ids`` leave at step ``k`` on their current leg.
+    """EVs ``ids`` leave at step ``k`` on their current leg; their next event (``evt_step``,
+    see ``due``) is its arrival.
 
     Unplugs them (frees the charger), books the energy still missing of those that wanted to
     charge (``unmet_kwh``; the values, in ``ids`` order, also in ``unmet_buf``), ends waiting,
     and takes the trip's energy from the battery down to ``soc_min`` (the rest is a shortfall),
     recording the SoC change as the ageing model's ``observe`` does. Returns ``(n_unplugged,
-    n_unmet, n_gave_up, n_short, flush)``, or ``None`` (nothing changed) when the trip plan
-    does not match (a leg not departing at ``k``, or an EV already driving).
+    n_unmet, n_gave_up, n_short, flush, short_kwh)``: ``n_unmet`` values are listed in
+    ``unmet_buf``, or 0 when none of them is positive (their sum is 0); ``short_kwh`` is true
+    when a shortfall was booked (``n_short`` counts only those beyond 1e-9 kWh). Or ``None``
+    (nothing changed) when the trip plan does not match (a leg not departing at ``k``, or an
+    EV already driving).
     """
     cdef const int64_t *ids_ = _i64(ids, "ids")
     cdef const int64_t *dep = _i64(leg_dep, "leg_dep", 2)
+    cdef const int64_t *arr = _i64(leg_arr, "leg_arr", 2)
+    cdef int64_t *evt = _i64(evt_step, "evt_step", 1, True)
     cdef const double *km = _f64(leg_km, "leg_km", 2)
     cdef const int64_t *head_ = _i64(head, "head")
     cdef uint8_t *driving_ = _u8(driving, "driving", True)
@@ -781,10 +871,10 @@ def depart(cnp.ndarray ids not None, int64_t k, cnp.ndarray leg_dep not None,
     cdef Py_ssize_t i, j, n = cnp.PyArray_DIM(ids, 0), m = cnp.PyArray_DIM(leg_dep, 1), slot
     cdef Py_ssize_t n_types = cnp.PyArray_DIM(used, 1)
     cdef Py_ssize_t n_unplugged = 0, n_unmet = 0, n_gave_up = 0, n_short = 0
-    cdef bint flush = False
+    cdef bint flush = False, short_kwh = False, any_unmet = False
     cdef double unmet, e_trip, avail, used_kwh, cap, e_old, e_new
-    if cnp.PyArray_DIM(leg_km, 1) != m:
-        raise ValueError("leg_km: needs as many leg slots as leg_dep")
+    if cnp.PyArray_DIM(leg_km, 1) != m or cnp.PyArray_DIM(leg_arr, 1) != m:
+        raise ValueError("leg_km, leg_arr: need as many leg slots as leg_dep")
     for i in range(n):
         j = ids_[i]
         if dep[j * m + head_[j] % m] != k or driving_[j]:
@@ -803,6 +893,7 @@ def depart(cnp.ndarray ids not None, int64_t k, cnp.ndarray leg_dep not None,
             unmet_[j] += unmet
             unmet_out[n_unmet] = unmet
             n_unmet += 1
+            any_unmet |= unmet > 0.0
         if waiting_[j]:
             n_gave_up += 1
         e_trip = km[slot] * per_km[j]
@@ -817,7 +908,9 @@ def depart(cnp.ndarray ids not None, int64_t k, cnp.ndarray leg_dep not None,
         e_new = e_old - used_kwh
         e_[j] = e_new
         driven[j] += used_kwh
-        shortfall[j] += e_trip - used_kwh
+        if e_trip - used_kwh != 0.0:
+            shortfall[j] += e_trip - used_kwh
+            short_kwh = True
         if _turn(j, e_old / cap, e_new / cap, &turns):
             flush = True
         plug_[j] = -1
@@ -827,7 +920,8 @@ def depart(cnp.ndarray ids not None, int64_t k, cnp.ndarray leg_dep not None,
         wants_[j] = 0
         site_[j] = -1
         driving_[j] = 1
-    return n_unplugged, n_unmet, n_gave_up, n_short, flush
+        evt[j] = arr[slot]
+    return n_unplugged, n_unmet if any_unmet else 0, n_gave_up, n_short, flush, short_kwh
 
 
 def rainflow(cnp.ndarray ids not None, cnp.ndarray points not None,
@@ -937,13 +1031,15 @@ def append_legs(cnp.ndarray ev not None, cnp.ndarray dep_nom not None,
                 cnp.ndarray last_arr not None, cnp.ndarray driving not None,
                 cnp.ndarray leg_dep not None, cnp.ndarray leg_arr not None,
                 cnp.ndarray leg_km not None, cnp.ndarray leg_dest not None,
-                cnp.ndarray leg_rest_km not None, cnp.ndarray dep_out not None,
-                cnp.ndarray arr_out not None, cnp.ndarray idle_out not None):
+                cnp.ndarray leg_rest_km not None, cnp.ndarray leg_seq not None, int64_t seq,
+                cnp.ndarray dep_out not None, cnp.ndarray arr_out not None,
+                cnp.ndarray idle_out not None):
     """Append planned legs to the legs of each EV (ring buffers of ``leg_*``, one row per EV).
 
     The legs are sorted by EV, then by nominal departure step ``dep_nom``. A leg departs at
     ``dep_nom`` but not before the step after the EV's previous arrival (a stay lasts at least
-    one step) and arrives ``n_drive`` steps later; its steps go to ``dep_out`` / ``arr_out``.
+    one step) and arrives ``n_drive`` steps later; its steps go to ``dep_out`` / ``arr_out``,
+    the filing number ``seq`` to ``leg_seq``.
     Updates ``tail`` and ``last_arr``; lists in ``idle_out`` the EVs that are parked with no leg
     planned before (in EV order). Returns their number, or -1 (nothing changed) when an EV
     would have more legs than its ring holds.
@@ -963,6 +1059,7 @@ def append_legs(cnp.ndarray ev not None, cnp.ndarray dep_nom not None,
     cdef double *l_km = _f64(leg_km, "leg_km", 2, True)
     cdef int64_t *l_dest = _i64(leg_dest, "leg_dest", 2, True)
     cdef double *l_rest = _f64(leg_rest_km, "leg_rest_km", 2, True)
+    cdef int64_t *l_seq = _i64(leg_seq, "leg_seq", 2, True)
     cdef int64_t *d_out = _i64(dep_out, "dep_out", 1, True)
     cdef int64_t *a_out = _i64(arr_out, "arr_out", 1, True)
     cdef int64_t *idle = _i64(idle_out, "idle_out", 1, True)
@@ -976,7 +1073,7 @@ def append_legs(cnp.ndarray ev not None, cnp.ndarray dep_nom not None,
     for a in (tail, last_arr, driving, idle_out):
         if cnp.PyArray_DIM(a, 0) != n_ev:
             raise ValueError("append_legs: every EV array needs one value per EV")
-    for a in (leg_dep, leg_arr, leg_km, leg_dest, leg_rest_km):
+    for a in (leg_dep, leg_arr, leg_km, leg_dest, leg_rest_km, leg_seq):
         if cnp.PyArray_DIM(a, 0) != n_ev or cnp.PyArray_DIM(a, 1) != m:
             raise ValueError("append_legs: the leg rings need the shape of leg_dep, one row "
                              "per EV")
@@ -1009,8 +1106,67 @@ def append_legs(cnp.ndarray ev not None, cnp.ndarray dep_nom not None,
             l_km[slot] = km_[i]
             l_dest[slot] = dest_[i]
             l_rest[slot] = rest[i]
+            l_seq[slot] = seq
             rank += 1
             i += 1
         tail_[e] += rank
         last_[e] = prev
     return n_idle
+
+
+cdef void _by_seq(int64_t *ids, Py_ssize_t n, const int64_t *seq) noexcept nogil:
+    """Sort EVs ``ids`` (in increasing order) stably by ``seq[ids[i]]``: insertion sort, the
+    EVs of a step are few and mostly of one filing."""
+    cdef Py_ssize_t i, h
+    cdef int64_t x
+    for i in range(1, n):
+        x = ids[i]
+        h = i
+        while h > 0 and seq[ids[h - 1]] > seq[x]:
+            ids[h] = ids[h - 1]
+            h -= 1
+        ids[h] = x
+
+
+def due(int64_t k, cnp.ndarray evt_step not None, cnp.ndarray evt_seq not None,
+        cnp.ndarray driving not None, cnp.ndarray dep_out not None,
+        cnp.ndarray arr_out not None):
+    """The EVs whose next event is at step ``k``: leaving (parked) to ``dep_out`` and arriving
+    (driving) to ``arr_out``, each by filing number ``evt_seq`` of the leg, then EV. Returns
+    ``(n_leaving, n_arriving)``.
+    """
+    cdef const int64_t *evt = _i64(evt_step, "evt_step")
+    cdef const int64_t *seq = _i64(evt_seq, "evt_seq")
+    cdef const uint8_t *driving_ = _u8(driving, "driving")
+    cdef int64_t *d_out = _i64(dep_out, "dep_out", 1, True)
+    cdef int64_t *a_out = _i64(arr_out, "arr_out", 1, True)
+    cdef Py_ssize_t j, n_ev = cnp.PyArray_DIM(evt_step, 0), n_dep = 0, n_arr = 0
+    cdef cnp.ndarray a
+    for a in (evt_seq, driving, dep_out, arr_out):
+        if cnp.PyArray_DIM(a, 0) != n_ev:
+            raise ValueError("due: every array needs one value per EV")
+    for j in range(n_ev):
+        if evt[j] == k:
+            if driving_[j]:
+                a_out[n_arr] = j
+                n_arr += 1
+            else:
+                d_out[n_dep] = j
+                n_dep += 1
+    _by_seq(d_out, n_dep, seq)
+    _by_seq(a_out, n_arr, seq)
+    return n_dep, n_arr
+
+
+def plugged(cnp.ndarray plug not None, cnp.ndarray out not None):
+    """Write the EVs plugged in (``plug >= 0``), in increasing order, to ``out``; return their
+    number."""
+    cdef const int64_t *plug_ = _i64(plug, "plug")
+    cdef int64_t *out_ = _i64(out, "out", 1, True)
+    cdef Py_ssize_t j, n_ev = cnp.PyArray_DIM(plug, 0), m = 0
+    if cnp.PyArray_DIM(out, 0) < n_ev:
+        raise ValueError("plugged: out needs room for every EV")
+    for j in range(n_ev):  # without a branch: about half the EVs are plugged
+        out_[m] = j
+        m += plug_[j] >= 0
+    return m

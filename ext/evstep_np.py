@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["advance", "append_legs", "arrive", "depart", "limits_cc", "limits_cv", "next_trip",
-           "rainflow", "serve_queue", "settle", "view_cc"]
+__all__ = ["advance", "append_legs", "arrive", "depart", "due", "limits_cc", "limits_cv",
+           "next_trip", "plugged", "rainflow", "serve_queue", "settle", "view_cc"]
 
 
 def limits_cc(ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, p_ch_lim: np.ndarray,
@@ -56,8 +56,9 @@ def limits_cc(ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, p_ch_lim:
 def limits_cv(n_cv: int, cv_pos: np.ndarray, cv_exp: np.ndarray, cv_start: np.ndarray,
               ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, eta_c: float,
               soc_cv: float, soc_max: float, end_share: float, dt_h: float,
-              full_tol_kwh: float, p_max: np.ndarray) -> None:
-    """Finish ``p_max`` of the EVs listed by ``limits_cc``; ``cv_exp = exp(cv_arg)``."""
+              full_tol_kwh: float, p_max: np.ndarray) -> bool:
+    """Finish ``p_max`` of the EVs listed by ``limits_cc``; ``cv_exp = exp(cv_arg)``. Returns
+    whether every value written is finite."""
     pos = cv_pos[:n_cv]
     j = ids[pos]
     cap = cap_kwh[j]
@@ -66,7 +67,9 @@ def limits_cv(n_cv: int, cv_pos: np.ndarray, cv_exp: np.ndarray, cv_start: np.nd
     soc1 = soc_max - (soc_max - cv_start[:n_cv]) * cv_exp[:n_cv]
     soc1 = np.clip(soc1, soc0, np.maximum(soc0, soc_full))
     e_in = (soc1 - soc0) * cap / eta_c
-    p_max[pos] = np.where(e_in > full_tol_kwh, e_in, 0.0) / dt_h
+    p = np.where(e_in > full_tol_kwh, e_in, 0.0) / dt_h
+    p_max[pos] = p
+    return bool(np.isfinite(p).all())
 
 
 def advance(ids: np.ndarray, p_set: np.ndarray, controlled: bool, plug: np.ndarray,
@@ -76,10 +79,15 @@ def advance(ids: np.ndarray, p_set: np.ndarray, controlled: bool, plug: np.ndarr
             tp_buf: np.ndarray, tp_n: np.ndarray, charging: np.ndarray, dt_h: float,
             eta_c: float, eta_d: float, soc_full: float, full_tol_kwh: float,
             ch_kw: np.ndarray, dis_kw: np.ndarray, ch_site_kw: np.ndarray,
-            dis_site_kw: np.ndarray) -> tuple[int, int, bool] | None:
+            dis_site_kw: np.ndarray, q_per_p: float, q_site_kvar: np.ndarray,
+            e_sum_kwh: np.ndarray) -> tuple[int, int, bool, bool, int] | None:
     """One step of EVs ``ids`` (the plugged EVs when ``controlled``, else the charging ones);
     ``None`` (nothing changed) when ``controlled`` and a setpoint is infinite."""
     n = ids.size
+    if not p_site_kw.shape == ch_site_kw.shape == dis_site_kw.shape == q_site_kvar.shape:
+        raise ValueError("advance: the site arrays need the length of p_site_kw")
+    if not e_kwh.shape == e_sum_kwh.shape == plug.shape:
+        raise ValueError("advance: e_kwh and e_sum_kwh need one value per EV, as plug")
     p = p_max[:n]
     clamped = 0
     if controlled:
@@ -98,6 +106,7 @@ def advance(ids: np.ndarray, p_set: np.ndarray, controlled: bool, plug: np.ndarr
     mids, mp = ids[moving], p[moving]
     m = mids.size
     flush = False
+    n_dis = int(np.count_nonzero(mp < 0.0))
     if m:
         e_old = e_kwh[mids]
         ch = np.maximum(mp, 0.0)
@@ -119,7 +128,10 @@ def advance(ids: np.ndarray, p_set: np.ndarray, controlled: bool, plug: np.ndarr
             charging[mids[done]] = 0
     if controlled:
         charging[ids] = e_kwh[ids] < soc_full * cap_kwh[ids] - full_tol_kwh
-    return m, clamped, flush
+    e_sum_kwh += e_kwh
+    np.multiply(p_site_kw, q_per_p, out=q_site_kvar)
+    finite = all(np.isfinite(a).all() for a in (p_site_kw, q_site_kvar, ch_site_kw, dis_site_kw))
+    return m, clamped, flush, finite, n_dis
 
 
 def _turning_points(ids: np.ndarray, soc_old: np.ndarray, soc_new: np.ndarray,
@@ -152,19 +164,25 @@ def view_cc(ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, p_ch_lim: n
             full_tol_kwh: float, p_max: np.ndarray, p_min: np.ndarray, cv_pos: np.ndarray,
             cv_arg: np.ndarray, cv_start: np.ndarray, site: np.ndarray, req_kwh: np.ndarray,
             next_dep: np.ndarray, step_s: int, out_site: np.ndarray, out_soc: np.ndarray,
-            out_need_kwh: np.ndarray, out_departure_s: np.ndarray, out_v2g: np.ndarray) -> int:
+            out_need_kwh: np.ndarray, out_departure_s: np.ndarray, out_v2g: np.ndarray
+            ) -> tuple[int, bool]:
     """``limits_cc`` of EVs ``ids`` and their site, SoC, energy need, departure time [s] and
-    V2G flag. Returns ``n_cv``."""
+    V2G flag. Returns ``(n_cv, finite)``: whether every value written is finite."""
     n_cv = limits_cc(ids, e_kwh, cap_kwh, p_ch_lim, accept_kw, p_dis_lim, eta_c, eta_d, soc_cv,
                      soc_max, end_share, min_soc_v2g, dt_h, full_tol_kwh, p_max, p_min, cv_pos,
                      cv_arg, cv_start)
-    e = e_kwh[ids]
-    out_site[:] = site[ids]
-    out_soc[:] = e / cap_kwh[ids]
-    out_need_kwh[:] = np.maximum(req_kwh[ids] - e, 0.0)
-    out_departure_s[:] = next_dep[ids] * step_s
-    out_v2g[:] = p_dis_lim[ids] > 0
-    return n_cv
+    n, e = ids.size, e_kwh[ids]
+    out_site[:n] = site[ids]
+    out_soc[:n] = e / cap_kwh[ids]
+    out_need_kwh[:n] = np.maximum(req_kwh[ids] - e, 0.0)
+    out_departure_s[:n] = next_dep[ids] * step_s
+    out_v2g[:n] = p_dis_lim[ids] > 0
+    written = np.ones(n, dtype=bool)
+    written[cv_pos[:n_cv]] = False  # p_max still to be finished
+    finite = (np.isfinite(p_max[:n][written]).all() and np.isfinite(p_min[:n]).all()
+              and all(np.isfinite(a[:n]).all()
+                      for a in (out_soc, out_need_kwh, out_departure_s)))
+    return n_cv, bool(finite)
 
 
 def serve_queue(k: int, waiting: np.ndarray, wait_since: np.ndarray, wait_until: np.ndarray,
@@ -224,7 +242,8 @@ def serve_queue(k: int, waiting: np.ndarray, wait_since: np.ndarray, wait_until:
 
 
 def next_trip(ids: np.ndarray, head: np.ndarray, tail: np.ndarray, leg_dep: np.ndarray,
-              leg_rest_km: np.ndarray, next_dep: np.ndarray, req_kwh: np.ndarray,
+              leg_rest_km: np.ndarray, leg_seq: np.ndarray, evt_step: np.ndarray,
+              evt_seq: np.ndarray, next_dep: np.ndarray, req_kwh: np.ndarray,
               cap_kwh: np.ndarray, site: np.ndarray, site_kind: np.ndarray,
               kwh_per_km: np.ndarray, horizon_step: int, need_soc: float, target_soc: float,
               soc_full: float, home_kind: int, depot_kind: int, kind_out: np.ndarray) -> None:
@@ -232,7 +251,11 @@ def next_trip(ids: np.ndarray, head: np.ndarray, tail: np.ndarray, leg_dep: np.n
     m = leg_dep.shape[1]
     has_next = head[ids] < tail[ids]
     nslot = head[ids] % m
+    if leg_rest_km.shape != leg_dep.shape or leg_seq.shape != leg_dep.shape:
+        raise ValueError("leg_rest_km, leg_seq: need as many leg slots as leg_dep")
     next_dep[ids] = np.where(has_next, leg_dep[ids, nslot], horizon_step)
+    evt_step[ids] = np.where(has_next, leg_dep[ids, nslot], -1)
+    evt_seq[ids[has_next]] = leg_seq[ids, nslot][has_next]
     rest_km = np.where(has_next, leg_rest_km[ids, nslot], 0.0)
     cap = cap_kwh[ids]
     s = site[ids]
@@ -249,16 +272,17 @@ def settle(ids: np.ndarray, dest: np.ndarray, k: int, site: np.ndarray, site_kin
            plug_soc: np.ndarray, public_plug_soc: float, public_kind: int, wants: np.ndarray,
            waiting: np.ndarray, wait_since: np.ndarray, wait_until: np.ndarray,
            kind_buf: np.ndarray, head: np.ndarray, tail: np.ndarray, leg_dep: np.ndarray,
-           leg_rest_km: np.ndarray, next_dep: np.ndarray, req_kwh: np.ndarray,
+           leg_rest_km: np.ndarray, leg_seq: np.ndarray, evt_step: np.ndarray,
+           evt_seq: np.ndarray, next_dep: np.ndarray, req_kwh: np.ndarray,
            cap_kwh: np.ndarray, kwh_per_km: np.ndarray, horizon_step: int, need_soc: float,
            target_soc: float, soc_full: float, home_kind: int, depot_kind: int) -> int:
     """EVs ``ids`` park at ``dest`` (-1 = no charging site) at step ``k``; returns the number
     of new waiting EVs."""
     n = ids.size
     site[ids] = dest
-    next_trip(ids, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh, cap_kwh, site,
-              site_kind, kwh_per_km, horizon_step, need_soc, target_soc, soc_full, home_kind,
-              depot_kind, kind_buf)
+    next_trip(ids, head, tail, leg_dep, leg_rest_km, leg_seq, evt_step, evt_seq, next_dep,
+              req_kwh, cap_kwh, site, site_kind, kwh_per_km, horizon_step, need_soc, target_soc,
+              soc_full, home_kind, depot_kind, kind_buf)
     kind = kind_buf[:n]
     soc = e_kwh[ids] / cap_kwh[ids]
     want = (dest >= 0) & (site_has_chargers[np.maximum(dest, 0)] != 0)
@@ -277,7 +301,8 @@ def arrive(ids: np.ndarray, k: int, leg_arr: np.ndarray, leg_dest: np.ndarray, h
            plug_soc: np.ndarray, public_plug_soc: float, public_kind: int, wants: np.ndarray,
            waiting: np.ndarray, wait_since: np.ndarray, wait_until: np.ndarray,
            kind_buf: np.ndarray, tail: np.ndarray, leg_dep: np.ndarray,
-           leg_rest_km: np.ndarray, next_dep: np.ndarray, req_kwh: np.ndarray,
+           leg_rest_km: np.ndarray, leg_seq: np.ndarray, evt_step: np.ndarray,
+           evt_seq: np.ndarray, next_dep: np.ndarray, req_kwh: np.ndarray,
            cap_kwh: np.ndarray, kwh_per_km: np.ndarray, horizon_step: int, need_soc: float,
            target_soc: float, soc_full: float, home_kind: int, depot_kind: int) -> int:
     """EVs ``ids`` arrive at step ``k`` and settle; -1 (nothing changed) when the trip plan
@@ -291,21 +316,24 @@ def arrive(ids: np.ndarray, k: int, leg_arr: np.ndarray, leg_dest: np.ndarray, h
     driving[ids] = 0
     return settle(ids, dest_buf[:n], k, site, site_kind, site_has_chargers, patience_steps,
                   e_kwh, plug_soc, public_plug_soc, public_kind, wants, waiting, wait_since,
-                  wait_until, kind_buf, head, tail, leg_dep, leg_rest_km, next_dep, req_kwh,
-                  cap_kwh, kwh_per_km, horizon_step, need_soc, target_soc, soc_full,
-                  home_kind, depot_kind)
+                  wait_until, kind_buf, head, tail, leg_dep, leg_rest_km, leg_seq, evt_step,
+                  evt_seq, next_dep, req_kwh, cap_kwh, kwh_per_km, horizon_step, need_soc,
+                  target_soc, soc_full, home_kind, depot_kind)
 
 
-def depart(ids: np.ndarray, k: int, leg_dep: np.ndarray, leg_km: np.ndarray, head: np.ndarray,
-           driving: np.ndarray, plug: np.ndarray, site: np.ndarray, used: np.ndarray,
+def depart(ids: np.ndarray, k: int, leg_dep: np.ndarray, leg_arr: np.ndarray,
+           evt_step: np.ndarray, leg_km: np.ndarray, head: np.ndarray, driving: np.ndarray,
+           plug: np.ndarray, site: np.ndarray, used: np.ndarray,
            charging: np.ndarray, wants: np.ndarray, waiting: np.ndarray, req_kwh: np.ndarray,
            e_kwh: np.ndarray, cap_kwh: np.ndarray, kwh_per_km: np.ndarray, soc_min: float,
            unmet_kwh: np.ndarray, driven_kwh: np.ndarray, shortfall_kwh: np.ndarray,
            p_ch_lim: np.ndarray, p_dis_lim: np.ndarray, last_dir: np.ndarray,
            extreme: np.ndarray, tp_buf: np.ndarray, tp_n: np.ndarray, unmet_buf: np.ndarray
-           ) -> tuple[int, int, int, int, bool] | None:
+           ) -> tuple[int, int, int, int, bool, bool] | None:
     """EVs ``ids`` leave at step ``k``. Returns ``(n_unplugged, n_unmet, n_gave_up, n_short,
-    flush)``, or ``None`` (nothing changed) when the trip plan does not match."""
+    flush, short_kwh)``, or ``None`` (nothing changed) when the trip plan does not match."""
+    if leg_km.shape != leg_dep.shape or leg_arr.shape != leg_dep.shape:
+        raise ValueError("leg_km, leg_arr: need as many leg slots as leg_dep")
     slot = head[ids] % leg_dep.shape[1]
     if np.any(leg_dep[ids, slot] != k) or np.any(driving[ids] != 0):
         return None
@@ -327,6 +355,7 @@ def depart(ids: np.ndarray, k: int, leg_dep: np.ndarray, leg_km: np.ndarray, hea
     e_kwh[ids] -= use
     driven_kwh[ids] += use
     shortfall_kwh[ids] += e_trip - use
+    short_kwh = bool((e_trip - use != 0.0).any())
     flush = _turning_points(ids, soc_old, e_kwh[ids] / cap, last_dir, extreme, tp_buf, tp_n)
     plug[ids] = -1
     p_ch_lim[ids] = 0.0
@@ -335,7 +364,9 @@ def depart(ids: np.ndarray, k: int, leg_dep: np.ndarray, leg_km: np.ndarray, hea
     wants[ids] = 0
     site[ids] = -1
     driving[ids] = 1
-    return int(plugged.size), int(want.size), gave_up, int(np.count_nonzero(short)), flush
+    evt_step[ids] = leg_arr[ids, slot]
+    n_unmet = int(want.size) if (unmet > 0.0).any() else 0
+    return int(plugged.size), n_unmet, gave_up, int(np.count_nonzero(short)), flush, short_kwh
 
 
 def rainflow(ids: np.ndarray, points: np.ndarray, n_points: np.ndarray, stack: np.ndarray,
@@ -410,8 +441,8 @@ def append_legs(ev: np.ndarray, dep_nom: np.ndarray, n_drive: np.ndarray, km: np
                 dest: np.ndarray, rest_km: np.ndarray, head: np.ndarray, tail: np.ndarray,
                 last_arr: np.ndarray, driving: np.ndarray, leg_dep: np.ndarray,
                 leg_arr: np.ndarray, leg_km: np.ndarray, leg_dest: np.ndarray,
-                leg_rest_km: np.ndarray, dep_out: np.ndarray, arr_out: np.ndarray,
-                idle_out: np.ndarray) -> int:
+                leg_rest_km: np.ndarray, leg_seq: np.ndarray, seq: int, dep_out: np.ndarray,
+                arr_out: np.ndarray, idle_out: np.ndarray) -> int:
     """Append legs sorted by EV, then nominal departure, to each EV's ring of planned legs;
     returns the number of EVs listed in ``idle_out``, or -1 (nothing changed) on overflow."""
     n, (n_ev, m) = ev.size, leg_dep.shape
@@ -419,7 +450,7 @@ def append_legs(ev: np.ndarray, dep_nom: np.ndarray, n_drive: np.ndarray, km: np
         raise ValueError("append_legs: every leg array needs one value per leg")
     if any(a.shape != (n_ev,) for a in (tail, last_arr, driving, idle_out)):
         raise ValueError("append_legs: every EV array needs one value per EV")
-    if any(a.shape != (n_ev, m) for a in (leg_arr, leg_km, leg_dest, leg_rest_km)):
+    if any(a.shape != (n_ev, m) for a in (leg_arr, leg_km, leg_dest, leg_rest_km, leg_seq)):
         raise ValueError("append_legs: the leg rings need the shape of leg_dep, one row per EV")
     if n == 0:
         return 0
@@ -443,8 +474,35 @@ def append_legs(ev: np.ndarray, dep_nom: np.ndarray, n_drive: np.ndarray, km: np
     leg_km[ev, slot] = km
     leg_dest[ev, slot] = dest
     leg_rest_km[ev, slot] = rest_km
+    leg_seq[ev, slot] = seq
     last = np.r_[ev[1:] != ev[:-1], True]
     tail[ev[last]] += rank[last] + 1
     last_arr[ev[last]] = arr_out[last]
     idle_out[: idle.size] = idle
     return int(idle.size)
+
+
+def due(k: int, evt_step: np.ndarray, evt_seq: np.ndarray, driving: np.ndarray,
+        dep_out: np.ndarray, arr_out: np.ndarray) -> tuple[int, int]:
+    """The EVs whose next event is at step ``k``, leaving and arriving, each by filing number
+    of the leg, then EV. Returns ``(n_leaving, n_arriving)``."""
+    if any(a.shape != evt_step.shape for a in (evt_seq, driving, dep_out, arr_out)):
+        raise ValueError("due: every array needs one value per EV")
+    now = evt_step == k
+    counts = []
+    for ids, out in ((np.flatnonzero(now & (driving == 0)), dep_out),
+                     (np.flatnonzero(now & (driving != 0)), arr_out)):
+        ids = ids[np.argsort(evt_seq[ids], kind="stable")]
+        out[: ids.size] = ids
+        counts.append(int(ids.size))
+    return counts[0], counts[1]
+
+
+def plugged(plug: np.ndarray, out: np.ndarray) -> int:
+    """Write the EVs plugged in (``plug >= 0``), in increasing order, to ``out``; return their
+    number."""
+    if out.size < plug.size:
+        raise ValueError("plugged: out needs room for every EV")
+    ids = np.flatnonzero(plug >= 0)
+    out[: ids.size] = ids
+    return int(ids.size)

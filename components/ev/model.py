@@ -7,12 +7,13 @@ minute on two cores):
   wakes at every local midnight, draws the trip chains of the day ``PLAN_AHEAD_DAYS`` ahead for all
   EVs of each user group with NumPy (commuters: home -> workplace -> home; shift workers: aligned
   to the factories' shift calendars; the commercial fleet: depot -> several stops -> depot;
-  leisure trips on days off and some evenings), snaps them to the step grid and files the EVs
-  leaving and arriving under each step concerned, as batches the step boundary takes in the
-  order they were planned. So the SimPy environment holds one event per simulated day instead of
-  one process per EV (tens of millions of events a year, far too slow in pure Python), and a
-  step's trips cost a dictionary look-up. Planning ahead means every parked EV knows its next
-  departure, which the coordinator needs.
+  leisure trips on days off and some evenings), snaps them to the step grid and files the legs
+  in each EV's ring of planned legs. Each EV knows its next event (the departure of its next
+  leg, or the arrival of the leg it drives); the step boundary takes the EVs whose event is due
+  in the order their legs were planned. So the SimPy environment holds one event per simulated
+  day instead of one process per EV (tens of millions of events a year, far too slow in pure
+  Python), and a step's trips cost one pass over an array. Planning ahead means every parked EV
+  knows its next departure, which the coordinator needs.
 - **Arrivals and departures happen at step boundaries.** Trip times are drawn in continuous time
   and rounded to the grid; a trip lasts at least one step, a stay at least one step. At a boundary
   the model applies departures first (chargers are freed), then arrivals, then serves the charger
@@ -31,10 +32,12 @@ minute on two cores):
   step, clipped to ``[p_min, p_max]`` (counted when clipped); NaN means uncontrolled: charge at the
   maximum until full. Discharge (V2G) is limited by charger, car, willingness and ``min_soc_v2g``.
   The per-step passes over the plugged EVs (limits, setpoints, battery update, charger queue)
-  and the trip events (departures, arrivals, planning the next trip), the filing of each
-  day's legs and the ageing model's cycle counting run in the kernel
+  and the trip events (finding the EVs due, departures, arrivals, planning the next trip), the
+  filing of each day's legs and the ageing model's cycle counting run in the kernel
   ``ext.evstep`` (compiled, or its bit-identical NumPy twin); the limits of
   the plugged EVs are computed once between two steps, for the coordinator's view and the step.
+  The kernels also tell whether the outputs they make are finite, so the adapter checks them
+  without another pass.
 - **Users.** An EV parked at a site with chargers plugs in if its user wants to: private users
   below a personal SoC threshold (``behaviour.plug_soc_threshold``), V2G users and the commercial
   fleet always, anyone at a public hub only below ``public_plug_soc``. It takes the first free
@@ -157,11 +160,6 @@ _ACCOUNTS = ("charged_kwh", "discharged_kwh", "unmet_kwh", "driven_kwh", "shortf
 """Per-EV energy accounts whose fleet sums are KPIs."""
 
 
-def _joined(batches: list[np.ndarray]) -> np.ndarray:
-    """The EVs of one step's batches, in planning order (the only batch as it is)."""
-    return batches[0] if len(batches) == 1 else np.concatenate(batches)
-
-
 @dataclass
 class _Tours:
     """Trip legs of one day for many EVs, flat, grouped in tours (base -> ... -> base)."""
@@ -238,10 +236,9 @@ class EVFleet:
         self._build_fleet()
         self._init_state()
         self._legs_init()
+        self._kernel_args()
 
         self.env = simpy.Environment()
-        # EVs due per step, in batches in planning order: (departures, arrivals)
-        self._due: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
         self.k = 0
         for d in range(PLAN_AHEAD_DAYS + 1):
             self._plan_day(d)
@@ -408,6 +405,7 @@ class EVFleet:
         self.ageing = FleetAgeing(self.e_kwh / self.cap_kwh, cfg.ageing, backend=self._backend)
         self.fade = np.zeros(n)
         self._plugged = np.zeros(0, dtype=np.int64)
+        self._plugged_buf = np.zeros(n, dtype=np.int64)
         self._plugged_dirty = False
         self.charging = np.zeros(n, dtype=bool)  # plugged and not yet full
         self._charging_u8 = self.charging.view(np.uint8)  # the kernel's views of them
@@ -441,6 +439,8 @@ class EVFleet:
         # results of the last step
         self.p_site_kw = np.zeros(self.n_sites)
         self.q_site_kvar = np.zeros(self.n_sites)
+        self.sites_finite = True  # every value of the four site arrays (the kernel checks them)
+        self.view_finite = True  # every value of the last plugged_view
         self.charge_kw = 0.0
         self.discharge_kw = 0.0
         self.charge_site_kw = np.zeros(self.n_sites)
@@ -487,10 +487,59 @@ class EVFleet:
         self.leg_km = np.zeros((n, m))
         self.leg_dest = np.zeros((n, m), dtype=np.int64)
         self.leg_rest_km = np.zeros((n, m))  # km of this leg and the rest of its tour
+        self.leg_seq = np.zeros((n, m), dtype=np.int64)  # filing (planning call) of each leg
+        self._filings = 0
+        # each EV's next event: its departure (parked) or arrival (driving) at step evt_step
+        # (-1 = none planned), of a leg of filing evt_seq; the events of a step are taken in
+        # filing order, as planned
+        self.evt_step = np.full(n, -1, dtype=np.int64)
+        self.evt_seq = np.zeros(n, dtype=np.int64)
+        self._dep_buf = np.zeros(n, dtype=np.int64)
+        self._arr_buf = np.zeros(n, dtype=np.int64)
         self.head = np.zeros(n, dtype=np.int64)  # legs done (or under way: see `driving`)
         self.tail = np.zeros(n, dtype=np.int64)  # legs planned
         self.last_arr = np.full(n, -1, dtype=np.int64)
-        self._horizon_step = 0
+        self._set_horizon(0)
+
+    def _kernel_args(self) -> None:
+        """The arguments the kernel's per-step calls share: the same arrays all run long (they
+        are changed in place) and the constants of the fleet."""
+        cfg, ag = self.cfg, self.ageing
+        turns = (ag.last_dir, ag.extreme, ag.tp_buf, ag.tp_n)
+        # advance, around the step's own arrays
+        self._battery_args = (self.e_kwh, self.cap_kwh, self.charged_kwh, self.discharged_kwh,
+                              self.site)
+        self._advance_args = (*turns, self._charging_u8, self.dt_h, cfg.charge_efficiency,
+                              cfg.discharge_efficiency, self.soc_full, FULL_TOL_KWH, self._ch_kw,
+                              self._dis_kw)
+        self._depart_args = (self.leg_dep, self.leg_arr, self.evt_step, self.leg_km, self.head,
+                             self._driving_u8, self.plug, self.site, self.used,
+                             self._charging_u8, self._wants_u8, self._waiting_u8, self.req_kwh,
+                             self.e_kwh, self.cap_kwh, self.kwh_per_km, cfg.soc_min,
+                             self.unmet_kwh, self.driven_kwh, self.shortfall_kwh, self.p_ch_lim,
+                             self.p_dis_lim, *turns, self._unmet_buf)
+        # parking (settle, arrive), up to the trip planning
+        self._settle_args = (self.site, self.site_kind, self._has_chargers_u8,
+                             self.patience_steps, self.e_kwh, self.plug_soc,
+                             cfg.behaviour.public_plug_soc, PUBLIC, self._wants_u8,
+                             self._waiting_u8, self.wait_since, self.wait_until, self._kind_buf)
+        self._queue_args = (self._waiting_u8, self.wait_since, self.wait_until, self.site,
+                            self.site_kind, self.pref, self.n_chargers, self.used, self.plug,
+                            self._charging_u8, self.e_kwh, self.cap_kwh, self.soc_full,
+                            FULL_TOL_KWH, self.ac_kw, self.dc_kw, self.charger_kw,
+                            self.charger_dis_kw, self._v2g_user_u8, self.v2g_kw, self.p_ch_lim,
+                            self.p_dis_lim, AC11, V2G)
+
+    def _set_horizon(self, step: int) -> None:
+        """Trips are planned up to step ``step`` (excluded); sets the arguments of the kernel's
+        trip planning (``next_trip``, tail of ``settle``)."""
+        cfg = self.cfg
+        self._horizon_step = step
+        self._plan_args = (self.leg_dep, self.leg_rest_km, self.leg_seq, self.evt_step,
+                           self.evt_seq, self.next_dep, self.req_kwh, self.cap_kwh,
+                           self.kwh_per_km, step,
+                           cfg.soc_min + cfg.trip_reserve_soc, cfg.departure_soc_target,
+                           self.soc_full, HOME, DEPOT)
 
     def _leisure(self, ids: np.ndarray, day0_s: float, start_h: np.ndarray
                  ) -> list[tuple]:
@@ -605,30 +654,26 @@ class EVFleet:
 
     @staticmethod
     def _flatten(tours: list[list[tuple]]) -> _Tours:
-        """Merge tour blocks; a block's legs of the same EV form one tour, in list order."""
-        parts = {k: [] for k in ("ev", "tour", "start", "km", "dest", "dwell", "order")}
-        tour_base = 0
-        for block in tours:
-            for order, (ids, start, km, dest, dwell) in enumerate(block):
-                parts["ev"].append(ids)
-                parts["tour"].append(tour_base + ids)  # unique per (block, EV)
-                parts["start"].append(np.broadcast_to(start, ids.shape))
-                parts["km"].append(km)
-                parts["dest"].append(dest)
-                parts["dwell"].append(dwell)
-                parts["order"].append(np.full(ids.size, order))
-            tour_base += 1 << 32
-        if not parts["ev"]:
+        """Merge tour blocks; a block's legs of the same EV form one tour, in list order.
+
+        Each leg's ``start`` is an array over its ``ids``, as the tour builders draw it."""
+        legs = [(b, order, leg) for b, block in enumerate(tours) for order, leg in enumerate(block)]
+        if not legs:
             z = np.zeros(0)
             return _Tours(z.astype(np.int64), z.astype(np.int64), z, z, z.astype(np.int64), z)
-        cat = {k: np.concatenate(v) for k, v in parts.items()}
-        idx = np.argsort(cat["tour"] * 64 + cat["order"], kind="stable")  # by tour, then leg
-        return _Tours(cat["ev"][idx].astype(np.int64), cat["tour"][idx].astype(np.int64),
-                      cat["start"][idx].astype(float), cat["km"][idx].astype(float),
-                      cat["dest"][idx].astype(np.int64), cat["dwell"][idx].astype(float))
+        sizes = [leg[0].size for _, _, leg in legs]
+        ev = np.concatenate([leg[0] for _, _, leg in legs])
+        tour = ev + np.repeat(np.array([b << 32 for b, _, _ in legs], dtype=np.int64), sizes)
+        order = np.repeat(np.array([o for _, o, _ in legs], dtype=np.int64), sizes)
+        start, km, dest, dwell = (np.concatenate([leg[i] for _, _, leg in legs])
+                                  for i in range(1, 5))
+        idx = np.argsort(tour * 64 + order, kind="stable")  # by tour (unique per block and EV)
+        return _Tours(ev[idx].astype(np.int64), tour[idx], start[idx].astype(float),
+                      km[idx].astype(float), dest[idx].astype(np.int64),
+                      dwell[idx].astype(float))
 
     def _plan_day(self, d: int) -> None:
-        """Draw day ``d``, snap it to steps, append it to each EV's legs, schedule the events."""
+        """Draw day ``d``, snap it to steps and append it to each EV's legs (one filing)."""
         t = self._draw_day(d)
         b = self.cfg.behaviour
         if t.ev.size:
@@ -649,7 +694,7 @@ class EVFleet:
             rest_km = rest - np.r_[rest[1:], 0.0][tour_end][tour_id]
             self._append_legs(t.ev[keep], dep_s[keep], drive_s[keep], t.km[keep],
                               t.dest[keep], rest_km[keep])
-        self._horizon_step = self._day_start_step(d + 1)
+        self._set_horizon(self._day_start_step(d + 1))
         # parked EVs with still no trip planned: "not before the end of the horizon"
         self.next_dep[(self.head == self.tail) & ~self.driving] = self._horizon_step
 
@@ -666,40 +711,20 @@ class EVFleet:
         n_idle = self._kernel.append_legs(
             ev, dep_nom, n_drive, km, dest, rest_km, self.head, self.tail, self.last_arr,
             self._driving_u8, self.leg_dep, self.leg_arr, self.leg_km, self.leg_dest,
-            self.leg_rest_km, dep, arr, self._idle_buf)
+            self.leg_rest_km, self.leg_seq, self._filings, dep, arr, self._idle_buf)
         if n_idle < 0:
             raise RuntimeError("EV leg buffer overflow: too many trips planned ahead")
+        self._filings += 1
+        if dep.min() < self.env.now:
+            raise RuntimeError(f"EV trip planned at step {int(dep.min())}, before the current "
+                               f"step {self.env.now}")
         idle = self._idle_buf[:n_idle]
         if idle.size:  # parked EVs that had no trip planned now know their next one
             self._next_trip(idle)
-        self._schedule(dep, ev, 0)
-        self._schedule(arr, ev, 1)
         if self.trip_log is not None:
             run = dep < self.n_steps
             self.trip_log.append({"ev": ev[run], "dep_step": dep[run], "arr_step": arr[run],
                                   "km": km[run], "dest": dest[run]})
-
-    def _schedule(self, steps: np.ndarray, ev: np.ndarray, event: int) -> None:
-        """File the EVs due at each step as one batch per distinct step; ``event`` is 0 for
-        departures, 1 for arrivals."""
-        inside = steps < self.n_steps
-        steps, ev = steps[inside], ev[inside]
-        if steps.size == 0:
-            return
-        if steps.min() < self.env.now:
-            raise RuntimeError(f"EV trip planned at step {int(steps.min())}, before the current "
-                               f"step {self.env.now}")
-        order = np.argsort(steps, kind="stable")
-        steps, ev = steps[order], ev[order]
-        cuts = np.flatnonzero(np.r_[True, steps[1:] != steps[:-1]])
-        due = self._due
-        bounds = cuts.tolist()
-        for step, a, b in zip(steps[cuts].tolist(), bounds, [*bounds[1:], steps.size],
-                              strict=True):
-            batches = due.get(step)
-            if batches is None:
-                batches = due[step] = ([], [])
-            batches[event].append(ev[a:b])
 
     def _day_process(self):
         """SimPy process: at every local midnight, age the batteries and plan ahead."""
@@ -720,20 +745,21 @@ class EVFleet:
         env = self.env
         while env.peek() <= k:  # the day planner, at local midnight
             env.step()
-        due = self._due.pop(k, None)
-        if due is not None:
-            departures, arrivals = due
-            if departures:
-                self._depart(_joined(departures), k)
-            if arrivals:
-                self._arrive(_joined(arrivals), k)
+        if k < self.n_steps:  # (the boundary after the last step has no events)
+            n_dep, n_arr = self._kernel.due(k, self.evt_step, self.evt_seq, self._driving_u8,
+                                            self._dep_buf, self._arr_buf)
+            if n_dep:
+                self._depart(self._dep_buf[:n_dep], k)
+            if n_arr:
+                self._arrive(self._arr_buf[:n_arr], k)
         if self._queue_dirty:  # new EVs wait, or chargers were freed while EVs wait
             self._serve_queue(k)
             self._queue_dirty = False
         elif self._n_waiting:
             self._expire(k)
         if self._plugged_dirty:
-            self._plugged = np.flatnonzero(self.plug >= 0)
+            n = self._kernel.plugged(self.plug, self._plugged_buf)
+            self._plugged = self._plugged_buf[:n].copy()
             self._plugged_dirty = False
         if self._capacity_changed:
             self._refresh_charging()
@@ -743,23 +769,18 @@ class EVFleet:
     def _depart(self, ids: np.ndarray, k: int) -> None:
         """EVs ``ids`` leave at step ``k``: unplug, book unmet energy, take the trip's energy."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        ageing = self.ageing
-        res = self._kernel.depart(
-            ids, k, self.leg_dep, self.leg_km, self.head, self._driving_u8, self.plug, self.site,
-            self.used, self._charging_u8, self._wants_u8, self._waiting_u8, self.req_kwh,
-            self.e_kwh, self.cap_kwh, self.kwh_per_km, self.cfg.soc_min, self.unmet_kwh,
-            self.driven_kwh, self.shortfall_kwh, self.p_ch_lim, self.p_dis_lim, ageing.last_dir,
-            ageing.extreme, ageing.tp_buf, ageing.tp_n, self._unmet_buf)
+        res = self._kernel.depart(ids, k, *self._depart_args)
         if res is None:
             raise RuntimeError(f"EV trip plan inconsistent at step {k}")
-        n_unplugged, n_unmet, gave_up, n_short, flush = res
+        n_unplugged, n_unmet, gave_up, n_short, flush, short_kwh = res
         self._totals.pop("driven_kwh", None)
-        self._totals.pop("shortfall_kwh", None)
+        if short_kwh:
+            self._totals.pop("shortfall_kwh", None)
         if n_unplugged:
             self._charging_ids = None
             self._plugged_dirty = True
             self._queue_dirty |= self._n_waiting > 0
-        # NumPy's (pairwise) sum, as over the unmet energies of these EVs
+        # NumPy's (pairwise) sum, as over the unmet energies of these EVs (0 if all are 0)
         unmet_kwh = float(self._unmet_buf[:n_unmet].sum()) if n_unmet else 0.0
         if unmet_kwh:  # a zero sum of energies >= 0: no EV added any
             self.unmet_step_kwh += unmet_kwh
@@ -769,28 +790,14 @@ class EVFleet:
         self.trips += ids.size
         self.trips_short += n_short
         if flush:  # a turning-point buffer is full
-            ageing.flush()
-
-    def _plan_args(self) -> tuple:
-        """Arguments of the kernel's trip planning (``next_trip``, tail of ``settle``)."""
-        cfg = self.cfg
-        return (self.leg_dep, self.leg_rest_km, self.next_dep, self.req_kwh, self.cap_kwh,
-                self.kwh_per_km, self._horizon_step, cfg.soc_min + cfg.trip_reserve_soc,
-                cfg.departure_soc_target, self.soc_full, HOME, DEPOT)
-
-    def _settle_args(self) -> tuple:
-        """Arguments of the kernel's parking (``settle``, ``arrive``), up to the trip planning."""
-        return (self.site, self.site_kind, self._has_chargers_u8, self.patience_steps,
-                self.e_kwh, self.plug_soc, self.cfg.behaviour.public_plug_soc, PUBLIC,
-                self._wants_u8, self._waiting_u8, self.wait_since, self.wait_until,
-                self._kind_buf)
+            self.ageing.flush()
 
     def _arrive(self, ids: np.ndarray, k: int) -> None:
         """EVs ``ids`` reach the destination of their leg at step ``k`` and settle there."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         n_wait = self._kernel.arrive(ids, k, self.leg_arr, self.leg_dest, self.head,
-                                     self._driving_u8, self._dest_buf, *self._settle_args(),
-                                     self.tail, *self._plan_args())
+                                     self._driving_u8, self._dest_buf, *self._settle_args,
+                                     self.tail, *self._plan_args)
         if n_wait < 0:
             raise RuntimeError(f"EV trip plan inconsistent at step {k}")
         self._waiters(n_wait)
@@ -804,17 +811,17 @@ class EVFleet:
         of the horizon.
         """
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        a = self._plan_args()
-        self._kernel.next_trip(ids, self.head, self.tail, a[0], a[1], a[2], a[3], a[4],
-                               self.site, self.site_kind, *a[5:], self._kind_buf)
+        a = self._plan_args
+        self._kernel.next_trip(ids, self.head, self.tail, *a[:8], self.site, self.site_kind,
+                               *a[8:], self._kind_buf)
         return self._kind_buf[: ids.size].copy()
 
     def _settle(self, ids: np.ndarray, dest: np.ndarray, k: int) -> None:
         """EVs ``ids`` park at ``dest`` (-1 = no charging site) at step ``k``."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         dest = np.ascontiguousarray(dest, dtype=np.int64)
-        n_wait = self._kernel.settle(ids, dest, k, *self._settle_args(), self.head, self.tail,
-                                     *self._plan_args())
+        n_wait = self._kernel.settle(ids, dest, k, *self._settle_args, self.head, self.tail,
+                                     *self._plan_args)
         self._waiters(n_wait)
 
     def _waiters(self, n_wait: int) -> None:
@@ -830,12 +837,7 @@ class EVFleet:
         Each waiting EV tries its preferred charger type first; an EV that finds none of that
         type free tries its next preference in the following round.
         """
-        n_plugged, n_expired, self._n_waiting = self._kernel.serve_queue(
-            k, self._waiting_u8, self.wait_since, self.wait_until, self.site, self.site_kind,
-            self.pref, self.n_chargers, self.used, self.plug, self._charging_u8, self.e_kwh,
-            self.cap_kwh, self.soc_full, FULL_TOL_KWH, self.ac_kw, self.dc_kw, self.charger_kw,
-            self.charger_dis_kw, self._v2g_user_u8, self.v2g_kw, self.p_ch_lim, self.p_dis_lim,
-            AC11, V2G)
+        n_plugged, n_expired, self._n_waiting = self._kernel.serve_queue(k, *self._queue_args)
         if n_plugged:
             self._plugged_dirty = True
             self._charging_ids = None
@@ -866,7 +868,7 @@ class EVFleet:
         self.ageing.add_calendar(mean_soc, temp, duration_s)
         self.fade = self.ageing.fade()
         self._totals.pop("fade", None)
-        self.cap_kwh = self.cap0_kwh * (1.0 - self.fade)
+        np.multiply(self.cap0_kwh, 1.0 - self.fade, out=self.cap_kwh)  # in place: kept in args
         self._capacity_changed = True
         e_cap = self.cfg.soc_max * self.cap_kwh
         excess = np.maximum(self.e_kwh - e_cap, 0.0)
@@ -893,13 +895,15 @@ class EVFleet:
             self._limits_cv(n_cv, ids, p_max)
         return p_max, p_min
 
-    def _limits_cv(self, n_cv: int, ids: np.ndarray, p_max: np.ndarray) -> None:
-        """Finish ``p_max`` of the ``n_cv`` EVs the kernel found entering the CV phase."""
+    def _limits_cv(self, n_cv: int, ids: np.ndarray, p_max: np.ndarray) -> bool:
+        """Finish ``p_max`` of the ``n_cv`` EVs the kernel found entering the CV phase; whether
+        every value is finite."""
         # NumPy's exp for the CV phase, as in max_charge_energy_kwh (bit-identical)
         np.exp(self._cv_arg[:n_cv], out=self._cv_exp[:n_cv])
         a = self._lim_args  # (eta_c, eta_d, soc_cv, soc_max, end_share, min_soc_v2g, dt_h, tol)
-        self._kernel.limits_cv(n_cv, self._cv_pos, self._cv_exp, self._cv_start, ids, self.e_kwh,
-                               self.cap_kwh, a[0], a[2], a[3], a[4], a[6], a[7], p_max)
+        return self._kernel.limits_cv(n_cv, self._cv_pos, self._cv_exp, self._cv_start, ids,
+                                      self.e_kwh, self.cap_kwh, a[0], a[2], a[3], a[4], a[6],
+                                      a[7], p_max)
 
     def _plugged_limits(self) -> tuple[np.ndarray, np.ndarray]:
         """``limits`` of the EVs plugged now: computed once between two steps, by the
@@ -924,7 +928,6 @@ class EVFleet:
         """
         if k != self.k:
             raise ValueError(f"EVFleet.step: expected step {self.k}, got {k}")
-        cfg = self.cfg
         if p_set_kw is None:
             # uncontrolled: only EVs below their end-of-charge energy draw power
             if self._charging_ids is None:
@@ -940,39 +943,32 @@ class EVFleet:
             ids = self._plugged
             p_max, p_min = self._plugged_limits()
             controlled = True
-        p_site_kw = np.zeros(self.n_sites)
-        ch_site_kw, dis_site_kw = np.zeros(self.n_sites), np.zeros(self.n_sites)
-        ageing = self.ageing
+        # the site results of the step, new arrays each step (receivers may keep them)
+        p_site_kw, q_site_kvar, ch_site_kw, dis_site_kw = np.zeros((4, self.n_sites))
         res = self._kernel.advance(
-            ids, p_set, controlled, self.plug, p_max, p_min, self.e_kwh, self.cap_kwh,
-            self.charged_kwh, self.discharged_kwh, self.site, p_site_kw, ageing.last_dir,
-            ageing.extreme, ageing.tp_buf, ageing.tp_n, self._charging_u8, self.dt_h,
-            cfg.charge_efficiency, cfg.discharge_efficiency, self.soc_full, FULL_TOL_KWH,
-            self._ch_kw, self._dis_kw, ch_site_kw, dis_site_kw)
+            ids, p_set, controlled, self.plug, p_max, p_min, *self._battery_args, p_site_kw,
+            *self._advance_args, ch_site_kw, dis_site_kw, self._q_per_p, q_site_kvar,
+            self._e_sum_day)
         if res is None:
             raise ValueError("p_set_kw has infinite values (NaN means uncontrolled)")
-        n_moving, clamped, flush = res
+        n_moving, clamped, flush, self.sites_finite, n_dis = res
         if flush:  # a turning-point buffer is full
-            ageing.flush()
+            self.ageing.flush()
         self._charging_ids = None
         self.clamped_count = clamped
         self.clamped_total += clamped
-        self.p_site_kw = p_site_kw
+        self.p_site_kw, self.q_site_kvar = p_site_kw, q_site_kvar
         # what each site metered, both ways: one EV may charge while another feeds back
         self.charge_site_kw, self.discharge_site_kw = ch_site_kw, dis_site_kw
-        if n_moving:
-            self.charge_kw = float(self._ch_kw[:n_moving].sum())
-            self.discharge_kw = float(self._dis_kw[:n_moving].sum())
-        else:
-            self.charge_kw = self.discharge_kw = 0.0
+        # NumPy's (pairwise) sums over the moving EVs, 0 where all are 0
+        self.charge_kw = float(self._ch_kw[:n_moving].sum()) if n_moving > n_dis else 0.0
+        self.discharge_kw = float(self._dis_kw[:n_moving].sum()) if n_dis else 0.0
         # a zero sum of powers >= 0: no EV changed that account
         if self.charge_kw:
             self._totals.pop("charged_kwh", None)
         if self.discharge_kw:
             self._totals.pop("discharged_kwh", None)
-        self.q_site_kvar = p_site_kw * self._q_per_p
-        self._e_sum_day += self.e_kwh
-        self._steps_in_day += 1
+        self._steps_in_day += 1  # (the kernel added the energies to _e_sum_day)
         self.unmet_step_kwh = 0.0
         self.k = k + 1
         self._boundary(self.k)
@@ -1001,32 +997,31 @@ class EVFleet:
         energy still needed by the planned departure), ``plugged_departure_s`` (seconds from
         start; the end of the planned horizon if no trip is planned yet), ``plugged_p_max_kw``,
         ``plugged_p_min_kw`` (mean powers achievable over the next step; p_min < 0 only when V2G
-        is allowed) and ``plugged_v2g``.
+        is allowed) and ``plugged_v2g``. ``view_finite`` tells afterwards whether every value is
+        finite (the kernels check what they write).
         """
         ids = self._plugged
         n = ids.size
-        p_max, p_min = np.empty(n), np.empty(n)
-        site, soc, need, dep = (np.empty(n, dtype=np.int64), np.empty(n), np.empty(n),
-                                np.empty(n))
-        v2g = np.empty(n, dtype=bool)
+        # the float fields in one new array per call (receivers may keep or change them)
+        soc, need, dep, p_max, p_min = np.empty((5, n))
+        site, v2g = np.empty(n, dtype=np.int64), np.empty(n, dtype=bool)
         # the limits with the view, in one pass (the next controlled step uses them)
-        n_cv = self._kernel.view_cc(ids, self.e_kwh, self.cap_kwh, self.p_ch_lim, self.accept_kw,
-                                    self.p_dis_lim, *self._lim_args, p_max, p_min, self._cv_pos,
-                                    self._cv_arg, self._cv_start, self.site, self.req_kwh,
-                                    self.next_dep, self.step_s, site, soc, need, dep,
-                                    v2g.view(np.uint8))
-        if n_cv:
-            self._limits_cv(n_cv, ids, p_max)
-        self._plugged_lim = p_max, p_min
-        # copies: the receiver may keep or change them, the next step uses the limits
+        n_cv, finite = self._kernel.view_cc(
+            ids, self.e_kwh, self.cap_kwh, self.p_ch_lim, self.accept_kw, self.p_dis_lim,
+            *self._lim_args, p_max, p_min, self._cv_pos, self._cv_arg, self._cv_start, self.site,
+            self.req_kwh, self.next_dep, self.step_s, site, soc, need, dep, v2g.view(np.uint8))
+        if n_cv and not self._limits_cv(n_cv, ids, p_max):
+            finite = False
+        self.view_finite = finite
+        self._plugged_lim = p_max.copy(), p_min.copy()  # (the receiver may change the view's)
         return {
             "plugged_ids": ids.copy(),
             "plugged_site": site,
             "plugged_soc": soc,
             "plugged_need_kwh": need,
             "plugged_departure_s": dep,
-            "plugged_p_max_kw": p_max.copy(),
-            "plugged_p_min_kw": p_min.copy(),
+            "plugged_p_max_kw": p_max,
+            "plugged_p_min_kw": p_min,
             "plugged_v2g": v2g,
         }
 

@@ -64,6 +64,9 @@ _FLEET_ATTR = {"p_kw": "p_site_kw", "q_kvar": "q_site_kvar", "charge_site_kw": "
                "discharge_site_kw": "discharge_site_kw", "charge_kw": "charge_kw",
                "discharge_kw": "discharge_kw", "clamped_count": "clamped_count",
                "unmet_kwh": "unmet_step_kwh"}
+# the outputs computed (and checked) together: the step's results, the plugged view, the KPIs
+_GROUP = {**dict.fromkeys([*_FLEET_ATTR, "n_plugged"], "step"),
+          **dict.fromkeys(PLUGGED_OUTPUTS, "plugged"), **dict.fromkeys(KPI_OUTPUTS, "kpis")}
 
 META = {
     "api_version": "3.0",
@@ -139,14 +142,15 @@ class EVSimulator(mosaik_api_v3.Simulator):
             raise RuntimeError(f"{self.sid}: step called before create")
         k = step_index(self.sid, time, self.step_ticks, self.n_steps)
         # a time-shifted connection delivers its initial_data (None = no setpoints) first
-        sources = {src: v for src, v in inputs.get(EID, {}).get("p_set_kw", {}).items()
-                   if v is not None}
-        p_set = None
+        sources = inputs[EID].get("p_set_kw", {}) if EID in inputs else {}
         if len(sources) > 1:
-            raise ValueError(f"{self.sid}.{EID} at t={time}: p_set_kw comes from "
-                             f"{sorted(sources)}; connect one coordinator only")
-        if sources:  # the model rejects infinite setpoints
-            p_set = np.asarray(next(iter(sources.values())), dtype=float)
+            sources = {src: v for src, v in sources.items() if v is not None}
+            if len(sources) > 1:
+                raise ValueError(f"{self.sid}.{EID} at t={time}: p_set_kw comes from "
+                                 f"{sorted(sources)}; connect one coordinator only")
+        p_set = next(iter(sources.values())) if sources else None
+        if p_set is not None:  # the model rejects infinite setpoints
+            p_set = np.asarray(p_set, dtype=float)
         try:
             self.fleet.step(k, p_set)
         except (ValueError, RuntimeError) as exc:
@@ -167,12 +171,18 @@ class EVSimulator(mosaik_api_v3.Simulator):
         and kept together: a world asks for most of them in every step.
         """
         fleet = self.fleet
-        if attr in _FLEET_ATTR or attr == "n_plugged":
+        group_of = _GROUP.get(attr)
+        arrays_finite = False  # whether the kernel that made the arrays found them all finite
+        if group_of == "step":
             group = {name: getattr(fleet, key) for name, key in _FLEET_ATTR.items()}
             group["n_plugged"] = fleet.n_plugged
-        elif attr in PLUGGED_OUTPUTS:
+            arrays_finite = fleet.sites_finite
+        elif group_of == "plugged":
             group = fleet.plugged_view()
-        elif attr in KPI_OUTPUTS:
+            if fleet.view_finite:  # all arrays, each value checked by the kernels
+                self._out.update(group)
+                return group[attr]
+        elif group_of == "kpis":
             group = fleet.kpis()
         elif attr == "n_ev":
             group = {attr: fleet.n_ev}
@@ -180,14 +190,16 @@ class EVSimulator(mosaik_api_v3.Simulator):
             raise ValueError(f"{self.sid}: p_set_kw is an input, not an output")
         else:
             raise ValueError(f"{self.sid}: unknown attribute {attr!r}")
-        self._keep_checked(group)
+        self._keep_checked(group, arrays_finite)
         return group[attr]
 
-    def _keep_checked(self, group: dict[str, Any]) -> None:
+    def _keep_checked(self, group: dict[str, Any], arrays_finite: bool = False) -> None:
         """Keep the values of ``group`` as this step's outputs once each is known to be finite.
 
         One test for the whole group: a sum of squares is finite only if every value is; if it
         is not (a bad value, or values beyond 1e154), each value is checked, naming a bad one.
+        With ``arrays_finite`` (the kernel that made them checked each value) only the other
+        values are tested; without it, a bad array is named the same way.
         """
         sender = self._sender
         squares = 0.0
@@ -195,10 +207,11 @@ class EVSimulator(mosaik_api_v3.Simulator):
             kind = type(value)
             if kind is float:
                 squares += value * value
+            elif kind is np.ndarray and (arrays_finite or value.dtype.kind in "biu"):
+                continue
             elif kind is np.ndarray and value.ndim == 1 and value.dtype.kind == "f":
                 squares += value.dot(value)
-            elif not (kind is int or kind is bool
-                      or (kind is np.ndarray and value.dtype.kind in "biu")):
+            elif not (kind is int or kind is bool):
                 finite_output(sender, name, value)
         if not math.isfinite(squares):
             for name, value in group.items():

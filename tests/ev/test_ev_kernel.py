@@ -89,6 +89,40 @@ def test_plugged_view_limits_equal_limits_and_fields_follow_their_definitions(ba
                                   np.maximum(f.req_kwh[ids] - f.e_kwh[ids], 0.0))
     np.testing.assert_array_equal(view["plugged_departure_s"], f.next_dep[ids] * STEP_S)
     np.testing.assert_array_equal(view["plugged_v2g"], f.p_dis_lim[ids] > 0)
+    assert f.view_finite
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kernels_report_the_non_finite_values_they_write(backend):
+    f = fleet(backend)
+    kern = select_kernel("evstep", backend)
+    for k in range(60):
+        f.step(k)
+    assert f.sites_finite
+    ids = f.plugged_view()["plugged_ids"]
+    assert f.view_finite and ids.size > 3
+    f.e_kwh[ids[2]] = np.nan  # a corrupted battery: its SoC and need are not finite
+    view = f.plugged_view()
+    assert not f.view_finite and np.isnan(view["plugged_soc"][2])
+    # the CV phase finished by limits_cv: finite, and not with an infinite capacity
+    args = (0.95, 0.8, 0.95, 0.05, 0.25, 1e-6)  # eta_c, soc_cv, soc_max, end_share, dt_h, tol
+    one = np.zeros(1, dtype=np.int64)
+    cv = (one, np.array([0.5]), np.array([0.8]), one)
+    p_max = np.empty(1)
+    assert kern.limits_cv(1, *cv, np.array([30.0]), np.array([60.0]), *args, p_max)
+    assert np.isfinite(p_max[0]) and p_max[0] > 0
+    assert not kern.limits_cv(1, *cv, np.array([30.0]), np.array([np.inf]), *args, p_max)
+    assert p_max[0] == np.inf
+    # a corrupted limit the next step takes: the site's power is not finite
+    p_set = np.full(f.n_ev, np.nan)
+    f.plugged_view()
+    f._plugged_lim[0][0] = np.inf
+    site = f.site[f._plugged[0]]
+    with np.errstate(invalid="ignore"):  # inf * 0 for the reactive power at power factor 1
+        f.step(f.k, p_set)
+        np.testing.assert_array_equal(f.q_site_kvar, f.p_site_kw * f._q_per_p)
+    assert not f.sites_finite
+    assert f.p_site_kw[site] == np.inf
 
 
 def scarce_fleet(backend: str, n: int = 250, days: int = 2, seed: int = 4) -> EVFleet:
@@ -125,6 +159,12 @@ def _run(backend: str, controlled: bool, scarce: bool = False) -> dict[str, np.n
         assert f.discharge_site_kw.sum() == pytest.approx(f.discharge_kw, rel=1e-12, abs=1e-9)
         assert f.charge_site_kw.min() >= 0 and f.discharge_site_kw.min() >= 0
         both += int(((f.charge_site_kw > 0) & (f.discharge_site_kw > 0)).sum())
+        np.testing.assert_array_equal(f.q_site_kvar, f.p_site_kw * f._q_per_p)
+        assert f.sites_finite and f.view_finite
+        # the KPI totals kept between changes (a shortfall, a departure) equal fresh sums
+        kpis = f.kpis()
+        assert kpis["ev_trip_shortfall_mwh"] == float(f.shortfall_kwh.sum() / 1000)
+        assert kpis["ev_driven_energy_mwh"] == float(f.driven_kwh.sum() / 1000)
         rows.append(np.r_[f.charge_site_kw, f.discharge_site_kw,
                           f.p_site_kw, f.q_site_kvar, f.charge_kw, f.discharge_kw,
                           f.clamped_count, f.unmet_step_kwh, f.n_plugged,
@@ -284,13 +324,12 @@ def test_compiled_kernel_rejects_arrays_of_the_wrong_kind_naming_them():
     site, dep = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     view = [np.empty(n, dtype=np.int64), np.empty(n), np.empty(n), np.empty(n),
             np.empty(n, dtype=np.uint8)]
-    assert kern.view_cc(ids, e, cap, lim, lim, lim, *args, *out, site, e, dep, 900, *view) == 0
+    view_args = (ids, e, cap, lim, lim, lim, *args, *out, site, e, dep, 900)
+    assert kern.view_cc(*view_args, *view) == (0, True)
     with pytest.raises(ValueError, match="view_cc: output arrays shorter"):
-        kern.view_cc(ids, e, cap, lim, lim, lim, *args, *out, site, e, dep, 900, *view[:4],
-                     np.empty(1, dtype=np.uint8))
+        kern.view_cc(*view_args, *view[:4], np.empty(1, dtype=np.uint8))
     with pytest.raises(ValueError, match="out_v2g: needs a C-contiguous writable"):
-        kern.view_cc(ids, e, cap, lim, lim, lim, *args, *out, site, e, dep, 900, *view[:4],
-                     np.empty(n, dtype=bool))
+        kern.view_cc(*view_args, *view[:4], np.empty(n, dtype=bool))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -327,6 +366,7 @@ def _legs_case(rng: np.random.Generator, n_ev: int = 30, m: int = 8) -> tuple[di
              "leg_dep": rng.integers(0, 99, (n_ev, m)), "leg_arr": rng.integers(0, 99, (n_ev, m)),
              "leg_km": rng.uniform(0, 9, (n_ev, m)), "leg_dest": rng.integers(0, 9, (n_ev, m)),
              "leg_rest_km": rng.uniform(0, 9, (n_ev, m)),
+             "leg_seq": rng.integers(0, 5, (n_ev, m)), "seq": 7,
              "dep_out": np.zeros(n, dtype=np.int64), "arr_out": np.zeros(n, dtype=np.int64),
              "idle_out": np.zeros(n_ev, dtype=np.int64)}
     return legs, state
@@ -339,8 +379,8 @@ def test_append_legs_compiled_equals_numpy_and_keeps_stays():
     overflows = 0
     for _ in range(60):
         legs, state = _legs_case(rng)
-        a = {k: v.copy() for k, v in state.items()}
-        b = {k: v.copy() for k, v in state.items()}
+        a = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
+        b = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
         n_a, n_b = compiled.append_legs(**legs, **a), twin.append_legs(**legs, **b)
         assert n_a == n_b
         for key in state:
@@ -358,6 +398,8 @@ def test_append_legs_compiled_equals_numpy_and_keeps_stays():
         assert (dep >= prev + 1).all()  # a stay lasts at least one step
         assert ((dep == legs["dep_nom"]) | (dep == prev + 1)).all()
         np.testing.assert_array_equal(a["tail"] - state["tail"], np.bincount(ev, minlength=30))
+        slot = (state["tail"][ev] + np.arange(ev.size) - np.searchsorted(ev, ev)) % 8
+        assert (a["leg_seq"][ev, slot] == 7).all()  # each new leg has the filing number
         idle = np.unique(ev)
         idle = idle[(state["head"][idle] == state["tail"][idle]) & (state["driving"][idle] == 0)]
         np.testing.assert_array_equal(a["idle_out"][:n_a], idle)
@@ -376,3 +418,99 @@ def test_append_legs_rejects_bad_arrays():
         kern.append_legs(**legs, **{**state, "leg_km": state["leg_km"][:, :3].copy()})
     with pytest.raises(ValueError, match="leg_dest: needs a C-contiguous writable 2-d array"):
         kern.append_legs(**legs, **{**state, "leg_dest": state["leg_dest"].astype(np.int32)})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_step_takes_the_trips_planned_for_it_in_planning_order(backend):
+    """The EVs leaving and arriving at each step are those whose legs were planned to, listed
+    by planning call, then EV (as the legs were filed)."""
+    cfg = example_config(250)
+    f = EVFleet(cfg, [s.bus for s in cfg.sites], START, STEP_S, 3 * 96,
+                np.random.default_rng(6), log_trips=True, backend=backend)
+    seen: dict[str, dict[int, list[int]]] = {"dep": {}, "arr": {}}
+    depart, arrive = f._depart, f._arrive
+    f._depart = lambda ids, k: (seen["dep"].setdefault(k, []).extend(ids.tolist()),
+                                depart(ids, k))
+    f._arrive = lambda ids, k: (seen["arr"].setdefault(k, []).extend(ids.tolist()),
+                                arrive(ids, k))
+    for k in range(f.n_steps):
+        f.step(k)
+    planned: dict[str, dict[int, list[int]]] = {"dep": {}, "arr": {}}
+    for filing in f.trip_log:  # one per planning call, legs by EV
+        for key, col in (("dep", "dep_step"), ("arr", "arr_step")):
+            for ev, step in zip(filing["ev"].tolist(), filing[col].tolist(), strict=True):
+                if 0 < step < f.n_steps:  # (step 0: before the first boundary is watched)
+                    planned[key].setdefault(step, []).append(ev)
+    assert seen == planned
+    # steps whose departures come from more than one planning call, not in EV order
+    assert any(ids != sorted(ids) for ids in seen["dep"].values())
+
+
+@pytest.mark.skipif(not HAS_COMPILED, reason="ext.evstep is not built")
+def test_due_compiled_equals_numpy_and_refuses_bad_arrays():
+    compiled, twin = select_kernel("evstep", "compiled"), select_kernel("evstep", "numpy")
+    rng = np.random.default_rng(9)
+    n = 300
+    for _ in range(20):
+        evt_step, evt_seq = rng.integers(-1, 6, n), rng.integers(0, 4, n)
+        driving = (rng.random(n) < 0.5).astype(np.uint8)
+        outs = [[np.zeros(n, dtype=np.int64) for _ in range(2)] for _ in range(2)]
+        k = int(rng.integers(0, 6))
+        counts = [kern.due(k, evt_step, evt_seq, driving, *out)
+                  for kern, out in zip((compiled, twin), outs, strict=True)]
+        assert counts[0] == counts[1]
+        n_dep, n_arr = counts[0]
+        for a, b, m in zip(outs[0], outs[1], (n_dep, n_arr), strict=True):
+            np.testing.assert_array_equal(a[:m], b[:m])
+        leaving = outs[0][0][:n_dep]
+        np.testing.assert_array_equal(np.sort(leaving),
+                                      np.flatnonzero((evt_step == k) & (driving == 0)))
+        assert (np.diff(evt_seq[leaving]) >= 0).all()
+        same = np.diff(evt_seq[leaving]) == 0
+        assert (np.diff(leaving)[same] > 0).all()  # by filing, then EV
+    z = np.zeros(n, dtype=np.int64)
+    with pytest.raises(ValueError, match="one value per EV"):
+        compiled.due(0, z, z, np.zeros(n, dtype=np.uint8), z, z[:5].copy())
+    with pytest.raises(ValueError, match="driving: needs a C-contiguous 1-d array of uint8"):
+        compiled.due(0, z, z, np.zeros(n, dtype=bool), z, z)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_plugged_lists_the_evs_plugged_in_order(backend):
+    kern = select_kernel("evstep", backend)
+    plug = np.random.default_rng(4).integers(-1, 5, 200)
+    out = np.full(200, -7, dtype=np.int64)
+    n = kern.plugged(plug, out)
+    np.testing.assert_array_equal(out[:n], np.flatnonzero(plug >= 0))
+    with pytest.raises(ValueError, match="room for every EV"):
+        kern.plugged(plug, out[:10].copy())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_advance_adds_each_evs_energy_to_the_daily_sum_and_counts_discharging_evs(backend):
+    f = fleet(backend, v2g_willing_share=1.0)
+    kern = select_kernel("evstep", backend)
+    for k in range(50):
+        f.step(k)
+    ids = f._plugged
+    p_max, p_min = f.limits(ids)
+    p_set = np.full(f.n_ev, np.nan)
+    p_set[ids] = np.random.default_rng(3).uniform(-20.0, 20.0, ids.size)
+    e_sum = np.random.default_rng(4).uniform(0.0, 500.0, f.n_ev)
+    before = e_sum.copy()
+    ag, s = f.ageing, f.n_sites
+    p_site, q_site, ch_site, dis_site = np.zeros((4, s))
+    m, _, _, finite, n_dis = kern.advance(
+        ids, p_set, True, f.plug, p_max, p_min, f.e_kwh, f.cap_kwh, f.charged_kwh,
+        f.discharged_kwh, f.site, p_site, ag.last_dir, ag.extreme, ag.tp_buf, ag.tp_n,
+        f._charging_u8, f.dt_h, f.cfg.charge_efficiency, f.cfg.discharge_efficiency, f.soc_full,
+        1e-6, f._ch_kw, f._dis_kw, ch_site, dis_site, 0.3, q_site, e_sum)
+    np.testing.assert_array_equal(e_sum, before + f.e_kwh)  # the energies after the step
+    assert finite and 0 < n_dis < m
+    assert n_dis == np.count_nonzero(f._dis_kw[:m] > 0)
+    np.testing.assert_array_equal(q_site, p_site * 0.3)
+    with pytest.raises(ValueError, match="e_sum_kwh need one value per EV"):
+        kern.advance(ids, p_set, True, f.plug, p_max, p_min, f.e_kwh, f.cap_kwh, f.charged_kwh,
+                     f.discharged_kwh, f.site, p_site, ag.last_dir, ag.extreme, ag.tp_buf,
+                     ag.tp_n, f._charging_u8, f.dt_h, 0.9, 0.9, f.soc_full, 1e-6, f._ch_kw,
+                     f._dis_kw, ch_site, dis_site, 0.3, q_site, e_sum[:5].copy())
