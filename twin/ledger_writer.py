@@ -19,7 +19,8 @@ import multiprocessing
 import os
 import signal
 import sys
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,10 @@ from twin.ledger import LEDGER_FILE, SqliteLedger, check_trades, generate_key
 
 BLOCK_S = 3600
 """A block per simulated hour."""
+
+SEND_BLOCKS = 24
+"""Blocks handed to a sealing process at once: every message wakes it (and on a busy machine
+may take the parent's core for a while), so a simulated day of hourly blocks goes together."""
 
 
 def spare_core() -> bool:
@@ -66,11 +71,11 @@ class LedgerWriter:
         key = generate_key() if key is None else key
         if separate_process is None:
             separate_process = spare_core()
-        self._sealer = _ForkedSealer(path, key) if separate_process else _Sealer(path, key)
         self.start = pd.Timestamp(start)
-        self._start_utc = self.start.tz_convert("UTC").to_pydatetime()
-        self._tz = self.start.tzinfo
         self.step_s = int(step_s)
+        clock = _Clock(self.start.tz_convert("UTC").to_pydatetime(), self.start.tzinfo,
+                       self.step_s)
+        self._sealer = (_ForkedSealer if separate_process else _Sealer)(path, key, clock)
         self.n_steps = int(n_steps)
         self.steps_per_block = max(1, BLOCK_S // self.step_s)
         self.n_tx = 0
@@ -83,9 +88,7 @@ class LedgerWriter:
     def add(self, k: int, trades) -> dict[str, int]:
         """Append step ``k``'s trades, seal the block if the hour (or run) ends there; return
         the blocks sealed and trades appended so far."""
-        # the step's start in the scenario's zone (via UTC, so also right across DST changes)
-        when = (self._start_utc + timedelta(seconds=k * self.step_s)).astimezone(self._tz)
-        self.n_tx += self._sealer.add(k, when, list(trades or ()))
+        self.n_tx += self._sealer.add(k, list(trades or ()))
         if (k + 1) % self.steps_per_block == 0 or k + 1 == self.n_steps:
             self._sealer.seal(k)
             self.n_blocks += 1
@@ -106,14 +109,27 @@ class LedgerWriter:
             pass
 
 
+@dataclass(frozen=True)
+class _Clock:
+    """When each step starts: in the scenario's zone, via UTC (right across DST changes)."""
+
+    start_utc: datetime
+    tz: tzinfo
+    step_s: int
+
+    def __call__(self, k: int) -> datetime:
+        return (self.start_utc + timedelta(seconds=k * self.step_s)).astimezone(self.tz)
+
+
 class _Sealer:
     """Seals blocks in this process."""
 
-    def __init__(self, path: Path, key: Ed25519PrivateKey) -> None:
+    def __init__(self, path: Path, key: Ed25519PrivateKey, clock: _Clock) -> None:
         self.ledger = SqliteLedger(path, key)
+        self.clock = clock
 
-    def add(self, k: int, when: datetime, trades: list[tuple]) -> int:
-        return self.ledger.extend(k, when, trades)
+    def add(self, k: int, trades: list[tuple]) -> int:
+        return self.ledger.extend(k, self.clock(k), trades)
 
     def seal(self, last_step: int) -> None:
         self.ledger.close_block(last_step)
@@ -124,17 +140,18 @@ class _Sealer:
 
 class _ForkedSealer:
     """Seals blocks in a forked child process. The parent checks each step's trades (a bad
-    trade fails the step that made it), sends each block's steps down a pipe, and hears back
-    at the end, or earlier once the child has failed."""
+    trade fails the step that made it), sends the blocks' steps down a pipe a batch at a time,
+    and hears back at the end, or earlier once the child has failed."""
 
-    def __init__(self, path: Path, key: Ed25519PrivateKey) -> None:
+    def __init__(self, path: Path, key: Ed25519PrivateKey, clock: _Clock) -> None:
         ctx = multiprocessing.get_context("fork")
         self._conn, child_end = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child_end, path, key), daemon=True,
+        self._proc = ctx.Process(target=_serve, args=(child_end, path, key, clock), daemon=True,
                                  name="sdg-twin-ledger")
         self._proc.start()
         child_end.close()
-        self._steps: list[tuple] = []  # (step, time, trades) of the open block
+        self._steps: list[tuple] = []  # (step, trades) of the open block
+        self._blocks: list[tuple] = []  # (last step, steps) of the blocks not sent yet
         self._closed = False
         try:
             self._expect("ready")  # the database is open, or the reason why not
@@ -144,25 +161,33 @@ class _ForkedSealer:
             self._proc.join()
             raise
 
-    def add(self, k: int, when: datetime, trades: list[tuple]) -> int:
+    def add(self, k: int, trades: list[tuple]) -> int:
         n = check_trades(trades)
-        self._steps.append((k, when, trades))
+        self._steps.append((k, trades))
         return n
 
     def seal(self, last_step: int) -> None:
-        if self._conn.poll():  # the child speaks before the end only when it failed
-            self._expect("done")
+        self._blocks.append((last_step, self._steps))
+        self._steps = []
+        if len(self._blocks) >= SEND_BLOCKS:
+            if self._conn.poll():  # the child speaks before the end only when it failed
+                self._expect("done")
+            self._send()
+
+    def _send(self) -> None:
         try:
-            self._conn.send((last_step, self._steps))
+            self._conn.send(self._blocks)
         except OSError:
             self._expect("done")  # its last words, if any
-        self._steps = []
+        self._blocks = []
 
     def close(self, n_blocks: int) -> None:
         if self._closed:
             return
         self._closed = True
         try:
+            if self._blocks:
+                self._send()
             self._conn.send(None)
             sealed = self._expect("done")
             if sealed != n_blocks:
@@ -189,7 +214,7 @@ class _ForkedSealer:
         return value
 
 
-def _serve(conn, path: Path, key: Ed25519PrivateKey) -> None:
+def _serve(conn, path: Path, key: Ed25519PrivateKey, clock: _Clock) -> None:
     """The sealing process: open the ledger, seal each block received, answer the count."""
     # What the fork copied belongs to the parent: never collected here, so no finalizer of the
     # parent's (a temporary folder's clean-up, a pending asyncio task's warning) runs twice.
@@ -202,11 +227,11 @@ def _serve(conn, path: Path, key: Ed25519PrivateKey) -> None:
         return
     conn.send(("ready", None))
     try:
-        while (block := conn.recv()) is not None:
-            last_step, steps = block
-            for k, when, trades in steps:
-                ledger.extend(k, when, trades)
-            ledger.close_block(last_step)
+        while (blocks := conn.recv()) is not None:
+            for last_step, steps in blocks:
+                for k, trades in steps:
+                    ledger.extend(k, clock(k), trades)
+                ledger.close_block(last_step)
         ledger.close(discard_pending=True)
         conn.send(("done", ledger.n_blocks))
     except EOFError:  # the parent went away
