@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
@@ -38,9 +39,11 @@ may take the parent's core for a while), so a simulated day of hourly blocks goe
 
 def spare_core() -> bool:
     """Whether a run may seal its ledger in a process of its own: Linux (fork), more than one
-    core for this process, and not itself a daemonic process (which may have no children)."""
+    core for this process, only this thread running (a fork copies no other thread, so their
+    locks could stay locked in the child), and not a daemonic process (those have no children:
+    sweep workers)."""
     return (sys.platform == "linux" and len(os.sched_getaffinity(0)) > 1
-            and not multiprocessing.current_process().daemon)
+            and threading.active_count() == 1 and not multiprocessing.current_process().daemon)
 
 
 class LedgerWriter:

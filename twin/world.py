@@ -252,11 +252,9 @@ def _assemble(assembly: Assembly) -> None:
     if scenario.coordinator is not None:
         _add_coordinator(world, scenario, net, base_net, plants, entities, labels, start,
                          hil=hil)
-        separate = assembly.ledger_process
-        if separate is None and hil is not None:
-            separate = False  # not forked beside the device threads; real time leaves time spare
         assembly.ledger = LedgerWriter(assembly.ledger_dir, scenario.start_ts, scenario.step_s,
-                                       scenario.n_steps, separate_process=separate)
+                                       scenario.n_steps,
+                                       separate_process=assembly.ledger_process)
 
 
 def _needs_sensitivities(scenario: Scenario) -> bool:

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import threading
 
 import numpy as np
 import pandas as pd
@@ -122,6 +123,19 @@ def test_a_daemonic_process_seals_inline():
     child.start()
     assert queue.get(timeout=30) is False
     child.join()
+
+
+def test_a_process_with_other_threads_seals_inline():
+    """A fork copies only the forking thread: another thread's locks could stay locked in the
+    child (HIL runs, for one, talk to their devices from threads)."""
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert spare_core() is False
+    finally:
+        stop.set()
+        other.join()
 
 
 def test_runs_with_either_sealer_agree(tiny, write_yaml, tmp_path):
