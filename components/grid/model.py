@@ -781,7 +781,9 @@ class GridModel:
                 continue
             key = f"{element}_{column}"
             v = prof[key] if key in prof else net[element][column].to_numpy(np.float64).copy()
-            values[(element, column)] = v * self.background_scale if element == "load" else v
+            if element == "load":
+                v *= self.background_scale  # in place: v is a fresh array
+            values[(element, column)] = v
         background = _Background(values)
 
         # Output selection: in-service elements on supplied buses, in table order.
@@ -931,7 +933,8 @@ class GridModel:
             # what the loads of each class ask, every step [kW]: summed in load order like
             # np.bincount(classes, weights=asked) (the + 0.0 gives an empty sum its +0)
             _, w, values = self._acct["load"]
-            asked = 1e3 * values * w
+            asked = np.multiply(values, 1e3)
+            asked *= w
             self._class_kw = _frozen(np.stack(
                 [np.cumsum(asked[..., self._load_class == c], axis=-1)[..., -1] + 0.0
                  if (self._load_class == c).any() else np.zeros(asked.shape[:-1])
@@ -1354,11 +1357,12 @@ class _CompiledTopology:
                      else static.get(e, 0.0) for e in _SERVED)
 
     def fill_per_step(self) -> None:
-        """Sum the profiled tables of every step now (the same dot product a step would do)."""
+        """Sum the profiled tables of every step now: ``np.vecdot`` takes each row's dot
+        product as ``row @ w`` does in a step (a matrix product would sum in another order)."""
         if not self.profiled:
             return
         n_steps = self.profiled[0][1].shape[0]
-        columns = {e: [float(row @ w) for row in values] for e, values, w in self.profiled}
+        columns = {e: np.vecdot(values, w).tolist() for e, values, w in self.profiled}
         self.per_step = list(zip(*(columns[e] if e in columns
                                    else [self.static.get(e, 0.0)] * n_steps
                                    for e in _SERVED), strict=True))
@@ -1383,19 +1387,21 @@ class _CompiledFlow:
         self._scratch = scratch
         self._inj_pos = nw.bus_positions(injection_buses)
 
-        p_bus: np.ndarray | float = 0.0
-        q_bus: np.ndarray | float = 0.0
+        tables = [e for e in _SERVED if len(net[e])]
+        profiled = any(background.values[(e, c)].ndim == 2
+                       for e in tables for c in ("p_mw", "q_mvar"))
+        # P and Q of a step side by side, [p_mw..., q_mvar...]: the kernel's input row
+        self._pq_bus = np.zeros((n_steps if profiled else 1, 2 * nw.n_bus))
+        p_bus, q_bus = self._pq_bus[:, :nw.n_bus], self._pq_bus[:, nw.n_bus:]
         self._values: dict[str, np.ndarray] = {}
         weights: dict[str, np.ndarray] = {}
         self._bus_pos: dict[str, np.ndarray] = {}
-        for element in ("load", "sgen", "storage"):
+        for element in tables:
             df = net[element]
-            if len(df) == 0:
-                continue
             p_mw = background.values[(element, "p_mw")]
             dp, dq = nw.aggregate(element, p_mw, background.values[(element, "q_mvar")])
-            p_bus = p_bus + dp
-            q_bus = q_bus + dq
+            p_bus += dp
+            q_bus += dq
             self._values[element] = p_mw
             weights[element] = (df["scaling"].to_numpy(np.float64)
                                 * df["in_service"].to_numpy(np.float64))
@@ -1403,11 +1409,6 @@ class _CompiledFlow:
         values = background.values
         self._load_pq = ((values[("load", "p_mw")], values[("load", "q_mvar")])
                          if len(net.load) else (np.zeros(0), np.zeros(0)))
-        # P and Q of a step side by side, [p_mw..., q_mvar...]: the kernel's input row
-        profiled = np.ndim(p_bus) == 2 or np.ndim(q_bus) == 2
-        self._pq_bus = np.empty((n_steps if profiled else 1, 2 * nw.n_bus))
-        self._pq_bus[:, :nw.n_bus] = p_bus
-        self._pq_bus[:, nw.n_bus:] = q_bus
         self._pq_profiled = profiled
         self._n_bus = nw.n_bus
         self._pq_inj_pos = np.concatenate([self._inj_pos, nw.n_bus + self._inj_pos])

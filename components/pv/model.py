@@ -30,14 +30,16 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 import pvlib
-from pvlib import irradiance, pvsystem, temperature
+from pvlib import atmosphere, irradiance, pvsystem, spa, temperature
 
 from components.pv.config import SAPM_MOUNTING, cec_module_database
 from components.pv.inverter import InverterControl
+from components.pv.weather import sun_position
 
 ALBEDO = 0.25  # pvlib's default ground albedo
 ETA_INV_NOM = 0.96  # PVWatts nominal inverter efficiency
 ETA_INV_REF = 0.9637  # PVWatts reference inverter efficiency
+SPA_REFRACTION_DEG = 0.5667  # spa_python's default atmos_refract: refraction at sunrise [°]
 
 
 class PlantSpec(Protocol):
@@ -76,6 +78,18 @@ def _dc_cec(fleet: PVFleet, eff_irr: np.ndarray, temp_cell: np.ndarray) -> np.nd
     return dc
 
 
+def apparent_zenith(elevation_deg: np.ndarray, temp_air_c: np.ndarray,
+                    altitude_m: float) -> np.ndarray:
+    """Refracted sun zenith from the true elevation, at each step's air temperature and the
+    site's standard pressure: the steps :func:`pvlib.solarposition.spa_python` takes, so the
+    result equals its ``apparent_zenith`` at that temperature bit for bit. [°]"""
+    pressure_mbar = atmosphere.alt2pres(altitude_m) / 100
+    refraction = spa.atmospheric_refraction_correction(pressure_mbar, temp_air_c, elevation_deg,
+                                                       SPA_REFRACTION_DEG)
+    return spa.topocentric_zenith_angle(spa.topocentric_elevation_angle(elevation_deg,
+                                                                        refraction))
+
+
 DC_MODELS: dict[str, Callable[[PVFleet, np.ndarray, np.ndarray], np.ndarray]] = {
     "pvwatts": _dc_pvwatts,
     "cec": _dc_cec,
@@ -108,6 +122,10 @@ class PVFleet:
     control : InverterControl, optional
         Volt-var / volt-watt state of the plants' inverters (same plant order); ``None``: every
         plant at unity power factor unless reactive power is requested.
+    solar_position : pandas.DataFrame, optional
+        :func:`~components.pv.weather.sun_position` at the weather's timestamps for the site,
+        if the caller has it (the synthetic weather needs it too); computed when omitted. Its
+        true elevation and azimuth are used; refraction follows ``temp_air``.
 
     Attributes
     ----------
@@ -131,6 +149,7 @@ class PVFleet:
         gamma_pdc_per_c: float = -0.0037,
         cec_module: str | Mapping[str, float] | None = None,
         control: InverterControl | None = None,
+        solar_position: pd.DataFrame | None = None,
     ) -> None:
         if dc_model not in DC_MODELS:
             raise ValueError(f"dc_model must be one of {sorted(DC_MODELS)}, not {dc_model!r}")
@@ -164,13 +183,15 @@ class PVFleet:
         col = {c: weather[c].to_numpy(dtype=float)[:, None]
                for c in ("ghi", "dni", "dhi", "temp_air", "wind_speed")}
 
-        site = pvlib.location.Location(latitude_deg, longitude_deg, altitude=altitude_m)
-        solpos = site.get_solarposition(times, temperature=weather["temp_air"])
-        airmass = site.get_airmass(solar_position=solpos, model="kastenyoung1989")
-        zenith = solpos["apparent_zenith"].to_numpy()[:, None]
-        sun_az = solpos["azimuth"].to_numpy()[:, None]
+        if solar_position is None:
+            solar_position = sun_position(times, latitude_deg, longitude_deg, altitude_m)
+        elif not solar_position.index.equals(times):
+            raise ValueError("solar_position must be indexed by the weather's timestamps")
+        zenith = apparent_zenith(solar_position["elevation"].to_numpy(), col["temp_air"][:, 0],
+                                 altitude_m)[:, None]
+        sun_az = solar_position["azimuth"].to_numpy()[:, None]
         dni_extra = irradiance.get_extra_radiation(times).to_numpy()[:, None]
-        am_rel = airmass["airmass_relative"].to_numpy()[:, None]
+        am_rel = atmosphere.get_relative_airmass(zenith, model="kastenyoung1989")
 
         aoi = irradiance.aoi(tilt, azimuth, zenith, sun_az)
         poa_direct = np.maximum(col["dni"] * np.cos(np.radians(aoi)), 0.0)

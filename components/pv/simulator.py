@@ -39,7 +39,7 @@ from components.base import all_finite, finite_output, step_index, step_outputs,
 from components.pv.config import LocationConfig, PVConfig, WeatherConfig
 from components.pv.inverter import InverterControl
 from components.pv.model import PVFleet
-from components.pv.weather import synthetic_weather, weather_from_file
+from components.pv.weather import sun_position, synthetic_weather, weather_from_file
 
 MODEL = "PVFleet"
 EID = "pv"
@@ -115,10 +115,12 @@ class PVSimulator(mosaik_api_v3.Simulator):
                              "plants; give one bus per plant in plant order")
         self.buses = [int(b) for b in buses]
         self.plant_list = plants
-        times = self.start + pd.to_timedelta(
-            np.arange(self.n_steps) * self.step_s + self.step_s / 2, unit="s")
+        times = pd.DatetimeIndex(self.start + pd.to_timedelta(
+            np.arange(self.n_steps) * self.step_s + self.step_s / 2, unit="s"))
         loc = self.location
-        self.weather = self._weather(pd.DatetimeIndex(times))
+        # one sun position for the synthetic weather and the plants
+        solpos = sun_position(times, loc.latitude_deg, loc.longitude_deg, loc.altitude_m)
+        self.weather = self._weather(times, solpos)
         vv, vw = cfg.volt_var, cfg.volt_watt
         control = InverterControl(
             [p.control for p in plants], self.step_s, vv.v_pu, vv.q_pct, vv.response_time_s,
@@ -128,14 +130,15 @@ class PVSimulator(mosaik_api_v3.Simulator):
             plants, loc.latitude_deg, loc.longitude_deg, loc.altitude_m, self.weather,
             dc_model=cfg.dc_model, losses_pct=cfg.losses_pct,
             gamma_pdc_per_c=cfg.gamma_pdc_per_c, cec_module=cfg.cec_module, control=control,
+            solar_position=solpos,
         )
         return [{"eid": EID, "type": MODEL}]
 
-    def _weather(self, times: pd.DatetimeIndex) -> pd.DataFrame:
+    def _weather(self, times: pd.DatetimeIndex, solpos: pd.DataFrame) -> pd.DataFrame:
         w, loc = self.weather_cfg, self.location
         if w.source == "synthetic":
             return synthetic_weather(times, loc.latitude_deg, loc.longitude_deg, loc.altitude_m,
-                                     w, self.rng)
+                                     w, self.rng, solar_position=solpos)
         data = weather_from_file(w.file, times, w.file_format())
         if (abs(data.attrs["latitude_deg"] - loc.latitude_deg) > _SITE_MISMATCH_DEG
                 or abs(data.attrs["longitude_deg"] - loc.longitude_deg) > _SITE_MISMATCH_DEG):

@@ -118,10 +118,31 @@ def _check_times(times: pd.DatetimeIndex) -> pd.DatetimeIndex:
     return times
 
 
+def _check_solar_position(solpos: pd.DataFrame, times: pd.DatetimeIndex) -> pd.DataFrame:
+    if not solpos.index.equals(times):
+        raise ValueError("solar_position must be indexed by the same timestamps as times")
+    return solpos
+
+
 def _step_s(times: pd.DatetimeIndex) -> float:
     if len(times) < 2:
         return 3600.0
     return float(np.median(np.diff(times.asi8)) / 1e9)
+
+
+def sun_position(times: pd.DatetimeIndex, latitude_deg: float, longitude_deg: float,
+                 altitude_m: float) -> pd.DataFrame:
+    """Sun position at ``times`` for the site: pvlib's NREL SPA (numpy) at the site's standard
+    pressure and pvlib's default air temperature (12 °C, which only the apparent angles use).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`pvlib.solarposition.spa_python`'s columns, among them ``elevation`` and
+        ``apparent_zenith`` [°] and ``azimuth`` [°, clockwise from north].
+    """
+    site = pvlib.location.Location(latitude_deg, longitude_deg, altitude=altitude_m)
+    return site.get_solarposition(times)
 
 
 def synthetic_weather(
@@ -131,6 +152,7 @@ def synthetic_weather(
     altitude_m: float,
     cfg: WeatherConfig,
     rng: np.random.Generator,
+    solar_position: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Seeded synthetic weather at ``times``.
 
@@ -146,6 +168,9 @@ def synthetic_weather(
         Parameters of the clear-sky-index, temperature and wind models.
     rng : numpy.random.Generator
         Source of randomness; the same generator state gives the same weather.
+    solar_position : pandas.DataFrame, optional
+        :func:`sun_position` at ``times`` for the site, if the caller has it; computed when
+        omitted.
 
     Returns
     -------
@@ -157,7 +182,8 @@ def synthetic_weather(
     n = len(times)
     step_s = _step_s(times)
     site = pvlib.location.Location(latitude_deg, longitude_deg, altitude=altitude_m)
-    solpos = site.get_solarposition(times)
+    solpos = (sun_position(times, latitude_deg, longitude_deg, altitude_m)
+              if solar_position is None else _check_solar_position(solar_position, times))
     linke = pvlib.clearsky.lookup_linke_turbidity(times, latitude_deg, longitude_deg)
     clear = site.get_clearsky(times, model="ineichen", solar_position=solpos,
                               linke_turbidity=linke)

@@ -547,3 +547,11 @@ def test_solve_step_sum_equals_solve_step_of_the_per_bus_sums(comm_net, solver):
     with pytest.raises(ValueError, match="step 3 outside"):
         by_sum.solve_step_sum(3, parts, ptr, bins)
     assert by_sum.steps_solved == solved + 1
+
+
+def test_background_sums_filled_at_set_up_equal_a_steps_own_dot_products(comm_net):
+    times = _times("2026-06-01T00:00+08:00", 2 * 96)
+    normal = GridModel(copy.deepcopy(comm_net), times, background_scale=0.9)._flow._normal
+    assert normal.per_step is not None and normal.profiled
+    filled, normal.per_step = normal.per_step, None
+    assert [normal.served_mw(k) for k in range(len(times))] == filled

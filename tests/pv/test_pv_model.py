@@ -16,8 +16,8 @@ from components.pv.config import (
     WeatherConfig,
     cec_module_database,
 )
-from components.pv.model import PVFleet
-from components.pv.weather import synthetic_weather, weather_from_file
+from components.pv.model import PVFleet, apparent_zenith
+from components.pv.weather import sun_position, synthetic_weather, weather_from_file
 
 TMY3 = Path(pvlib.__file__).parent / "data" / "703165TY.csv"
 CQ = LocationConfig()
@@ -192,3 +192,20 @@ def test_year_of_thirty_plants_is_fast():
     elapsed = time.perf_counter() - t0
     assert fleet.available_ac_kw.shape == (35040, 30)
     assert elapsed < 5.0
+
+
+def test_shared_sun_position_gives_pvlibs_apparent_zenith_bit_for_bit(cq_weather):
+    times = cq_weather.index
+    temp = cq_weather["temp_air"]
+    site = pvlib.location.Location(CQ.latitude_deg, CQ.longitude_deg, altitude=CQ.altitude_m)
+    reference = site.get_solarposition(times, temperature=temp)
+    shared = sun_position(times, CQ.latitude_deg, CQ.longitude_deg, CQ.altitude_m)
+    zenith = apparent_zenith(shared["elevation"].to_numpy(), temp.to_numpy(), CQ.altitude_m)
+    assert zenith.tobytes() == reference["apparent_zenith"].to_numpy().tobytes()
+    # a fleet given the shared position equals one computing its own
+    plants = [PVPlantConfig(name="p", bus=0, kwp=100.0, tilt_deg=15.0, azimuth_deg=170.0)]
+    own = _fleet(plants, cq_weather)
+    given = _fleet(plants, cq_weather, solar_position=shared)
+    assert given.available_ac_kw.tobytes() == own.available_ac_kw.tobytes()
+    with pytest.raises(ValueError, match="solar_position"):
+        _fleet(plants, cq_weather, solar_position=shared.iloc[1:])
