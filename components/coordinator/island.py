@@ -204,12 +204,11 @@ class IslandController:
                                                          + abs(bg_other_kw))
                 + cfg.pv_margin_share * max(pv_kw, 0.0))
 
-    def decide(self, k: int, ev: PluggedEVs, pv_kw: np.ndarray, pv_avail_kw: np.ndarray,
-               factory_p_kw: np.ndarray, factory_critical_kw: np.ndarray,
-               factory_deferrable_kw: np.ndarray, factory_shed_last_kw: np.ndarray,
-               tel: IslandTelemetry | None) -> IslandDecision | None:
-        """Island mode's set-points for step ``k``; None when neither ``k`` nor ``k + 1`` is
-        islanded (the normal strategy decides alone)."""
+    def when(self, k: int, tel: IslandTelemetry | None) -> tuple[bool, bool] | None:
+        """Whether step ``k`` and step ``k + 1`` are islanded (:meth:`islanded`), as
+        :meth:`decide` needs it; None when island mode leaves step ``k`` to the normal strategy
+        (neither is, or the grid's telemetry is missing). Asked once per step: it keeps track of
+        when the island formed."""
         now, nxt = self.islanded(k, tel)
         if not now:
             self.island_start = None
@@ -217,6 +216,14 @@ class IslandController:
             self.island_start = k
         if tel is None or not (now or nxt):
             return None
+        return now, nxt
+
+    def decide(self, k: int, when: tuple[bool, bool], ev: PluggedEVs, pv_kw: np.ndarray,
+               pv_avail_kw: np.ndarray, factory_p_kw: np.ndarray,
+               factory_critical_kw: np.ndarray, factory_deferrable_kw: np.ndarray,
+               factory_shed_last_kw: np.ndarray, tel: IslandTelemetry) -> IslandDecision:
+        """Island mode's set-points for step ``k``, where :meth:`when` gave ``when``."""
+        now, nxt = when
         if not tel.islanded_last or tel.held_last:
             self.losses_kw = tel.losses_kw  # the last losses of a supplied network
         bg_load = float(tel.background_class_kw.sum())

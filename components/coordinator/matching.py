@@ -125,6 +125,9 @@ class Matcher:
             *((site, GRID, 2) for site in sites),
             *((plant, GRID, 3) for plant in plants),
         )]
+        # settle_into's trade list and totals, read into Python objects before settle returns
+        self._scratch = (np.empty(len(self._trades)), np.empty(len(self._trades), dtype=np.int64),
+                         np.empty(4))
 
     def settle(self, pv_kw: np.ndarray, charge_kw: np.ndarray, discharge_kw: np.ndarray,
                dt_h: float, prices: Prices) -> Settlement:
@@ -139,9 +142,7 @@ class Matcher:
         flow = np.empty((self.n_plants, self.n_sites))
         export = np.empty(self.n_plants)
         site_kw = np.empty((2, self.n_sites))
-        kwh = np.empty(len(self._trades))
-        listed = np.empty(len(self._trades), dtype=np.int64)
-        totals = np.empty(4)
+        kwh, listed, totals = self._scratch
         n_listed = self._kernel.settle_into(pv, ch, dis, *self._bus_groups, self._same_cells,
                                             dt_h, MIN_TRADE_KWH, flow, export, site_kw, kwh,
                                             listed, totals)

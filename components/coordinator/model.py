@@ -1,7 +1,9 @@
 """The SDG coordinator of a zone, stepped at a fixed resolution (no mosaik here).
 
 Each step :meth:`Coordinator.step` turns what the coordinator observes into a
-:class:`~components.coordinator.core.Snapshot`, lets the configured strategy decide and keeps the little state it needs: the injections of the previous
+:class:`~components.coordinator.core.Snapshot`, lets the configured strategy decide
+(``pv_following`` on its own, outside island mode, plans straight from the plugged EVs' arrays,
+to the same set-points) and keeps the little state it needs: the injections of the previous
 step (to predict the zone import and, for ``grid_aware``, the grid state), the highest import
 so far, the charge and discharge power each EV was last seen to take, the battery energy the
 coordinator has added to or taken from each EV since it plugged in (V2G gives back what it
@@ -46,7 +48,7 @@ from components.coordinator.island import (
     IslandTelemetry,
 )
 from components.coordinator.matching import Matcher, Settlement, Transaction
-from components.coordinator.strategies import STRATEGIES
+from components.coordinator.strategies import STRATEGIES, PVFollowing
 
 TOTALS = ("pv_to_ev_kw", "grid_to_ev_kw", "v2g_kw", "pv_export_kw", "pv_curtailed_kw",
           "cost_cny", "ev_user_revenue_cny", "grid_cost_cny", "pv_revenue_cny")
@@ -69,7 +71,6 @@ class StepResult:
     transactions: list[Transaction]
     peak_threshold_kw: float
     settlement: Settlement | None = None
-    setpoints: Setpoints | None = None
     info: dict[str, float] = field(default_factory=dict)
     shed_background_share: np.ndarray = field(
         default_factory=lambda: np.zeros(N_SHED_CLASSES))
@@ -116,6 +117,9 @@ class Coordinator:
         if self.start.tzinfo is None:
             raise ValueError(f"start {start!r} needs a UTC offset or time zone")
         self.strategy = STRATEGIES[cfg.strategy](cfg, zone, self.step_s)
+        # pv_following itself (no subclass) steps from the plugged EVs' rows without a snapshot
+        # wherever island mode leaves the step to it
+        self._follow = self.strategy if type(self.strategy) is PVFollowing else None
         self.horizon = max(1, round(cfg.optimal.horizon_h * 3600 / self.step_s))
         times = self.start + pd.to_timedelta(
             np.arange(self.n_steps + self.horizon) * self.step_s, unit="s")
@@ -165,6 +169,10 @@ class Coordinator:
         self._no_q = _read_only(np.zeros(zone.n_plants))
         self._no_shed = _read_only(np.zeros(zone.n_factories))
         self._no_background_shed = _read_only(np.zeros(N_SHED_CLASSES))
+        self.shared_setpoints = {"curtail_kw": self._no_curtail, "q_kvar_set": self._no_q,
+                                 "shed_kw": self._no_shed,
+                                 "shed_background_share": self._no_background_shed}
+        """The read-only set-points above by the output they stand for."""
         self.factory_shed_kw = self._no_shed  # requested for the step now
         # the last step decided, for settle: k, PV per plant, prices, dispatched charging and
         # V2G per site [kW]
@@ -176,11 +184,23 @@ class Coordinator:
         """The EV fleet's ``plugged_*`` arrays as :class:`PluggedEVs` of step ``k``."""
         if view is None:
             return PluggedEVs.empty()
+        ids, site, soc, v2g, rows = self._plugged_rows(k, view)
+        need, t_dep, p_max, p_min, p_rate, p_dis_rate, restore, room = rows
+        return PluggedEVs(
+            ids=ids, site=site, soc=soc, need_kwh=need, t_dep_s=t_dep, p_max_kw=p_max,
+            p_min_kw=p_min, v2g=v2g, p_rate_kw=p_rate, p_dis_rate_kw=p_dis_rate,
+            restore_kwh=restore, room_kwh=room)
+
+    def _plugged_rows(self, k: int, view: dict[str, Any]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The fleet's ``plugged_*`` arrays of step ``k``: ids, sites, state of charge, V2G
+        flags and the other fields of :class:`PluggedEVs` as rows (8, n), ``need_kwh`` to
+        ``room_kwh`` in field order."""
         ids = np.ascontiguousarray(view["plugged_ids"], dtype=np.int64)
         site = np.ascontiguousarray(view["plugged_site"], dtype=np.int64)
         soc = np.ascontiguousarray(view["plugged_soc"], dtype=float)
         v2g = np.ascontiguousarray(view["plugged_v2g"], dtype=bool)
-        out = np.empty((8, ids.size))
+        rows = np.empty((8, ids.size))
         # need, departure and power bounds as the fleet reports them (clamped); the rates
         # seen, the stays and the energy V2G took, kept per EV of the fleet
         code = self._kernel.plugged_into(
@@ -190,16 +210,12 @@ class Coordinator:
             np.ascontiguousarray(view["plugged_p_min_kw"], dtype=float), v2g.view(np.uint8),
             float(k * self.step_s), float(self.step_s), self.zone.site_point_kw,
             self._capacity_kwh, self.zone.soc_max, self.rate_kw, self.dis_rate_kw,
-            self.delta_e_kwh, self.site_of, out)
+            self.delta_e_kwh, self.site_of, rows)
         if code == 1:
             raise ValueError(f"plugged_ids: EV index outside [0, {self.zone.n_ev})")
         if code == 2:
             raise ValueError(f"plugged_site: site index outside [0, {self.zone.n_sites})")
-        need, t_dep, p_max, p_min, p_rate, p_dis_rate, restore, room = out
-        return PluggedEVs(
-            ids=ids, site=site, soc=soc, need_kwh=need, t_dep_s=t_dep, p_max_kw=p_max,
-            p_min_kw=p_min, v2g=v2g, p_rate_kw=p_rate, p_dis_rate_kw=p_dis_rate,
-            restore_kwh=restore, room_kwh=room)
+        return ids, site, soc, v2g, rows
 
     def prices(self, k: int) -> Prices:
         """The prices of step ``k``."""
@@ -233,7 +249,6 @@ class Coordinator:
         if not 0 <= k < self.n_steps:
             raise ValueError(f"step {k} outside the run's {self.n_steps} steps")
         zone = self.zone
-        ev = self.plugged(k, ev_view)
         pv_avail = _vector(pv, "p_avail_kw", zone.n_plants)
         pv_q = _vector(pv, "q_kvar", zone.n_plants)
         fac_p = _vector(factories, "p_kw", zone.n_factories)
@@ -245,7 +260,6 @@ class Coordinator:
             _vector(pv, "p_kw", zone.n_plants), pv_avail, fac_p, pv_kw)
         twin_kw = fac_total_kw - pv_total_kw
 
-        state = None
         base = np.nan
         tel = IslandTelemetry.from_grid(grid)
         if grid is not None:
@@ -253,15 +267,10 @@ class Coordinator:
             # (with the background load shed to keep it added back)
             supply_kw = float(grid["import_kw"]) + (
                 0.0 if tel is None else tel.gfm_supply_kw + tel.background_shed_kw)
-            state = GridState(
-                vm_pu=np.asarray(grid["vm_pu"], dtype=float),
-                line_loading_pct=np.asarray(grid["line_loading_pct"], dtype=float),
-                trafo_loading_pct=np.asarray(grid["trafo_loading_pct"], dtype=float),
-                import_kw=supply_kw)
             if k > 0:
-                self.peak_import_kw = max(self.peak_import_kw, state.import_kw)
-                self.forecaster.observe_base(k - 1, state.import_kw - self.prev_ev_kw)
-            base = state.import_kw - self.prev_ev_kw - self.prev_twin_kw + twin_kw
+                self.peak_import_kw = max(self.peak_import_kw, supply_kw)
+                self.forecaster.observe_base(k - 1, supply_kw - self.prev_ev_kw)
+            base = supply_kw - self.prev_ev_kw - self.prev_twin_kw + twin_kw
         self.forecaster.observe_pv(k, pv_total_kw)
 
         ctrl_p = ctrl_q = None
@@ -274,41 +283,56 @@ class Coordinator:
             add_at(ctrl_q, self._factory_col, fac_q, self._factory_distinct)
 
         h = self.horizon
-        look = Lookahead(
-            grid_price=self.price_grid[k:k + h], pv_price=self.price_pv[k:k + h],
-            v2g_price=self.price_v2g[k:k + h], period=self.period[k:k + h],
-            pv_kw=lambda n: self.forecaster.pv_kw(k, n),
-            base_import_kw=lambda n: self.forecaster.base_kw(k, n, base),
-        )
-        snap = Snapshot(
-            k=k, step_s=self.step_s, zone=zone, ev=ev, pv_avail_kw=pv_avail, pv_kw=pv_kw,
-            pv_q_kvar=pv_q, factory_p_kw=fac_p, factory_deferrable_kw=fac_def, grid=state,
-            base_import_kw=base, ctrl_p_kw=ctrl_p, ctrl_q_kvar=ctrl_q,
-            prev_ctrl_p_kw=self.prev_ctrl_p if state is not None else None,
-            prev_ctrl_q_kvar=self.prev_ctrl_q if state is not None else None,
-            peak_import_kw=self.peak_import_kw,
-            prices=self.prices(k),
-            lookahead=look)
-        sp = self.strategy.decide(snap)
-        island = None
-        if self.island is not None:
-            island = self.island.decide(
-                k, ev, pv_kw, pv_avail, fac_p, _vector(factories, "critical_kw",
-                                                       zone.n_factories),
-                fac_def, self.factory_shed_kw, tel)
-            if island is not None:
+        when = None if self.island is None else self.island.when(k, tel)
+        sp = island = None
+        if self._follow is not None and when is None and ev_view is not None:
+            # pv_following on its own: its charging from the plugged EVs' rows, no snapshot
+            ids, site, _, _, rows = self._plugged_rows(k, ev_view)
+            p_max, p_min = rows[2], rows[3]
+            p = self._follow.rows(
+                k, rows[0], rows[6], rows[7], rows[1], p_max, site, pv_kw,
+                self.period[k:k + h], lambda n: self.forecaster.pv_kw(k, n))[0]
+        else:
+            ev = self.plugged(k, ev_view)
+            look = Lookahead(
+                grid_price=self.price_grid[k:k + h], pv_price=self.price_pv[k:k + h],
+                v2g_price=self.price_v2g[k:k + h], period=self.period[k:k + h],
+                pv_kw=lambda n: self.forecaster.pv_kw(k, n),
+                base_import_kw=lambda n: self.forecaster.base_kw(k, n, base),
+            )
+            state = None if grid is None else GridState(
+                vm_pu=np.asarray(grid["vm_pu"], dtype=float),
+                line_loading_pct=np.asarray(grid["line_loading_pct"], dtype=float),
+                trafo_loading_pct=np.asarray(grid["trafo_loading_pct"], dtype=float),
+                import_kw=supply_kw)
+            snap = Snapshot(
+                k=k, step_s=self.step_s, zone=zone, ev=ev, pv_avail_kw=pv_avail, pv_kw=pv_kw,
+                pv_q_kvar=pv_q, factory_p_kw=fac_p, factory_deferrable_kw=fac_def, grid=state,
+                base_import_kw=base, ctrl_p_kw=ctrl_p, ctrl_q_kvar=ctrl_q,
+                prev_ctrl_p_kw=self.prev_ctrl_p if state is not None else None,
+                prev_ctrl_q_kvar=self.prev_ctrl_q if state is not None else None,
+                peak_import_kw=self.peak_import_kw,
+                prices=self.prices(k),
+                lookahead=look)
+            sp = self.strategy.decide(snap)
+            if when is not None:
+                island = self.island.decide(
+                    k, when, ev, pv_kw, pv_avail, fac_p,
+                    _vector(factories, "critical_kw", zone.n_factories), fac_def,
+                    self.factory_shed_kw, tel)
                 _apply_island(sp, island)
-        p = np.ascontiguousarray(sp.p_kw, dtype=float)
-        if p.shape != (ev.n,):
-            raise RuntimeError(f"strategy {self.cfg.strategy!r} returned {p.shape} powers for "
-                               f"{ev.n} plugged EVs")
+            p = np.ascontiguousarray(sp.p_kw, dtype=float)
+            if p.shape != (ev.n,):
+                raise RuntimeError(f"strategy {self.cfg.strategy!r} returned {p.shape} powers "
+                                   f"for {ev.n} plugged EVs")
+            ids, site, p_max, p_min = ev.ids, ev.site, ev.p_max_kw, ev.p_min_kw
         # what the fleet will do (NaN = its maximum, everything within its bounds), per site,
         # and the energy it adds to each battery (state for the next step)
-        p_done = np.empty(ev.n)
+        p_done = np.empty(p.size)
         site_kw = np.empty((2, zone.n_sites))
         p_set = np.empty(zone.n_ev)
         self.prev_ev_kw, n_finite, n_infinite = self._kernel.done_into(
-            p, ev.p_min_kw, ev.p_max_kw, ev.ids, ev.site, zone.eta_ch, zone.eta_dis, self.dt_h,
+            p, p_min, p_max, ids, site, zone.eta_ch, zone.eta_dis, self.dt_h,
             self.delta_e_kwh, p_done, site_kw, p_set)
         charge_site, discharge_site = site_kw[0], site_kw[1]
         self.prev_twin_kw = twin_kw
@@ -320,7 +344,14 @@ class Coordinator:
         self.k = k + 1
 
         totals = {"pv_curtailed_kw": pv_curtailed_kw}
-        self._to_settle = (k, pv_kw, snap.prices, charge_site, discharge_site)
+        self._to_settle = (k, pv_kw, self._step_prices[k], charge_site, discharge_site)
+        if sp is None:  # pv_following's own set-points: no limit, no shedding, no threshold
+            self.factory_shed_kw = self._no_shed
+            return StepResult(
+                p_set_kw=p_set, curtail_kw=self._no_curtail, q_kvar_set=self._no_q,
+                shed_kw=self._no_shed, totals=totals, transactions=[],
+                peak_threshold_kw=np.nan, shed_background_share=self._no_background_shed,
+                n_controlled=n_finite, n_infinite=n_infinite)
         if sp.shed_kw is None:
             shed_kw = self.factory_shed_kw = self._no_shed
         else:
@@ -334,13 +365,11 @@ class Coordinator:
                         else np.asarray(sp.q_kvar, dtype=float)),
             shed_kw=shed_kw,
             totals=totals, transactions=[],
-            peak_threshold_kw=float(sp.peak_threshold_kw), settlement=None, setpoints=sp,
-            info=dict(sp.info),
+            peak_threshold_kw=float(sp.peak_threshold_kw), info=dict(sp.info),
             shed_background_share=(self._no_background_shed if island is None
                                    else island.shed_background_share),
             island_mode=int(island is not None and island.p_kw is not None),
             n_controlled=n_finite, n_infinite=n_infinite)
-
 
     def settle(self, k: int, charge_site_kw: np.ndarray | None = None,
                discharge_site_kw: np.ndarray | None = None) -> Settlement:

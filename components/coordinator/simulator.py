@@ -139,6 +139,7 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         self.coord: Coordinator | None = None
         self._result: StepResult | None = None
         self._checked: dict[str, Any] = {}  # outputs of this step, computed and checked
+        self._checked_once: frozenset[int] = frozenset()  # ids of outputs checked at set-up
 
     def init(self, sid: str, time_resolution: float = 1.0,
              start: str = "2026-06-01T00:00:00+08:00", step_s: int = 900, n_steps: int = 96,
@@ -189,6 +190,10 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         self.coord = Coordinator(cfg, zone, self.start, self.step_s, self.n_steps,
                                  None if outage is None else np.asarray(outage, dtype=bool),
                                  grid_forming)
+        # the model's shared set-points are read-only: checked once here, not every step
+        for attr, value in self.coord.shared_setpoints.items():
+            finite_output(self._sender, attr, value)
+        self._checked_once = frozenset(map(id, self.coord.shared_setpoints.values()))
         return [{"eid": EID, "type": MODEL}]
 
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
@@ -273,8 +278,8 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         if self.coord is None:
             raise RuntimeError(f"{self.sid}: get_data called before create")
         for attrs in outputs.values():
-            unknown = [a for a in attrs if a not in _OUTPUT_SET]
-            if unknown:
+            if not _OUTPUT_SET.issuperset(attrs):
+                unknown = [a for a in attrs if a not in _OUTPUT_SET]
                 raise ValueError(f"{self.sid}: {unknown} are not outputs; outputs: {OUTPUTS}")
             if self._result is None:
                 raise RuntimeError(f"{self.sid}: get_data before the first step")
@@ -293,8 +298,9 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
             if attr == "transactions":
                 return res.transactions
         read = _RESULT_OUTPUTS.get(attr)
-        return finite_output(self._sender, attr,
-                             res.totals[attr] if read is None else read(res))
+        value = res.totals[attr] if read is None else read(res)
+        return value if id(value) in self._checked_once \
+            else finite_output(self._sender, attr, value)
 
 
 def main() -> None:

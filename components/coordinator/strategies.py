@@ -51,6 +51,7 @@ leaving in the morning.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -142,34 +143,46 @@ class PVFollowing(Strategy):
         targets, worked out once per snapshot."""
         if self._plan is not None and self._plan[0] is snap:
             return self._plan[1]
-        ev, zone, cfg = snap.ev, self.zone, self.cfg
-        out = np.empty((4, ev.n))  # the kernel writes every row
-        if ev.n:
-            period = snap.lookahead.period
+        ev = snap.ev
+        out = self.rows(snap.k, ev.need_kwh, ev.restore_kwh, ev.room_kwh, ev.t_dep_s,
+                        ev.p_max_kw, ev.site, snap.pv_kw, snap.lookahead.period,
+                        snap.lookahead.pv_kw)
+        self._plan = (snap, out)
+        return out
+
+    def rows(self, k: int, need_kwh: np.ndarray, restore_kwh: np.ndarray, room_kwh: np.ndarray,
+             t_dep_s: np.ndarray, p_max_kw: np.ndarray, site: np.ndarray, pv_kw: np.ndarray,
+             period: np.ndarray, pv_forecast_kw: Callable[[int], np.ndarray]) -> np.ndarray:
+        """:meth:`plan` of step ``k`` from the plugged EVs' arrays (as in
+        :class:`~.core.PluggedEVs`), the PV generation per plant [kW] and the look-ahead's
+        ``period`` and ``pv_kw`` (:class:`~.core.Lookahead`): rows (4, n) of charging powers
+        [kW], planned needs [kWh], planned departures [s] and targets [kWh]."""
+        zone, cfg = self.zone, self.cfg
+        out = np.empty((4, need_kwh.size))  # the kernel writes every row
+        if need_kwh.size:
             n_off = offpeak_steps(period, self.offpeak)
             # which departures count as "in the morning", asked where the targets or the fill
             # need them (the window remembers the last one)
             window = None
             if cfg.departure_target == "morning_full" \
                     or (cfg.departure_target == "full" and n_off):
-                window = self.fill_window.steps(snap.k, period)
+                window = self.fill_window.steps(k, period)
             lo, hi = (np.inf, -np.inf) if window is None else window
             # the fill reads the forecast up to the departures in the window at most
-            forecast = (np.asarray(snap.lookahead.pv_kw(math.ceil(hi) + 1), dtype=float)
+            forecast = (np.asarray(pv_forecast_kw(math.ceil(hi) + 1), dtype=float)
                         if n_off and window is not None else _NO_FORECAST)
             code, bad = self._kernel.charge_into(
-                ev.need_kwh, ev.restore_kwh, ev.room_kwh, ev.t_dep_s, ev.p_max_kw, ev.site,
-                zone.site_charge_kw, snap.pv_kw, *zone.pv_groups, forecast, self.step_s,
+                need_kwh, restore_kwh, room_kwh, t_dep_s, p_max_kw, site,
+                zone.site_charge_kw, pv_kw, *zone.pv_groups, forecast, self.step_s,
                 zone.eta_ch, zone.eta_dis, cfg.need_margin, cfg.departure_margin_s,
                 self._target_mode, cfg.charge_pv_to_full, lo, hi, n_off * self.step_s,
                 cfg.offpeak_fill_lead_h, out)
             if code:
                 raise charge_error(code, bad, {
-                    "need_kwh": ev.need_kwh, "restore_kwh": ev.restore_kwh,
-                    "room_kwh": ev.room_kwh, "t_dep_s": ev.t_dep_s, "p_max_kw": ev.p_max_kw,
-                    "site": ev.site, "site_cap_kw": zone.site_charge_kw, "pv_kw": snap.pv_kw,
+                    "need_kwh": need_kwh, "restore_kwh": restore_kwh, "room_kwh": room_kwh,
+                    "t_dep_s": t_dep_s, "p_max_kw": p_max_kw, "site": site,
+                    "site_cap_kw": zone.site_charge_kw, "pv_kw": pv_kw,
                     "pv_forecast_kw": forecast})
-        self._plan = (snap, out)
         return out
 
 

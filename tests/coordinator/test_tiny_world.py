@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from components.coordinator.strategies import STRATEGIES as REGISTRY
+from components.coordinator.strategies import PVFollowing
 from tests.coordinator.tiny_world import run_tiny
 
 DT_H = 0.25
@@ -92,3 +94,26 @@ def test_v2g_discharges_and_grid_aware_acts_on_the_weak_feeder(runs):
     q = np.array(runs["grid_aware"][0].rows[("Coordinator", "q_kvar_set")])
     assert q.min() < 0  # the plants inject reactive power to lift the voltage
     assert runs["grid_aware"][1].strategy.n_corrections > 0
+
+
+class _Decided(PVFollowing):
+    """pv_following through the general strategy interface (a snapshot, ``decide``)."""
+
+
+@pytest.mark.parametrize("target", ["full", "morning_full"])
+def test_pv_following_steps_as_its_strategy_interface_decides(runs, monkeypatch, target):
+    # pv_following itself steps from the plugged EVs' rows; a subclass takes the general path
+    cfg = {"departure_target": target}
+    own, own_coord = runs["pv_following"] if target == "full" \
+        else run_tiny("pv_following", coordinator=cfg)
+    monkeypatch.setitem(REGISTRY, "pv_following", _Decided)
+    decided, decided_coord = run_tiny("pv_following", coordinator=cfg)
+    assert own_coord._follow is own_coord.strategy and decided_coord._follow is None
+    assert series(own, "Coordinator", "grid_to_ev_kw").sum() > 0  # the fill ran
+    for key, rows in own.rows.items():
+        if key[0] in ("Coordinator", "EV"):
+            if key[1] == "transactions":
+                assert rows == decided.rows[key]
+            else:
+                np.testing.assert_array_equal(np.array(rows, dtype=float),
+                                              np.array(decided.rows[key], dtype=float))
