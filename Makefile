@@ -3,8 +3,10 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+BYTECODE := $(VENV)/.compiled
+SOURCES := $(shell find twin components ext -name '*.py')
 
-.PHONY: demo test test-pure bench clean
+.PHONY: demo test clean
 
 $(STAMP): setup.py pyproject.toml $(wildcard ext/*.pyx)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -12,10 +14,17 @@ $(STAMP): setup.py pyproject.toml $(wildcard ext/*.pyx)
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# pip byte-compiles what it installs, but not an editable project. Compiled here, our modules
+# load from __pycache__ also where processes may not write bytecode (PYTHONDONTWRITEBYTECODE,
+# as in many containers), instead of being compiled again by every run and sweep worker.
+$(BYTECODE): $(STAMP) $(SOURCES)
+	$(VENV)/bin/python -m compileall -q twin components ext
+	touch $(BYTECODE)
+
+demo: $(BYTECODE)
 	$(VENV)/bin/twin run
 
-test: $(STAMP)
+test: $(BYTECODE)
 	$(VENV)/bin/python -m pytest -q
 	SDG_TWIN_PURE_PYTHON=1 $(VENV)/bin/python -m pytest -q -m kernels
 
