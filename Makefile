@@ -8,7 +8,7 @@ SOURCES := $(shell find twin components ext -name '*.py')
 
 .PHONY: demo test clean
 
-$(STAMP): setup.py pyproject.toml $(wildcard ext/*.pyx)
+$(STAMP): setup.py pyproject.toml $(wildcard ext/*.pyx ext/*.pxd)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'

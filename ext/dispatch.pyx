@@ -79,6 +79,8 @@ from libc.math cimport INFINITY, NAN
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 
+from ext.arrays cimport array_data
+
 cnp.import_array()
 
 cdef extern from *:
@@ -1277,32 +1279,15 @@ cdef inline const double* _dptr(const double[::1] x) noexcept nogil:
     return &x[0] if x.shape[0] > 0 else NULL
 
 
-# The coordinator's per-step kernels take NumPy arrays, not typed memoryviews: acquiring a
-# memoryview costs some 0.2 us per argument, more than the work of a small kernel.
-
-cdef void* _data(cnp.ndarray a, int typenum, int ndim, bint out, str func,
-                 str name) except NULL:
-    """Data pointer of ``a`` once it is a C-contiguous, aligned, native-order array of
-    ``typenum`` with ``ndim`` dimensions (writable when ``out``): what a typed memoryview
-    accepts. ``ValueError`` naming the kernel and the argument otherwise."""
-    if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim
-            or not cnp.PyArray_ISCARRAY_RO(a) or not cnp.PyArray_ISNOTSWAPPED(a)
-            or (out and not cnp.PyArray_ISWRITEABLE(a))):
-        raise ValueError(f"{func}: {name} needs a C-contiguous{' writable' if out else ''} "
-                         f"{ndim}-d array of {cnp.PyArray_DescrFromType(typenum)}, got "
-                         f"{'' if a.flags.c_contiguous else 'non-contiguous '}"
-                         f"{'' if a.flags.writeable or not out else 'read-only '}"
-                         f"{a.ndim}-d {a.dtype}")
-    return cnp.PyArray_DATA(a)
-
+# The coordinator's per-step kernels take NumPy arrays (see ext/arrays.pxd).
 
 cdef inline double* _f64(cnp.ndarray a, str func, str name, int ndim=1,
                          bint out=False) except NULL:
-    return <double*>_data(a, cnp.NPY_FLOAT64, ndim, out, func, name)
+    return <double*>array_data(a, cnp.NPY_FLOAT64, ndim, out, func, name)
 
 
 cdef inline int64_t* _i64(cnp.ndarray a, str func, str name) except NULL:
-    return <int64_t*>_data(a, cnp.NPY_INT64, 1, False, func, name)
+    return <int64_t*>array_data(a, cnp.NPY_INT64, 1, False, func, name)
 
 
 cdef inline Py_ssize_t _len(cnp.ndarray a) noexcept:
@@ -1482,14 +1467,14 @@ def plugged_into(cnp.ndarray ids not None, cnp.ndarray site not None,
     cdef const double* dep_p = _f64(departure_s, f, "departure_s")
     cdef const double* pmax_p = _f64(p_max_kw, f, "p_max_kw")
     cdef const double* pmin_p = _f64(p_min_kw, f, "p_min_kw")
-    cdef const unsigned char* v2g_p = <unsigned char*>_data(v2g, cnp.NPY_UINT8, 1, False, f,
-                                                            "v2g")
+    cdef const unsigned char* v2g_p = <unsigned char*>array_data(v2g, cnp.NPY_UINT8, 1, False,
+                                                                 f, "v2g")
     cdef const double* point_p = _f64(site_point_kw, f, "site_point_kw")
     cdef const double* cap_p = _f64(capacity_kwh, f, "capacity_kwh")
     cdef double* rate_p = _f64(rate_kw, f, "rate_kw", 1, True)
     cdef double* dis_rate_p = _f64(dis_rate_kw, f, "dis_rate_kw", 1, True)
     cdef double* delta_p = _f64(delta_e_kwh, f, "delta_e_kwh", 1, True)
-    cdef int64_t* site_of_p = <int64_t*>_data(site_of, cnp.NPY_INT64, 1, True, f, "site_of")
+    cdef int64_t* site_of_p = <int64_t*>array_data(site_of, cnp.NPY_INT64, 1, True, f, "site_of")
     cdef double* out_p = _f64(out, f, "out", 2, True)
     cdef Py_ssize_t n = _len(ids), n_ev = _len(rate_kw), n_site = _len(site_point_kw)
     cdef Py_ssize_t i, e
@@ -2140,7 +2125,7 @@ def settle_into(cnp.ndarray pv_kw not None, cnp.ndarray charge_kw not None,
     cdef double* export_p = _f64(export_kw, f, "export_kw", 1, True)
     cdef double* grid_p = _f64(site_kw, f, "site_kw", 2, True)
     cdef double* kwh_p = _f64(kwh, f, "kwh", 1, True)
-    cdef int64_t* listed_p = <int64_t*>_data(listed, cnp.NPY_INT64, 1, True, f, "listed")
+    cdef int64_t* listed_p = <int64_t*>array_data(listed, cnp.NPY_INT64, 1, True, f, "listed")
     cdef double* tot_p = _f64(totals, f, "totals", 1, True)
     cdef Py_ssize_t n_p = _len(pv_kw), n_s = _len(charge_kw), n_c = n_p * n_s
     cdef Py_ssize_t n_same = _len(same_cells), n_trades = n_same + n_c + 2 * n_s + n_p

@@ -47,30 +47,21 @@ from libc.stdint cimport int8_t, int64_t, uint8_t
 from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memmove
 
+from ext.arrays cimport array_data
+
 cnp.import_array()
 
 
-cdef inline void *_data(cnp.ndarray a, int typenum, int ndim, bint out, str name) except NULL:
-    """Data pointer of ``a`` once it is a C-contiguous array of ``typenum`` with ``ndim``
-    dimensions (and writable when ``out``); ``ValueError`` naming the argument otherwise."""
-    if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim
-            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or (out and not cnp.PyArray_ISWRITEABLE(a))):
-        raise ValueError(f"{name}: needs a C-contiguous{' writable' if out else ''} "
-                         f"{ndim}-d array of {cnp.PyArray_DescrFromType(typenum)}, got "
-                         f"{a.ndim}-d {a.dtype}")
-    return cnp.PyArray_DATA(a)
-
-
 cdef inline double *_f64(cnp.ndarray a, str name, int ndim=1, bint out=False) except NULL:
-    return <double *>_data(a, cnp.NPY_FLOAT64, ndim, out, name)
+    return <double *>array_data(a, cnp.NPY_FLOAT64, ndim, out, None, name)
 
 
 cdef inline int64_t *_i64(cnp.ndarray a, str name, int ndim=1, bint out=False) except NULL:
-    return <int64_t *>_data(a, cnp.NPY_INT64, ndim, out, name)
+    return <int64_t *>array_data(a, cnp.NPY_INT64, ndim, out, None, name)
 
 
 cdef inline uint8_t *_u8(cnp.ndarray a, str name, bint out=False) except NULL:
-    return <uint8_t *>_data(a, cnp.NPY_UINT8, 1, out, name)
+    return <uint8_t *>array_data(a, cnp.NPY_UINT8, 1, out, None, name)
 
 
 cdef struct Turns:
@@ -84,7 +75,7 @@ cdef struct Turns:
 
 cdef int _turns(Turns *t, cnp.ndarray last_dir, cnp.ndarray extreme, cnp.ndarray tp_buf,
                 cnp.ndarray tp_n) except -1:
-    t.last_dir = <int8_t *>_data(last_dir, cnp.NPY_INT8, 1, True, "last_dir")
+    t.last_dir = <int8_t *>array_data(last_dir, cnp.NPY_INT8, 1, True, None, "last_dir")
     t.extreme = _f64(extreme, "extreme", 1, True)
     t.tp_buf = _f64(tp_buf, "tp_buf", 2, True)
     t.tp_n = _i64(tp_n, "tp_n", 1, True)
