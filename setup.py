@@ -34,6 +34,8 @@ setup(
     install_requires=[
         "mosaik>=3.6,<4",
         "mosaik-api-v3>=3.0.16",
+        # mosaik's event loop (twin/world.py); libuv has no Windows build of it
+        "uvloop>=0.19; sys_platform != 'win32'",
         "simpy>=4",
         "pandapower>=3.1",
         "simbench>=1.6",

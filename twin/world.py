@@ -19,6 +19,7 @@ run folder.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import shutil
 import tempfile
@@ -161,7 +162,7 @@ def build(scenario: Scenario, net: Any = None, ledger_process: bool | None = Non
     if net is None:
         net = check_buses(scenario)  # a fresh copy of the process's cached network
     world = mosaik.World({k: {"python": v} for k, v in SIMULATORS.items()},
-                         skip_greetings=True, configure_logging=False)
+                         skip_greetings=True, configure_logging=False, asyncio_loop=_event_loop())
     ledger_dir = None
     if scenario.coordinator is not None:
         ledger_dir = Path(tempfile.mkdtemp(prefix="sdg-twin-ledger-"))
@@ -174,6 +175,20 @@ def build(scenario: Scenario, net: Any = None, ledger_process: bool | None = Non
         _shutdown(world)
         assembly.discard_ledger()
         raise SimulationError(f"while building the world: {type(exc).__name__}: {exc}") from exc
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop for mosaik, set as this thread's: uvloop's where it is installed (mosaik's
+    scheduling costs a tenth less per step on it, with callbacks in the same order), else
+    asyncio's, which is what mosaik would make itself."""
+    try:
+        import uvloop
+    except ImportError:  # not built for this platform (Windows)
+        loop = asyncio.new_event_loop()
+    else:
+        loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop
 
 
 def _assemble(assembly: Assembly) -> None:
