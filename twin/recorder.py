@@ -20,12 +20,16 @@ class Recorder:
     def __init__(self, n_steps: int) -> None:
         self.n_steps = int(n_steps)
         self.series: dict[tuple[str, str], np.ndarray] = {}
+        self._rows: dict[str, dict[str, np.ndarray]] = {}  # the same rows by source, then attr
 
     def record(self, k: int, source: str, values: dict[str, Any]) -> None:
         """Keep step ``k``'s ``values`` (attribute -> number or array) of ``source``."""
+        rows_of = self._rows.get(source)
+        if rows_of is None:
+            rows_of = self._rows[source] = {}
         for attr, value in values.items():
-            rows = self.series.get((source, attr))
+            rows = rows_of.get(attr)
             if rows is None:
                 rows = np.full((self.n_steps, *np.shape(value)), np.nan)
-                self.series[(source, attr)] = rows
+                rows_of[attr] = self.series[(source, attr)] = rows
             rows[k] = value
