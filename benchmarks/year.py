@@ -63,6 +63,7 @@ def co_simulated(days: float) -> tuple[dict[str, Any], Any]:
         "total_s": round(load_s + info["setup_s"] + wall, 2),
         "steps_per_s": info["steps_per_s"], "share_of_run_time": share,
         "ledger_sealed_in_own_process": info["ledger_process"],
+        "event_loop": info["event_loop"],
     }, (scenario, result)
 
 

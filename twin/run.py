@@ -102,6 +102,8 @@ def _finish(assembly: world_mod.Assembly, out_dir: Path, setup_s: float, sim_s: 
         "simulator_s": {k: round(v, 3) for k, v in assembly.timing.seconds.items()},
         # whether a forked process sealed the ledger's blocks (None: no ledger)
         "ledger_process": None if assembly.ledger is None else assembly.ledger.separate_process,
+        # the event loop mosaik ran on ("uvloop" or "asyncio"): it sets mosaik's time per step
+        "event_loop": type(assembly.world.loop).__module__.partition(".")[0],
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in VERSIONED},
