@@ -14,7 +14,7 @@ the EVs concerned instead of a few dozen NumPy operations on small gathered arra
   uncontrolled maximum, update the batteries and energy accounts, feed the SoC changes to the
   ageing model's turning-point detection, sum the power per site and refresh ``charging``.
 - ``view_cc``: ``limits_cc`` of the plugged EVs and what a coordinator sees of them, in one
-  pass.
+  pass (the limits go to the caller's arrays and to the view's own).
 - ``serve_queue``: plug waiting EVs into free chargers (first come, first served), then let
   EVs whose patience ran out give up; ``plugged`` lists the EVs plugged in.
 - ``depart``, ``arrive``, ``settle``, ``next_trip``: the trip events at a step boundary (leave
@@ -43,9 +43,9 @@ layout and (for outputs) writability, which costs far less per call than a typed
 
 cimport numpy as cnp
 from libc.math cimport fabs, isfinite, isinf, isnan
-from libc.stdint cimport int8_t, int64_t, uint8_t
+from libc.stdint cimport int8_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort
-from libc.string cimport memmove
+from libc.string cimport memcpy, memmove
 
 from ext.arrays cimport array_data
 
@@ -108,10 +108,13 @@ cdef struct View:
     const double *req_kwh
     const int64_t *next_dep
     int64_t step_s
+    int64_t *o_ids
     int64_t *o_site
     double *o_soc
     double *o_need
     double *o_dep
+    double *o_p_max
+    double *o_p_min
     uint8_t *o_v2g
     bint finite  # every value written is (p_max of EVs entering the CV phase aside)
 
@@ -171,6 +174,9 @@ cdef Py_ssize_t _limits_cc(const int64_t *ids_, Py_ssize_t n, const double *e_,
         room = room * eta_d / dt_h
         p_min_[i] = -(dis_lim[j] if dis_lim[j] < room else room)
         if v != NULL:
+            v.o_ids[i] = j
+            v.o_p_max[i] = p_max_[i]  # (rewritten by limits_cv for EVs entering the CV phase)
+            v.o_p_min[i] = p_min_[i]
             v.o_site[i] = v.site[j]
             v.o_soc[i] = soc0
             need = v.req_kwh[j] - e
@@ -236,9 +242,10 @@ def limits_cv(Py_ssize_t n_cv, cnp.ndarray cv_pos not None, cnp.ndarray cv_exp n
               cnp.ndarray cv_start not None, cnp.ndarray ids not None,
               cnp.ndarray e_kwh not None, cnp.ndarray cap_kwh not None, double eta_c,
               double soc_cv, double soc_max, double end_share, double dt_h, double full_tol_kwh,
-              cnp.ndarray p_max not None):
-    """Finish ``p_max`` of the EVs listed by ``limits_cc``; ``cv_exp = exp(cv_arg)``. Returns
-    whether every value written is finite."""
+              cnp.ndarray p_max not None, cnp.ndarray p_max_copy not None):
+    """Finish ``p_max`` of the EVs listed by ``limits_cc``; ``cv_exp = exp(cv_arg)``. The same
+    values go to ``p_max_copy`` (which may be ``p_max``). Returns whether every value written
+    is finite."""
     cdef const int64_t *pos = _i64(cv_pos, "cv_pos")
     cdef const double *exp_ = _f64(cv_exp, "cv_exp")
     cdef const double *start = _f64(cv_start, "cv_start")
@@ -246,6 +253,7 @@ def limits_cv(Py_ssize_t n_cv, cnp.ndarray cv_pos not None, cnp.ndarray cv_exp n
     cdef const double *e_ = _f64(e_kwh, "e_kwh")
     cdef const double *cap_ = _f64(cap_kwh, "cap_kwh")
     cdef double *p_max_ = _f64(p_max, "p_max", 1, True)
+    cdef double *p_copy = _f64(p_max_copy, "p_max_copy", 1, True)
     cdef Py_ssize_t k, i, j
     cdef double width = soc_max - soc_cv
     cdef double soc_full = soc_max - end_share * width
@@ -265,6 +273,7 @@ def limits_cv(Py_ssize_t n_cv, cnp.ndarray cv_pos not None, cnp.ndarray cv_exp n
         e_in = (soc1 - soc0) * cap / eta_c
         p = (e_in if e_in > full_tol_kwh else 0.0) / dt_h
         p_max_[i] = p
+        p_copy[i] = p
         finite &= isfinite(p)
     return finite
 
@@ -384,12 +393,14 @@ def view_cc(cnp.ndarray ids not None, cnp.ndarray e_kwh not None, cnp.ndarray ca
             cnp.ndarray cv_pos not None, cnp.ndarray cv_arg not None,
             cnp.ndarray cv_start not None, cnp.ndarray site not None,
             cnp.ndarray req_kwh not None, cnp.ndarray next_dep not None, int64_t step_s,
-            cnp.ndarray out_site not None, cnp.ndarray out_soc not None,
-            cnp.ndarray out_need_kwh not None, cnp.ndarray out_departure_s not None,
-            cnp.ndarray out_v2g not None):
-    """``limits_cc`` of EVs ``ids`` and what a coordinator sees of them: site, SoC, energy
-    need, departure time [s] and V2G flag. Returns ``(n_cv, finite)``: ``finite`` tells whether
-    every value written is (``p_max`` of the ``n_cv`` listed EVs is written by ``limits_cv``)."""
+            cnp.ndarray out_ids not None, cnp.ndarray out_site not None,
+            cnp.ndarray out_soc not None, cnp.ndarray out_need_kwh not None,
+            cnp.ndarray out_departure_s not None, cnp.ndarray out_p_max not None,
+            cnp.ndarray out_p_min not None, cnp.ndarray out_v2g not None):
+    """``limits_cc`` of EVs ``ids`` and what a coordinator sees of them, in arrays of its own:
+    the EVs, their site, SoC, energy need, departure time [s], the limits again and the V2G
+    flag. Returns ``(n_cv, finite)``: ``finite`` tells whether every value written is
+    (``p_max`` of the ``n_cv`` listed EVs is written by ``limits_cv``, to both copies)."""
     cdef Py_ssize_t n = cnp.PyArray_DIM(ids, 0)
     cdef const int64_t *ids_ = _i64(ids, "ids")
     cdef const double *e_ = _f64(e_kwh, "e_kwh")
@@ -407,20 +418,42 @@ def view_cc(cnp.ndarray ids not None, cnp.ndarray e_kwh not None, cnp.ndarray ca
     v.req_kwh = _f64(req_kwh, "req_kwh")
     v.next_dep = _i64(next_dep, "next_dep")
     v.step_s = step_s
+    v.o_ids = _i64(out_ids, "out_ids", 1, True)
     v.o_site = _i64(out_site, "out_site", 1, True)
     v.o_soc = _f64(out_soc, "out_soc", 1, True)
     v.o_need = _f64(out_need_kwh, "out_need_kwh", 1, True)
     v.o_dep = _f64(out_departure_s, "out_departure_s", 1, True)
+    v.o_p_max = _f64(out_p_max, "out_p_max", 1, True)
+    v.o_p_min = _f64(out_p_min, "out_p_min", 1, True)
     v.o_v2g = _u8(out_v2g, "out_v2g", True)
     _long_enough("view_cc", n, p_max, p_min, cv_pos, cv_arg, cv_start)
-    if (cnp.PyArray_DIM(out_site, 0) < n or cnp.PyArray_DIM(out_soc, 0) < n
-            or cnp.PyArray_DIM(out_need_kwh, 0) < n or cnp.PyArray_DIM(out_departure_s, 0) < n
-            or cnp.PyArray_DIM(out_v2g, 0) < n):
-        raise ValueError("view_cc: output arrays shorter than ids")
+    cdef cnp.ndarray a
+    for a in (out_ids, out_site, out_soc, out_need_kwh, out_departure_s, out_p_max, out_p_min,
+              out_v2g):
+        if cnp.PyArray_DIM(a, 0) < n:
+            raise ValueError("view_cc: output arrays shorter than ids")
     n_cv = _limits_cc(ids_, n, e_, cap_, ch_lim, accept, dis_lim, eta_c, eta_d, soc_cv, soc_max,
                       end_share, min_soc_v2g, dt_h, full_tol_kwh, p_max_, p_min_, pos, arg,
                       start, &v)
     return n_cv, v.finite
+
+
+cdef Py_ssize_t _set_bytes(const uint8_t *a, Py_ssize_t n, int64_t *out) noexcept nogil:
+    """Write the indices of the non-zero bytes of ``a`` to ``out``, in increasing order; return
+    their number. Reads eight bytes at a time: few are set (EVs waiting for a charger)."""
+    cdef Py_ssize_t i, j = 0, m = 0
+    cdef uint64_t word
+    while j + 8 <= n:
+        memcpy(&word, a + j, 8)
+        if word:
+            for i in range(j, j + 8):
+                out[m] = i
+                m += a[i] != 0
+        j += 8
+    for i in range(j, n):
+        out[m] = i
+        m += a[i] != 0
+    return m
 
 
 cdef struct Waiter:
@@ -478,20 +511,27 @@ def serve_queue(int64_t k, cnp.ndarray waiting not None, cnp.ndarray wait_since 
     cdef Py_ssize_t n_types = cnp.PyArray_DIM(n_chargers, 1)
     cdef Py_ssize_t n_kinds = cnp.PyArray_DIM(pref, 1), n_pref = cnp.PyArray_DIM(pref, 2)
     cdef Py_ssize_t i, j, r, s, t, st, nq = 0, n_left, n_plugged = 0, n_expired = 0, n_wait = 0
+    cdef Py_ssize_t w, n_waiters
     cdef double car_kw, lim
     cdef bint any_pref
     cdef Waiter *queue
+    cdef int64_t *waiters
     cdef uint8_t *has_free = <uint8_t *>calloc(n_sites if n_sites else 1, 1)
     if has_free == NULL:
         raise MemoryError()
+    waiters = <int64_t *>malloc((n_ev if n_ev else 1) * sizeof(int64_t))
+    if waiters == NULL:
+        free(has_free)
+        raise MemoryError()
     try:
+        n_waiters = _set_bytes(waiting_, n_ev, waiters)
         for s in range(n_sites):
             for t in range(n_types):
                 if n_ch[s * n_types + t] - used_[s * n_types + t] > 0:
                     has_free[s] = 1
                     break
-        for j in range(n_ev):
-            if waiting_[j] and has_free[site_[j]]:  # at full sites, EVs just keep waiting
+        for w in range(n_waiters):
+            if has_free[site_[waiters[w]]]:  # at full sites, EVs just keep waiting
                 nq += 1
         if nq:
             queue = <Waiter *>malloc(nq * sizeof(Waiter))
@@ -499,8 +539,9 @@ def serve_queue(int64_t k, cnp.ndarray waiting not None, cnp.ndarray wait_since 
                 raise MemoryError()
             try:
                 i = 0
-                for j in range(n_ev):
-                    if waiting_[j] and has_free[site_[j]]:
+                for w in range(n_waiters):
+                    j = waiters[w]
+                    if has_free[site_[j]]:
                         queue[i].since = since[j]
                         queue[i].ev = j
                         i += 1
@@ -538,15 +579,17 @@ def serve_queue(int64_t k, cnp.ndarray waiting not None, cnp.ndarray wait_since 
                         break
             finally:
                 free(queue)
+        for w in range(n_waiters):
+            j = waiters[w]
+            if waiting_[j]:  # (not plugged above)
+                if until[j] <= k:
+                    waiting_[j] = 0
+                    n_expired += 1
+                else:
+                    n_wait += 1
     finally:
         free(has_free)
-    for j in range(n_ev):
-        if waiting_[j]:
-            if until[j] <= k:
-                waiting_[j] = 0
-                n_expired += 1
-            else:
-                n_wait += 1
+        free(waiters)
     return n_plugged, n_expired, n_wait
 
 

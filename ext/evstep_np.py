@@ -56,9 +56,10 @@ def limits_cc(ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, p_ch_lim:
 def limits_cv(n_cv: int, cv_pos: np.ndarray, cv_exp: np.ndarray, cv_start: np.ndarray,
               ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, eta_c: float,
               soc_cv: float, soc_max: float, end_share: float, dt_h: float,
-              full_tol_kwh: float, p_max: np.ndarray) -> bool:
-    """Finish ``p_max`` of the EVs listed by ``limits_cc``; ``cv_exp = exp(cv_arg)``. Returns
-    whether every value written is finite."""
+              full_tol_kwh: float, p_max: np.ndarray, p_max_copy: np.ndarray) -> bool:
+    """Finish ``p_max`` of the EVs listed by ``limits_cc``; ``cv_exp = exp(cv_arg)``. The same
+    values go to ``p_max_copy`` (which may be ``p_max``). Returns whether every value written
+    is finite."""
     pos = cv_pos[:n_cv]
     j = ids[pos]
     cap = cap_kwh[j]
@@ -69,6 +70,7 @@ def limits_cv(n_cv: int, cv_pos: np.ndarray, cv_exp: np.ndarray, cv_start: np.nd
     e_in = (soc1 - soc0) * cap / eta_c
     p = np.where(e_in > full_tol_kwh, e_in, 0.0) / dt_h
     p_max[pos] = p
+    p_max_copy[pos] = p
     return bool(np.isfinite(p).all())
 
 
@@ -163,15 +165,25 @@ def view_cc(ids: np.ndarray, e_kwh: np.ndarray, cap_kwh: np.ndarray, p_ch_lim: n
             soc_cv: float, soc_max: float, end_share: float, min_soc_v2g: float, dt_h: float,
             full_tol_kwh: float, p_max: np.ndarray, p_min: np.ndarray, cv_pos: np.ndarray,
             cv_arg: np.ndarray, cv_start: np.ndarray, site: np.ndarray, req_kwh: np.ndarray,
-            next_dep: np.ndarray, step_s: int, out_site: np.ndarray, out_soc: np.ndarray,
-            out_need_kwh: np.ndarray, out_departure_s: np.ndarray, out_v2g: np.ndarray
+            next_dep: np.ndarray, step_s: int, out_ids: np.ndarray, out_site: np.ndarray,
+            out_soc: np.ndarray, out_need_kwh: np.ndarray, out_departure_s: np.ndarray,
+            out_p_max: np.ndarray, out_p_min: np.ndarray, out_v2g: np.ndarray
             ) -> tuple[int, bool]:
-    """``limits_cc`` of EVs ``ids`` and their site, SoC, energy need, departure time [s] and
-    V2G flag. Returns ``(n_cv, finite)``: whether every value written is finite."""
+    """``limits_cc`` of EVs ``ids`` and the EVs, their site, SoC, energy need, departure time
+    [s], the limits again and the V2G flag. Returns ``(n_cv, finite)``: whether every value
+    written is finite."""
+    n = ids.size
+    for a in (out_ids, out_site, out_soc, out_need_kwh, out_departure_s, out_p_max, out_p_min,
+              out_v2g):
+        if a.shape[0] < n:
+            raise ValueError("view_cc: output arrays shorter than ids")
     n_cv = limits_cc(ids, e_kwh, cap_kwh, p_ch_lim, accept_kw, p_dis_lim, eta_c, eta_d, soc_cv,
                      soc_max, end_share, min_soc_v2g, dt_h, full_tol_kwh, p_max, p_min, cv_pos,
                      cv_arg, cv_start)
-    n, e = ids.size, e_kwh[ids]
+    e = e_kwh[ids]
+    out_ids[:n] = ids
+    out_p_max[:n] = p_max[:n]  # (finished by limits_cv for the EVs entering the CV phase)
+    out_p_min[:n] = p_min[:n]
     out_site[:n] = site[ids]
     out_soc[:n] = e / cap_kwh[ids]
     out_need_kwh[:n] = np.maximum(req_kwh[ids] - e, 0.0)

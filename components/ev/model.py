@@ -156,6 +156,9 @@ def parse_hhmm(text: str) -> float:
     return h + m / 60.0
 
 
+_sum = np.add.reduce
+"""NumPy's (pairwise) sum of an array, as ``ndarray.sum`` without its Python layer."""
+
 _ACCOUNTS = ("charged_kwh", "discharged_kwh", "unmet_kwh", "driven_kwh", "shortfall_kwh")
 """Per-EV energy accounts whose fleet sums are KPIs."""
 
@@ -344,6 +347,9 @@ class EVFleet:
         self.shift = np.full(n, -1, dtype=np.int64)
         shift_ids = np.flatnonzero(self.user == SHIFT_WORKER)
         self.shift[shift_ids] = rng.integers(0, len(self._shifts), shift_ids.size)
+        # the EVs of each user kind, and the shift workers of each shift (for the day planner)
+        self._of_user = tuple(np.flatnonzero(self.user == u) for u in range(len(USER_KINDS)))
+        self._on_shift = [self.shift[shift_ids] == j for j in range(len(self._shifts))]
         # plug-in habit: private users plug in below a personal SoC threshold; V2G users (paid
         # to be available) and fleet vehicles plug in whenever they park at a charging site
         self.plug_soc = rng.uniform(*b.plug_soc_threshold, n)
@@ -433,6 +439,12 @@ class EVFleet:
         self._lim_args = (cfg.charge_efficiency, cfg.discharge_efficiency, cfg.cv_taper_soc,
                           cfg.soc_max, cfg.cv_end_power_share, cfg.min_soc_v2g, self.dt_h,
                           FULL_TOL_KWH)
+        # the constants of limits_cv: eta_c, soc_cv, soc_max, end_share, dt_h, tol
+        self._cv_args = tuple(self._lim_args[i] for i in (0, 2, 3, 4, 6, 7))
+        self._cv_bufs = (self._cv_pos, self._cv_arg, self._cv_start)
+        # the limits of the EVs plugged now, as the last plugged_view computed them
+        self._lim_max = np.zeros(n)
+        self._lim_min = np.zeros(n)
         self._capacity_changed = False
         self._queue_dirty = False
         self._n_waiting = 0
@@ -518,6 +530,13 @@ class EVFleet:
                              self.e_kwh, self.cap_kwh, self.kwh_per_km, cfg.soc_min,
                              self.unmet_kwh, self.driven_kwh, self.shortfall_kwh, self.p_ch_lim,
                              self.p_dis_lim, *turns, self._unmet_buf)
+        self._limit_state = (self.e_kwh, self.cap_kwh, self.p_ch_lim, self.accept_kw,
+                             self.p_dis_lim)  # (view_cc, up to its constants)
+        self._view_state = (self.site, self.req_kwh, self.next_dep, self.step_s)
+        self._due_args = (self.evt_step, self.evt_seq, self._driving_u8, self._dep_buf,
+                          self._arr_buf)
+        self._arrive_args = (self.leg_arr, self.leg_dest, self.head, self._driving_u8,
+                             self._dest_buf)
         # parking (settle, arrive), up to the trip planning
         self._settle_args = (self.site, self.site_kind, self._has_chargers_u8,
                              self.patience_steps, self.e_kwh, self.plug_soc,
@@ -563,7 +582,7 @@ class EVFleet:
         tours: list[list[tuple]] = []  # each tour: legs (ids, start_s, km, dest, dwell_s)
 
         # commuters
-        com = np.flatnonzero(self.user == COMMUTER)
+        com = self._of_user[COMMUTER]
         off = com
         if weekday in b.workdays and com.size:
             go = rng.random(com.size) < b.workday_share
@@ -583,12 +602,12 @@ class EVFleet:
         self._add_offday(tours, off, day0)
 
         # shift workers
-        sw = np.flatnonzero(self.user == SHIFT_WORKER)
+        sw = self._of_user[SHIFT_WORKER]
         on_shift = np.zeros(sw.size, dtype=bool)
         for j, (start_h, end_h, days) in enumerate(self._shifts):
             if weekday not in days:
                 continue
-            sel = self.shift[sw] == j
+            sel = self._on_shift[j]
             on_shift |= sel
             ids = sw[sel]
             if ids.size == 0:
@@ -604,7 +623,7 @@ class EVFleet:
         self._add_offday(tours, sw[~on_shift], day0)
 
         # commercial fleet
-        cm = np.flatnonzero(self.user == COMMERCIAL)
+        cm = self._of_user[COMMERCIAL]
         if weekday in b.commercial_days and cm.size:
             leave = np.clip(rng.normal(b.commercial_leave_h_mean, b.commercial_leave_h_std,
                                        cm.size), 4.0, 14.0)
@@ -746,8 +765,7 @@ class EVFleet:
         while env.peek() <= k:  # the day planner, at local midnight
             env.step()
         if k < self.n_steps:  # (the boundary after the last step has no events)
-            n_dep, n_arr = self._kernel.due(k, self.evt_step, self.evt_seq, self._driving_u8,
-                                            self._dep_buf, self._arr_buf)
+            n_dep, n_arr = self._kernel.due(k, *self._due_args)
             if n_dep:
                 self._depart(self._dep_buf[:n_dep], k)
             if n_arr:
@@ -767,24 +785,25 @@ class EVFleet:
         self._plugged_lim = None
 
     def _depart(self, ids: np.ndarray, k: int) -> None:
-        """EVs ``ids`` leave at step ``k``: unplug, book unmet energy, take the trip's energy."""
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        """EVs ``ids`` (int64) leave at step ``k``: unplug, book unmet energy, take the trip's
+        energy."""
         res = self._kernel.depart(ids, k, *self._depart_args)
         if res is None:
             raise RuntimeError(f"EV trip plan inconsistent at step {k}")
         n_unplugged, n_unmet, gave_up, n_short, flush, short_kwh = res
-        self._totals.pop("driven_kwh", None)
+        totals = self._totals
+        totals.pop("driven_kwh", None)
         if short_kwh:
-            self._totals.pop("shortfall_kwh", None)
+            totals.pop("shortfall_kwh", None)
         if n_unplugged:
             self._charging_ids = None
             self._plugged_dirty = True
             self._queue_dirty |= self._n_waiting > 0
         # NumPy's (pairwise) sum, as over the unmet energies of these EVs (0 if all are 0)
-        unmet_kwh = float(self._unmet_buf[:n_unmet].sum()) if n_unmet else 0.0
+        unmet_kwh = float(_sum(self._unmet_buf[:n_unmet])) if n_unmet else 0.0
         if unmet_kwh:  # a zero sum of energies >= 0: no EV added any
             self.unmet_step_kwh += unmet_kwh
-            self._totals.pop("unmet_kwh", None)
+            totals.pop("unmet_kwh", None)
         self.plug_refusals += gave_up  # still waiting when leaving
         self._n_waiting -= gave_up
         self.trips += ids.size
@@ -793,11 +812,10 @@ class EVFleet:
             self.ageing.flush()
 
     def _arrive(self, ids: np.ndarray, k: int) -> None:
-        """EVs ``ids`` reach the destination of their leg at step ``k`` and settle there."""
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        n_wait = self._kernel.arrive(ids, k, self.leg_arr, self.leg_dest, self.head,
-                                     self._driving_u8, self._dest_buf, *self._settle_args,
-                                     self.tail, *self._plan_args)
+        """EVs ``ids`` (int64) reach the destination of their leg at step ``k`` and settle
+        there."""
+        n_wait = self._kernel.arrive(ids, k, *self._arrive_args, *self._settle_args, self.tail,
+                                     *self._plan_args)
         if n_wait < 0:
             raise RuntimeError(f"EV trip plan inconsistent at step {k}")
         self._waiters(n_wait)
@@ -892,18 +910,18 @@ class EVFleet:
                                       self.accept_kw, self.p_dis_lim, *self._lim_args, p_max,
                                       p_min, self._cv_pos, self._cv_arg, self._cv_start)
         if n_cv:
-            self._limits_cv(n_cv, ids, p_max)
+            self._limits_cv(n_cv, ids, p_max, p_max)
         return p_max, p_min
 
-    def _limits_cv(self, n_cv: int, ids: np.ndarray, p_max: np.ndarray) -> bool:
-        """Finish ``p_max`` of the ``n_cv`` EVs the kernel found entering the CV phase; whether
-        every value is finite."""
+    def _limits_cv(self, n_cv: int, ids: np.ndarray, p_max: np.ndarray,
+                   p_max_copy: np.ndarray) -> bool:
+        """Finish ``p_max`` (and ``p_max_copy``) of the ``n_cv`` EVs the kernel found entering
+        the CV phase; whether every value is finite."""
         # NumPy's exp for the CV phase, as in max_charge_energy_kwh (bit-identical)
         np.exp(self._cv_arg[:n_cv], out=self._cv_exp[:n_cv])
-        a = self._lim_args  # (eta_c, eta_d, soc_cv, soc_max, end_share, min_soc_v2g, dt_h, tol)
         return self._kernel.limits_cv(n_cv, self._cv_pos, self._cv_exp, self._cv_start, ids,
-                                      self.e_kwh, self.cap_kwh, a[0], a[2], a[3], a[4], a[6],
-                                      a[7], p_max)
+                                      self.e_kwh, self.cap_kwh, *self._cv_args, p_max,
+                                      p_max_copy)
 
     def _plugged_limits(self) -> tuple[np.ndarray, np.ndarray]:
         """``limits`` of the EVs plugged now: computed once between two steps, by the
@@ -961,8 +979,8 @@ class EVFleet:
         # what each site metered, both ways: one EV may charge while another feeds back
         self.charge_site_kw, self.discharge_site_kw = ch_site_kw, dis_site_kw
         # NumPy's (pairwise) sums over the moving EVs, 0 where all are 0
-        self.charge_kw = float(self._ch_kw[:n_moving].sum()) if n_moving > n_dis else 0.0
-        self.discharge_kw = float(self._dis_kw[:n_moving].sum()) if n_dis else 0.0
+        self.charge_kw = float(_sum(self._ch_kw[:n_moving])) if n_moving > n_dis else 0.0
+        self.discharge_kw = float(_sum(self._dis_kw[:n_moving])) if n_dis else 0.0
         # a zero sum of powers >= 0: no EV changed that account
         if self.charge_kw:
             self._totals.pop("charged_kwh", None)
@@ -1002,20 +1020,22 @@ class EVFleet:
         """
         ids = self._plugged
         n = ids.size
-        # the float fields in one new array per call (receivers may keep or change them)
+        # new arrays each call, the kernel fills them (receivers may keep or change them)
         soc, need, dep, p_max, p_min = np.empty((5, n))
-        site, v2g = np.empty(n, dtype=np.int64), np.empty(n, dtype=bool)
-        # the limits with the view, in one pass (the next controlled step uses them)
+        ids_out, site = np.empty((2, n), dtype=np.int64)
+        v2g = np.empty(n, dtype=bool)
+        # the limits with the view, in one pass: the next controlled step uses the fleet's own
+        # copy (a receiver may change the view's)
+        lim = self._lim_max[:n], self._lim_min[:n]
         n_cv, finite = self._kernel.view_cc(
-            ids, self.e_kwh, self.cap_kwh, self.p_ch_lim, self.accept_kw, self.p_dis_lim,
-            *self._lim_args, p_max, p_min, self._cv_pos, self._cv_arg, self._cv_start, self.site,
-            self.req_kwh, self.next_dep, self.step_s, site, soc, need, dep, v2g.view(np.uint8))
-        if n_cv and not self._limits_cv(n_cv, ids, p_max):
+            ids, *self._limit_state, *self._lim_args, *lim, *self._cv_bufs, *self._view_state,
+            ids_out, site, soc, need, dep, p_max, p_min, v2g.view(np.uint8))
+        if n_cv and not self._limits_cv(n_cv, ids, lim[0], p_max):
             finite = False
         self.view_finite = finite
-        self._plugged_lim = p_max.copy(), p_min.copy()  # (the receiver may change the view's)
+        self._plugged_lim = lim
         return {
-            "plugged_ids": ids.copy(),
+            "plugged_ids": ids_out,
             "plugged_site": site,
             "plugged_soc": soc,
             "plugged_need_kwh": need,
@@ -1041,7 +1061,7 @@ class EVFleet:
         if len(totals) <= len(_ACCOUNTS):  # some changed since the last call: sum them again
             for account in _ACCOUNTS:
                 if account not in totals:
-                    totals[account] = float(getattr(self, account).sum())
+                    totals[account] = float(_sum(getattr(self, account)))
             if "fade" not in totals:
                 totals["fade"] = float(100 * self.fade.mean())
         return {

@@ -59,13 +59,8 @@ KPI_OUTPUTS = [
     "ev_trip_shortfall_mwh", "ev_trips", "ev_setpoints_clamped",
 ]
 STATIC_OUTPUTS = ["n_ev"]
-# outputs that are the fleet's own attributes after a step
-_FLEET_ATTR = {"p_kw": "p_site_kw", "q_kvar": "q_site_kvar", "charge_site_kw": "charge_site_kw",
-               "discharge_site_kw": "discharge_site_kw", "charge_kw": "charge_kw",
-               "discharge_kw": "discharge_kw", "clamped_count": "clamped_count",
-               "unmet_kwh": "unmet_step_kwh"}
 # the outputs computed (and checked) together: the step's results, the plugged view, the KPIs
-_GROUP = {**dict.fromkeys([*_FLEET_ATTR, "n_plugged"], "step"),
+_GROUP = {**dict.fromkeys([*GRID_OUTPUTS, *METERED_OUTPUTS, *STEP_OUTPUTS], "step"),
           **dict.fromkeys(PLUGGED_OUTPUTS, "plugged"), **dict.fromkeys(KPI_OUTPUTS, "kpis")}
 
 META = {
@@ -174,8 +169,11 @@ class EVSimulator(mosaik_api_v3.Simulator):
         group_of = _GROUP.get(attr)
         arrays_finite = False  # whether the kernel that made the arrays found them all finite
         if group_of == "step":
-            group = {name: getattr(fleet, key) for name, key in _FLEET_ATTR.items()}
-            group["n_plugged"] = fleet.n_plugged
+            group = {"p_kw": fleet.p_site_kw, "q_kvar": fleet.q_site_kvar,
+                     "charge_site_kw": fleet.charge_site_kw,
+                     "discharge_site_kw": fleet.discharge_site_kw, "charge_kw": fleet.charge_kw,
+                     "discharge_kw": fleet.discharge_kw, "clamped_count": fleet.clamped_count,
+                     "unmet_kwh": fleet.unmet_step_kwh, "n_plugged": fleet.n_plugged}
             arrays_finite = fleet.sites_finite
         elif group_of == "plugged":
             group = fleet.plugged_view()

@@ -108,11 +108,11 @@ def test_kernels_report_the_non_finite_values_they_write(backend):
     args = (0.95, 0.8, 0.95, 0.05, 0.25, 1e-6)  # eta_c, soc_cv, soc_max, end_share, dt_h, tol
     one = np.zeros(1, dtype=np.int64)
     cv = (one, np.array([0.5]), np.array([0.8]), one)
-    p_max = np.empty(1)
-    assert kern.limits_cv(1, *cv, np.array([30.0]), np.array([60.0]), *args, p_max)
-    assert np.isfinite(p_max[0]) and p_max[0] > 0
-    assert not kern.limits_cv(1, *cv, np.array([30.0]), np.array([np.inf]), *args, p_max)
-    assert p_max[0] == np.inf
+    p_max, copy = np.empty(1), np.empty(1)
+    assert kern.limits_cv(1, *cv, np.array([30.0]), np.array([60.0]), *args, p_max, copy)
+    assert np.isfinite(p_max[0]) and p_max[0] > 0 and copy[0] == p_max[0]
+    assert not kern.limits_cv(1, *cv, np.array([30.0]), np.array([np.inf]), *args, p_max, copy)
+    assert p_max[0] == np.inf and copy[0] == np.inf
     # a corrupted limit the next step takes: the site's power is not finite
     p_set = np.full(f.n_ev, np.nan)
     f.plugged_view()
@@ -322,14 +322,17 @@ def test_compiled_kernel_rejects_arrays_of_the_wrong_kind_naming_them():
     with pytest.raises(ValueError, match="output arrays shorter"):
         kern.limits_cc(ids, e, cap, lim, lim, lim, *args, np.empty(1), *out[1:])
     site, dep = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    view = [np.empty(n, dtype=np.int64), np.empty(n), np.empty(n), np.empty(n),
+    view = [np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), *np.empty((5, n)),
             np.empty(n, dtype=np.uint8)]
     view_args = (ids, e, cap, lim, lim, lim, *args, *out, site, e, dep, 900)
     assert kern.view_cc(*view_args, *view) == (0, True)
+    np.testing.assert_array_equal(view[0], ids)  # the view's own copies of ids and limits
+    np.testing.assert_array_equal(view[5], out[0])
+    np.testing.assert_array_equal(view[6], out[1])
     with pytest.raises(ValueError, match="view_cc: output arrays shorter"):
-        kern.view_cc(*view_args, *view[:4], np.empty(1, dtype=np.uint8))
+        kern.view_cc(*view_args, *view[:7], np.empty(1, dtype=np.uint8))
     with pytest.raises(ValueError, match="out_v2g: needs a C-contiguous writable"):
-        kern.view_cc(*view_args, *view[:4], np.empty(n, dtype=bool))
+        kern.view_cc(*view_args, *view[:7], np.empty(n, dtype=bool))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
