@@ -113,7 +113,8 @@ _CACHE_DIR: list[Path] = []
 def _net_cache(request: pytest.FixtureRequest) -> None:
     """Keep converted SimBench nets (without profiles) in pytest's cache: reading the SimBench
     CSV files takes seconds per grid, and the suite runs twice (compiled and twin)."""
-    _CACHE_DIR[:] = [Path(request.config.cache.mkdir("sdg_twin_powerflow_nets"))]
+    cache = getattr(request.config, "cache", None)  # None with ``-p no:cacheprovider``
+    _CACHE_DIR[:] = [Path(cache.mkdir("sdg_twin_powerflow_nets"))] if cache else []
 
 
 def load_net(name: str) -> pp.pandapowerNet:
