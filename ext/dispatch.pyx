@@ -65,11 +65,12 @@ The coordinator's other per-step passes over its EVs and trades live here too, e
 loop where NumPy needs a dozen array operations: its view of the plugged EVs
 (``plugged_into``), the step's PV and factory totals (``supply_into``), the whole step of the
 ``pv_following`` strategy (``charge_into``: targets, PV per site, the allocations of mandatory
-power, PV and the off-peak fill), what the EVs do with its set-points (``done_into``), the
-transport tables of the settlement (``north_west_into``) and the whole settlement
-(``settle_into``). They use NumPy's maxima, minima and summation order (pairwise sums as
-``numpy.sum`` adds them, ``_np_sum``), so their twins give the same values to the bit
-(``charge_into``: given the same allocation kernel). The per-step ones (all but
+power, PV and the off-peak fill, in a work array the caller keeps for every step, sized by
+``charge_work_size``), what the EVs do with its set-points (``done_into``), the transport
+tables of the settlement (``north_west_into``), the whole settlement (``settle_into``) and its
+list of trades (``listed_trades``). They use NumPy's maxima, minima and summation order
+(pairwise sums as ``numpy.sum`` adds them, ``_np_sum``), so their twins give the same values to
+the bit (``charge_into``: given the same allocation kernel). The per-step ones (all but
 ``north_west_into``) take NumPy arrays (C-contiguous float64; indices int64, flags uint8;
 outputs writable) and raise a ``ValueError`` naming the kernel and the argument for any other.
 """
@@ -1000,6 +1001,16 @@ cdef int _first_bad(Py_ssize_t n, Py_ssize_t n_site, const double* need, const d
     return 0
 
 
+cdef inline size_t _allocate_bytes(Py_ssize_t n, Py_ssize_t n_site) noexcept nogil:
+    """Size of ``_allocate_in``'s work block for ``n`` EVs at ``n_site`` sites [bytes]: records
+    (64-byte aligned), scratch segments, site sums, site offsets, groups."""
+    return (<size_t>n * R_LEN * sizeof(double) + 64 + 5 * <size_t>n * sizeof(double)
+            + 3 * <size_t>n_site * sizeof(double)
+            + 2 * (<size_t>n_site + 1) * sizeof(int64_t)
+            + 8 * <size_t>n_site * sizeof(double)
+            + <size_t>n_site * (2 * sizeof(Py_ssize_t) + sizeof(int)))
+
+
 cdef int _allocate(Py_ssize_t n, Py_ssize_t n_site, const double* need, const double* t_dep,
                    const double* p_max, const double* p_min, const double* p_rate,
                    const int64_t* site, const double* cap, const double* pv, double budget,
@@ -1007,6 +1018,24 @@ cdef int _allocate(Py_ssize_t n, Py_ssize_t n_site, const double* need, const do
                    double* shortfall, double* site_p, double* totals,
                    Py_ssize_t* bad) noexcept nogil:
     """The whole step. Returns 0, an argument code 1..8 (``bad`` = element), or -1 (memory)."""
+    cdef char* block = <char*>malloc(_allocate_bytes(n, n_site))
+    if block == NULL:
+        return -1
+    cdef int status = _allocate_in(n, n_site, need, t_dep, p_max, p_min, p_rate, site, cap, pv,
+                                   budget, step_s, eta_ch, eta_dis, p_out, pv_used, shortfall,
+                                   site_p, totals, bad, block)
+    free(block)
+    return status
+
+
+cdef int _allocate_in(Py_ssize_t n, Py_ssize_t n_site, const double* need, const double* t_dep,
+                      const double* p_max, const double* p_min, const double* p_rate,
+                      const int64_t* site, const double* cap, const double* pv, double budget,
+                      double step_s, double eta_ch, double eta_dis, double* p_out,
+                      double* pv_used, double* shortfall, double* site_p, double* totals,
+                      Py_ssize_t* bad, char* block) noexcept nogil:
+    """``_allocate`` in the work block ``block`` (``_allocate_bytes`` of it): returns 0 or an
+    argument code 1..8 (``bad`` = element)."""
     cdef Py_ssize_t i, k, s, m, b0
     cdef double dt_h = step_s / 3600.0
     cdef double inv_dt = 1.0 / dt_h, inv_den = 1.0 / (eta_ch * dt_h)
@@ -1026,15 +1055,7 @@ cdef int _allocate(Py_ssize_t n, Py_ssize_t n_site, const double* need, const do
         if not (cap[i] >= 0.0 and cap[i] <= MAX_KW and pv[i] >= 0.0 and pv[i] <= MAX_KW):
             return _first_bad(n, n_site, need, t_dep, p_max, p_min, p_rate, site, cap, pv, bad)
 
-    # one block: records (64-byte aligned), scratch segments, site sums, site offsets, groups
-    cdef size_t n_bytes = (<size_t>n * R_LEN * sizeof(double) + 64 + 5 * <size_t>n * sizeof(double)
-                           + 3 * <size_t>n_site * sizeof(double)
-                           + 2 * (<size_t>n_site + 1) * sizeof(int64_t)
-                           + 8 * <size_t>n_site * sizeof(double)
-                           + <size_t>n_site * (2 * sizeof(Py_ssize_t) + sizeof(int)))
-    cdef char* block = <char*>malloc(n_bytes)
-    if block == NULL:
-        return -1
+    # the block: records (64-byte aligned), scratch segments, site sums, site offsets, groups
     cdef double* recs = <double*>((<uintptr_t>block + 63) & ~(<uintptr_t>63))
     cdef Work work
     work.lo = recs + n * R_LEN
@@ -1070,7 +1091,6 @@ cdef int _allocate(Py_ssize_t n, Py_ssize_t n_site, const double* need, const do
         start[s] = 0
     for i in range(n):
         if <uint64_t>site[i] >= <uint64_t>n_site:  # negative indices wrap to huge values
-            free(block)
             return _first_bad(n, n_site, need, t_dep, p_max, p_min, p_rate, site, cap, pv, bad)
         start[site[i] + 1] += 1
     for s in range(n_site):
@@ -1088,7 +1108,6 @@ cdef int _allocate(Py_ssize_t n, Py_ssize_t n_site, const double* need, const do
     consts.neg_eta_cd = -eta_cd
     if not _ev_records(&consts, n, need, t_dep, p_max, p_min, p_rate, site, recs, fill, room_s,
                        mand_s, &mand_total):
-        free(block)
         return _first_bad(n, n_site, need, t_dep, p_max, p_min, p_rate, site, cap, pv, bad)
 
     # -- 1. mandatory power, levelled within sites whose connection cannot carry it
@@ -1271,7 +1290,6 @@ cdef int _allocate(Py_ssize_t n, Py_ssize_t n_site, const double* need, const do
     totals[3] = charge
     totals[4] = <double>n_infeasible
     totals[5] = <double>n_cap_limited
-    free(block)
     return 0
 
 
@@ -1728,6 +1746,7 @@ ctypedef struct Charge:
     double* zeros_s
     double* site_out
     double* cap_left
+    char* alloc_block  # ``_allocate_in``'s work block
     double totals[6]
     Py_ssize_t bad
 
@@ -1735,9 +1754,10 @@ ctypedef struct Charge:
 cdef inline int _alloc(Charge* c, const double* need, const double* t_dep, const double* p_max,
                        const double* cap, const double* pv, double budget) noexcept nogil:
     """``_allocate`` of charging only (no discharge, the rate is ``p_max``) into ``c.x``."""
-    return _allocate(c.n, c.n_site, need, t_dep, p_max, c.zeros, p_max, c.site, cap, pv,
-                     budget, c.step_s, c.eta_ch, c.eta_dis, c.x, c.site_out,
-                     c.site_out + c.n_site, c.site_out + 2 * c.n_site, c.totals, &c.bad)
+    return _allocate_in(c.n, c.n_site, need, t_dep, p_max, c.zeros, p_max, c.site, cap, pv,
+                        budget, c.step_s, c.eta_ch, c.eta_dis, c.x, c.site_out,
+                        c.site_out + c.n_site, c.site_out + 2 * c.n_site, c.totals, &c.bad,
+                        c.alloc_block)
 
 
 cdef int _share(Charge* c, const double* p, const double* want_kwh, double* site_pv,
@@ -1948,6 +1968,59 @@ cdef inline bint _out_of(double x, double lo, double hi) noexcept nogil:
     return not (x >= lo and x <= hi)  # NaN is out of every range
 
 
+cdef extern from *:
+    """
+    /* Whether every value of an argument is valid: the usual case, checked two values per
+       instruction (SSE2; one at a time elsewhere) without branches; only an invalid argument
+       is searched for its first invalid value. NaN is never valid (ordered comparisons). */
+    static int sdg_all_within(const double* x, Py_ssize_t n, double lo, double hi,
+                              int lo_open) {
+        int ok = 1;
+        Py_ssize_t i = 0;
+    #if SDG_SIMD
+        __m128d vlo = _mm_set1_pd(lo), vhi = _mm_set1_pd(hi);
+        __m128d all = _mm_cmpeq_pd(vlo, vlo);  /* all bits set */
+        for (; i + 2 <= n; i += 2) {
+            __m128d v = _mm_loadu_pd(x + i);
+            all = _mm_and_pd(all, _mm_and_pd(lo_open ? _mm_cmpgt_pd(v, vlo)
+                                                     : _mm_cmpge_pd(v, vlo),
+                                             _mm_cmple_pd(v, vhi)));
+        }
+        ok = _mm_movemask_pd(all) == 3;
+    #endif
+        for (; i < n; i++)
+            ok &= (lo_open ? x[i] > lo : x[i] >= lo) & (x[i] <= hi);
+        return ok;
+    }
+    /* Whether 0 <= x[i] < size for every i (negative indices wrap to huge values). */
+    static int sdg_all_indices(const int64_t* x, Py_ssize_t n, Py_ssize_t size) {
+        int ok = 1;
+        for (Py_ssize_t i = 0; i < n; i++)
+            ok &= (uint64_t)x[i] < (uint64_t)size;
+        return ok;
+    }
+    """
+    bint _all_within "sdg_all_within"(const double* x, Py_ssize_t n, double lo, double hi,
+                                      bint lo_open) noexcept nogil
+    bint _all_indices "sdg_all_indices"(const int64_t* x, Py_ssize_t n,
+                                        Py_ssize_t size) noexcept nogil
+
+
+cdef inline size_t _charge_doubles(Py_ssize_t n, Py_ssize_t n_site, Py_ssize_t n_plant,
+                                   Py_ssize_t n_fc) noexcept nogil:
+    """Length of ``charge_into``'s work array: its own scratch, then the allocations' block."""
+    return (9 * <size_t>n + 9 * <size_t>n_site + <size_t>n_plant + <size_t>n_fc + 1
+            + (_allocate_bytes(n, n_site) + sizeof(double) - 1) // sizeof(double))
+
+
+def charge_work_size(Py_ssize_t n, Py_ssize_t n_site, Py_ssize_t n_plant, Py_ssize_t n_fc):
+    """Length of the work array ``charge_into`` needs for ``n`` plugged EVs, ``n_site`` sites,
+    ``n_plant`` plants and a PV forecast of ``n_fc`` values (any larger array does too)."""
+    if n < 0 or n_site < 0 or n_plant < 0 or n_fc < 0:
+        raise ValueError("charge_work_size: sizes must be >= 0")
+    return _charge_doubles(n, n_site, n_plant, n_fc)
+
+
 def charge_into(cnp.ndarray need_kwh not None, cnp.ndarray restore_kwh not None,
                 cnp.ndarray room_kwh not None, cnp.ndarray t_dep_s not None,
                 cnp.ndarray p_max_kw not None, cnp.ndarray site not None,
@@ -1957,7 +2030,7 @@ def charge_into(cnp.ndarray need_kwh not None, cnp.ndarray restore_kwh not None,
                 cnp.ndarray pv_forecast_kw not None, double step_s, double eta_ch,
                 double eta_dis, double need_margin, double departure_margin_s, int target_mode,
                 bint pv_to_full, double window_lo, double window_hi, double fill_s,
-                double fill_lead_h, cnp.ndarray out not None):
+                double fill_lead_h, cnp.ndarray out not None, cnp.ndarray work not None):
     """Charging powers of the plugged EVs for one step of ``pv_following`` into ``out``.
 
     See ``ext.dispatch_np.charge_into`` (the twin) for the method and the arguments; the
@@ -1983,6 +2056,7 @@ def charge_into(cnp.ndarray need_kwh not None, cnp.ndarray restore_kwh not None,
     cdef const int64_t* g_plants_p = _i64(group_plants, f, "group_plants")
     cdef const double* fc_p = _f64(pv_forecast_kw, f, "pv_forecast_kw")
     cdef double* p_out = _f64(out, f, "out", 2, True)
+    cdef double* block = _f64(work, f, "work", 1, True)
     cdef Py_ssize_t n = _len(need_kwh), n_site = _len(site_cap_kw)
     cdef Py_ssize_t n_plant = _len(pv_kw), n_group = _len(group_site_start) - 1
     cdef Py_ssize_t n_fc = _len(pv_forecast_kw), n_g_sites = _len(group_sites)
@@ -1994,6 +2068,8 @@ def charge_into(cnp.ndarray need_kwh not None, cnp.ndarray restore_kwh not None,
             or cnp.PyArray_DIM(out, 1) != n or n_group < 0
             or _len(group_plant_start) != n_group + 1):
         raise ValueError("charge_into: array sizes do not match")
+    if <size_t>_len(work) < _charge_doubles(n, n_site, n_plant, n_fc):
+        raise ValueError("charge_into: work holds fewer values than charge_work_size asks")
     for g in range(n_group):
         if not (0 <= g_site_start[g] <= g_site_start[g + 1] <= n_g_sites
                 and 0 <= g_plant_start[g] <= g_plant_start[g + 1] <= n_g_plants):
@@ -2009,33 +2085,42 @@ def charge_into(cnp.ndarray need_kwh not None, cnp.ndarray restore_kwh not None,
             and TARGET_FULL <= target_mode <= TARGET_NEED and fill_s >= 0.0
             and 0.0 <= fill_lead_h <= 1e6):
         raise ValueError("charge_into: a scalar argument is out of range")
-    for i in range(n):
-        if _out_of(need_p[i], 0.0, MAX_KWH):
-            return 1, i
-    for i in range(n):
-        if _out_of(restore_p[i], 0.0, MAX_KWH):
-            return 2, i
-    for i in range(n):
-        if _out_of(room_p[i], 0.0, MAX_KWH):
-            return 3, i
-    for i in range(n):
-        if _out_of(t_dep_p[i], 0.0, MAX_S) or t_dep_p[i] == 0.0:
-            return 4, i
-    for i in range(n):
-        if _out_of(p_max_p[i], 0.0, MAX_KW):
-            return 5, i
-    for i in range(n):
-        if not 0 <= site_p[i] < n_site:
-            return 6, i
-    for i in range(n_site):
-        if _out_of(cap_p[i], 0.0, MAX_KW):
-            return 7, i
-    for i in range(n_plant):
-        if _out_of(pv_p[i], 0.0, MAX_KW):
-            return 8, i
-    for i in range(n_fc):
-        if _out_of(fc_p[i], -MAX_KW, MAX_KW):
-            return 9, i
+    if not (_all_within(need_p, n, 0.0, MAX_KWH, False)
+            and _all_within(restore_p, n, 0.0, MAX_KWH, False)
+            and _all_within(room_p, n, 0.0, MAX_KWH, False)
+            and _all_within(t_dep_p, n, 0.0, MAX_S, True)
+            and _all_within(p_max_p, n, 0.0, MAX_KW, False)
+            and _all_indices(site_p, n, n_site)
+            and _all_within(cap_p, n_site, 0.0, MAX_KW, False)
+            and _all_within(pv_p, n_plant, 0.0, MAX_KW, False)
+            and _all_within(fc_p, n_fc, -MAX_KW, MAX_KW, False)):
+        for i in range(n):
+            if _out_of(need_p[i], 0.0, MAX_KWH):
+                return 1, i
+        for i in range(n):
+            if _out_of(restore_p[i], 0.0, MAX_KWH):
+                return 2, i
+        for i in range(n):
+            if _out_of(room_p[i], 0.0, MAX_KWH):
+                return 3, i
+        for i in range(n):
+            if _out_of(t_dep_p[i], 0.0, MAX_S) or t_dep_p[i] == 0.0:
+                return 4, i
+        for i in range(n):
+            if _out_of(p_max_p[i], 0.0, MAX_KW):
+                return 5, i
+        for i in range(n):
+            if not 0 <= site_p[i] < n_site:
+                return 6, i
+        for i in range(n_site):
+            if _out_of(cap_p[i], 0.0, MAX_KW):
+                return 7, i
+        for i in range(n_plant):
+            if _out_of(pv_p[i], 0.0, MAX_KW):
+                return 8, i
+        for i in range(n_fc):
+            if _out_of(fc_p[i], -MAX_KW, MAX_KW):
+                return 9, i
     c.n = n
     c.n_site = n_site
     c.p_max = p_max_p if n > 0 else NULL
@@ -2046,11 +2131,8 @@ def charge_into(cnp.ndarray need_kwh not None, cnp.ndarray restore_kwh not None,
     c.eta_ch = eta_ch
     c.eta_dis = eta_dis
     c.bad = -1
-    cdef size_t n_doubles = 9 * <size_t>n + 9 * <size_t>n_site + <size_t>n_plant \
-        + <size_t>n_fc + 1
-    cdef double* block = <double*>malloc(n_doubles * sizeof(double))
-    if block == NULL:
-        raise MemoryError("charge_into: out of memory")
+    # the work array: the scratch of c, that of _charge, then the allocations' block (reused
+    # by each allocation of the step)
     c.zeros = block
     c.x = c.zeros + n
     c.need = c.x + n
@@ -2060,6 +2142,7 @@ def charge_into(cnp.ndarray need_kwh not None, cnp.ndarray restore_kwh not None,
     c.zeros_s = c.want + n
     c.site_out = c.zeros_s + n_site
     c.cap_left = c.site_out + 3 * n_site
+    c.alloc_block = <char*>(block + 9 * n + 9 * n_site + n_plant + n_fc + 1)
     for i in range(n):
         c.zeros[i] = 0.0
     for i in range(n_site):
@@ -2075,10 +2158,7 @@ def charge_into(cnp.ndarray need_kwh not None, cnp.ndarray restore_kwh not None,
                          pv_to_full, window_lo, window_hi, fill_s, fill_lead_h, p_out,
                          p_out + n if n > 0 else NULL, p_out + 2 * n if n > 0 else NULL,
                          p_out + 3 * n if n > 0 else NULL, c.cap_left + n_site)
-    free(block)
-    if status < 0:
-        raise MemoryError("charge_into: out of memory")
-    if status > 0:
+    if status:
         return 10, c.bad
     return 0, -1
 
@@ -2218,3 +2298,29 @@ def settle_into(cnp.ndarray pv_kw not None, cnp.ndarray charge_kw not None,
     free(block)
     return m
 
+
+
+def listed_trades(list trades not None, cnp.ndarray listed not None, cnp.ndarray kwh not None,
+                  Py_ssize_t n, tuple price not None):
+    """The ``n`` trades ``settle_into`` listed, as tuples ``(seller, buyer, kWh, price,
+    kind)``: trade ``listed[m]`` of ``trades`` (each ``(seller, buyer, kind index, kind)``),
+    its energy ``kwh[m]`` [kWh] and the price of its kind, ``price[kind index]`` [CNY/kWh].
+    Raises ``ValueError`` when ``n`` exceeds the arrays or a trade is no such tuple,
+    ``IndexError`` for a trade or kind index out of range."""
+    cdef str f = "listed_trades"
+    cdef const int64_t* listed_p = _i64(listed, f, "listed")
+    cdef const double* kwh_p = _f64(kwh, f, "kwh")
+    cdef Py_ssize_t m, j, n_trades = len(trades)
+    cdef tuple trade
+    if not 0 <= n <= _len(listed) or n > _len(kwh):
+        raise ValueError("listed_trades: n exceeds the arrays")
+    out = []
+    for m in range(n):  # indices checked here: the module is compiled without bounds checks
+        j = listed_p[m]
+        if not 0 <= j < n_trades:
+            raise IndexError(f"listed_trades: trade {j} is not one of the {n_trades}")
+        trade = trades[j]
+        if len(trade) != 4:
+            raise ValueError("listed_trades: a trade is (seller, buyer, kind index, kind)")
+        out.append((trade[0], trade[1], kwh_p[m], price[trade[2]], trade[3]))
+    return out

@@ -8,9 +8,9 @@ them without sorting (expected O(N)), this twin sorts the breakpoints of all gro
 exact sums. The level of a water-filling problem is unique wherever it matters (where it is
 not, every EV gets the same power either way), so both give the same powers up to rounding.
 The coordinator's other kernels (``plugged_into``, ``supply_into``, ``charge_into``,
-``done_into``, ``north_west_into``, ``settle_into``) are the NumPy operations they replace and
-give the same values to the bit (``charge_into`` given the same allocation, see its
-``allocate``).
+``done_into``, ``north_west_into``, ``settle_into``, ``listed_trades``) are the NumPy (and
+Python) operations they replace and give the same values to the bit (``charge_into`` given the
+same allocation, see its ``allocate``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ __all__ = [
     "N_TOTALS",
     "allocate_into",
     "charge_into",
+    "charge_work_size",
     "done_into",
+    "listed_trades",
     "north_west_into",
     "north_west_table",
     "plugged_into",
@@ -540,6 +542,18 @@ class _Step:
         return extra
 
 
+def charge_work_size(n: int, n_site: int, n_plant: int, n_fc: int) -> int:
+    """Length of the work array :func:`charge_into` needs for ``n`` plugged EVs, ``n_site``
+    sites, ``n_plant`` plants and a PV forecast of ``n_fc`` values (any larger array does too):
+    the compiled kernel's scratch, then its allocations' block (64-byte records, aligned, and
+    per-EV and per-site scratch) in doubles."""
+    if min(n, n_site, n_plant, n_fc) < 0:
+        raise ValueError("charge_work_size: sizes must be >= 0")
+    alloc_bytes = 8 * (8 * n + 8 + 5 * n + 3 * n_site + 2 * (n_site + 1) + 8 * n_site) \
+        + n_site * 20
+    return 9 * n + 9 * n_site + n_plant + n_fc + 1 + -(-alloc_bytes // 8)
+
+
 class _Refused(Exception):
     """An allocation of :func:`charge_into` refused the inputs worked out for it."""
 
@@ -555,7 +569,7 @@ def charge_into(need_kwh: np.ndarray, restore_kwh: np.ndarray, room_kwh: np.ndar
                 group_plants: np.ndarray, pv_forecast_kw: np.ndarray, step_s: float,
                 eta_ch: float, eta_dis: float, need_margin: float, departure_margin_s: float,
                 target_mode: int, pv_to_full: bool, window_lo: float, window_hi: float,
-                fill_s: float, fill_lead_h: float, out: np.ndarray, *,
+                fill_s: float, fill_lead_h: float, out: np.ndarray, work: np.ndarray, *,
                 allocate=None) -> tuple[int, int]:
     """Charging powers (no discharge) of the plugged EVs for one step of ``pv_following``.
 
@@ -580,7 +594,9 @@ def charge_into(need_kwh: np.ndarray, restore_kwh: np.ndarray, room_kwh: np.ndar
     Each allocation is :func:`allocate_into` (``allocate``: another kernel's, the same
     signature); sums are ``numpy.sum``'s. ``site_cap_kw`` bounds each site's charging.
     ``out`` (4, n) receives the powers [kW], the planned needs [kWh], the planned departures
-    [s] and the targets [kWh]. Returns ``(code, index)``: ``(0, -1)``, the 1-based number of
+    [s] and the targets [kWh]. ``work`` is the compiled kernel's scratch, at least
+    :func:`charge_work_size` values (a caller keeps one for every step; this twin only checks
+    its size). Returns ``(code, index)``: ``(0, -1)``, the 1-based number of
     the first invalid array argument of :data:`CHARGE_ARRAYS` and its first invalid element,
     or ``(len(CHARGE_ARRAYS) + 1, index)`` when an allocation refused its inputs. Raises
     ``ValueError`` when sizes, groups or a scalar do not match.
@@ -589,6 +605,8 @@ def charge_into(need_kwh: np.ndarray, restore_kwh: np.ndarray, room_kwh: np.ndar
     if any(a.size != n for a in (restore_kwh, room_kwh, t_dep_s, p_max_kw, site)) \
             or out.shape != (4, n) or n_group < 0 or group_plant_start.size != n_group + 1:
         raise ValueError("charge_into: array sizes do not match")
+    if work.size < charge_work_size(n, n_site, pv_kw.size, pv_forecast_kw.size):
+        raise ValueError("charge_into: work holds fewer values than charge_work_size asks")
     for starts, members in ((group_site_start, group_sites),
                             (group_plant_start, group_plants)):
         if ((starts < 0) | (starts > members.size)).any() or (np.diff(starts) < 0).any():
@@ -707,3 +725,20 @@ def settle_into(pv_kw: np.ndarray, charge_kw: np.ndarray, discharge_kw: np.ndarr
     kwh[:index.size] = trades[index]
     listed[:index.size] = index
     return int(index.size)
+
+
+def listed_trades(trades: list[tuple], listed: np.ndarray, kwh: np.ndarray, n: int,
+                  price: tuple[float, ...]) -> list[tuple]:
+    """The ``n`` trades :func:`settle_into` listed, as tuples ``(seller, buyer, kWh, price,
+    kind)``: trade ``listed[m]`` of ``trades`` (each ``(seller, buyer, kind index, kind)``),
+    its energy ``kwh[m]`` [kWh] and the price of its kind, ``price[kind index]`` [CNY/kWh].
+    Raises ``ValueError`` when ``n`` exceeds the arrays or a trade is no such tuple,
+    ``IndexError`` for a trade or kind index out of range."""
+    if not 0 <= n <= min(listed.size, kwh.size):
+        raise ValueError("listed_trades: n exceeds the arrays")
+    if n and not 0 <= listed[:n].min() <= listed[:n].max() < len(trades):
+        raise IndexError(f"listed_trades: a trade is not one of the {len(trades)}")
+    return [(seller, buyer, x, price[kind], name)
+            for (seller, buyer, kind, name), x in zip(map(trades.__getitem__,
+                                                          listed[:n].tolist()),
+                                                      kwh[:n].tolist())]

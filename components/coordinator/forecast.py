@@ -20,6 +20,7 @@ Calculations" (gml.noaa.gov/grad/solcalc/solareqns.PDF).
 
 from __future__ import annotations
 
+import math
 from bisect import insort
 
 import numpy as np
@@ -110,7 +111,10 @@ class Forecaster:
         self._shape_floor = MIN_SIN_ELEVATION * self.shape.max() if total else 0.0
         self.pv = np.full(total, np.nan)
         self.base = np.full(total, np.nan)
-        self._fades: dict[float, np.ndarray] = {}
+        self._fades: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        # the windows of the PV ratios: recent, the day, the history [steps]
+        self._pv_windows = (int(RECENT_H * 3600 / step_s), self.per_day,
+                            PV_HISTORY_DAYS * self.per_day)
         # the steps bright enough to scale by, as the first one at or after each step and the
         # last one at or before it (-1: none): a window's bright steps are those two's span
         bright = self.shape > self._shape_floor
@@ -133,14 +137,15 @@ class Forecaster:
         """Zone import without EVs of step ``k`` (known once its power flow is done) [kW]."""
         self.base[k] = base_kw
 
-    def _fade(self, h: int, fade_h: float) -> np.ndarray:
-        """``exp(-lead / fade_h)`` at the leads of ``h`` steps from 0 (kept for the longest
-        asked, and the same values for any shorter) [-]."""
-        w = self._fades.get(fade_h)
-        if w is None or w.size < h:
+    def _fade(self, h: int, fade_h: float) -> tuple[np.ndarray, np.ndarray]:
+        """``w = exp(-lead / fade_h)`` at the leads of ``h`` steps from 0, and ``1 - w`` (kept
+        for the longest asked, and the same values for any shorter) [-]."""
+        fade = self._fades.get(fade_h)
+        if fade is None or fade[0].size < h:
             lead_h = np.arange(h) * self.step_s / 3600.0
-            w = self._fades[fade_h] = np.exp(-lead_h / fade_h)
-        return w[:h]
+            w = np.exp(-lead_h / fade_h)
+            fade = self._fades[fade_h] = (w, 1 - w)
+        return fade[0][:h], fade[1][:h]
 
     def _ratios(self, k: int, back_steps: tuple[int, ...]) -> list[float | None]:
         """Observed PV per unit of the shape over the last ``back`` steps up to ``k``, for each
@@ -167,13 +172,14 @@ class Forecaster:
 
     def pv_kw(self, k: int, h: int) -> np.ndarray:
         """PV generation of steps ``k .. k+h-1``; the first is the observed one if known [kW]."""
-        recent, day, history = self._ratios(k, (int(RECENT_H * 3600 / self.step_s),
-                                                 self.per_day, PV_HISTORY_DAYS * self.per_day))
+        recent, day, history = self._ratios(k, self._pv_windows)
         day = DEFAULT_PV_RATIO if day is None else 0.5 * (day + history)
         recent = day if recent is None else recent
-        w = self._fade(h, PV_FADE_H)
-        out = (w * recent + (1 - w) * day) * self.shape[k:k + h]
-        if h and np.isfinite(self.pv[k]):
+        w, rest = self._fade(h, PV_FADE_H)
+        out = w * recent
+        out += rest * day
+        out *= self.shape[k:k + h]
+        if h and math.isfinite(self.pv[k]):
             out[0] = self.pv[k]
         return out
 
@@ -187,7 +193,7 @@ class Forecaster:
         ref = prior[0] if h else np.nan
         if not np.isfinite(ref):
             return np.where(np.isfinite(prior), prior, now_kw)
-        shifted = prior + (now_kw - ref) * self._fade(h, BASE_FADE_H)
+        shifted = prior + (now_kw - ref) * self._fade(h, BASE_FADE_H)[0]
         return np.where(np.isfinite(shifted), shifted, now_kw)
 
 

@@ -24,7 +24,7 @@ are left out of the transaction list, not out of the totals.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,9 +40,9 @@ Transaction = tuple[str, str, float, float, str]
 ``v2g``, ``pv_export``."""
 
 
-@dataclass(frozen=True)
-class Settlement:
-    """The trades and totals of one step. Powers are means over the step [kW].
+class Settlement(NamedTuple):
+    """The trades and totals of one step (immutable: a named tuple, quick to make every step).
+    Powers are means over the step [kW].
 
     Attributes
     ----------
@@ -139,6 +139,13 @@ class Matcher:
                 or dis.shape != (self.n_sites,):
             raise ValueError(f"match: {self.n_plants} plants and {self.n_sites} sites, got "
                              f"pv {pv.shape}, charge {ch.shape}, discharge {dis.shape}")
+        return self.settle_arrays(pv, ch, dis, dt_h, prices)
+
+    def settle_arrays(self, pv_kw: np.ndarray, charge_kw: np.ndarray, discharge_kw: np.ndarray,
+                      dt_h: float, prices: Prices) -> Settlement:
+        """:meth:`settle` of contiguous float64 arrays of the zone's sizes (as the coordinator
+        holds them; the kernel raises ``ValueError`` for any other)."""
+        pv, ch, dis = pv_kw, charge_kw, discharge_kw
         flow = np.empty((self.n_plants, self.n_sites))
         export = np.empty(self.n_plants)
         site_kw = np.empty((2, self.n_sites))
@@ -155,12 +162,9 @@ class Matcher:
 
         # same-bus trades first, then the pool, each in table order; one trade per plant-site
         # pair; then the grid's sales, V2G and exports
-        price = (prices.pv_local, prices.grid, prices.v2g, prices.feed_in)
-        tx: list[Transaction] = [
-            (seller, buyer, x, price[kind], name)
-            for (seller, buyer, kind, name), x in zip(
-                map(self._trades.__getitem__, listed[:n_listed].tolist()),
-                kwh[:n_listed].tolist())]
+        tx: list[Transaction] = self._kernel.listed_trades(
+            self._trades, listed, kwh, n_listed,
+            (prices.pv_local, prices.grid, prices.v2g, prices.feed_in))
         return Settlement(flow_kw=flow, pv_export_kw=export, grid_to_site_kw=site_kw[0],
                           v2g_site_kw=site_kw[1], cost_cny=cost, ev_user_revenue_cny=revenue,
                           pv_revenue_cny=pv_revenue, grid_cost_cny=grid_kwh * prices.grid,

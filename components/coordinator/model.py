@@ -390,7 +390,8 @@ class Coordinator:
             metered = {"charge_kw": charge_site_kw, "discharge_kw": discharge_site_kw}
             charge = _vector(metered, "charge_kw", self.zone.n_sites)
             discharge = _vector(metered, "discharge_kw", self.zone.n_sites)
-        return self.matcher.settle(pv_kw, charge, discharge, self.dt_h, prices)
+        # every array checked already (the PV and dispatch are the coordinator's own)
+        return self.matcher.settle_arrays(pv_kw, charge, discharge, self.dt_h, prices)
 
 
 def settlement_totals(settle: Settlement) -> dict[str, float]:

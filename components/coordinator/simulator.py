@@ -114,6 +114,9 @@ _INPUT_GROUPS: dict[str, tuple[str, str]] = {
     **{a: ("island", src) for a, src in ISLAND_INPUTS.items()},
 }
 """Input -> (group, the source's own attribute name); the groups go to the model as dicts."""
+_GROUPS = ("ev", "pv", "factory", "grid", "island")
+_INPUT_SLOTS = {a: (_GROUPS.index(group), src) for a, (group, src) in _INPUT_GROUPS.items()}
+"""Input -> (index of its group in :data:`_GROUPS`, the source's own attribute name)."""
 
 META = {
     "api_version": "3.0",
@@ -202,35 +205,53 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
             raise RuntimeError(f"{self.sid}: step called before create")
         k = step_index(self.sid, time, self.step_ticks, self.n_steps)
         # each input under its source's own name, in the group of its source (None: not sent)
-        groups: dict[str, dict[str, Any]] = {"ev": {}, "pv": {}, "factory": {}, "grid": {},
-                                             "island": {}}
+        groups: tuple[dict[str, Any], ...] = ({}, {}, {}, {}, {})  # in _GROUPS order
         for attr, by_source in inputs.get(EID, {}).items():
-            if len(by_source) == 1:  # the usual case: one source
-                (value,) = by_source.values()
-            else:
+            try:
+                (value,) = by_source.values()  # the usual case: one source
+            except ValueError:
                 value = self._one(attr, by_source, time)
-            where = _INPUT_GROUPS.get(attr)
-            if value is not None and where is not None:
-                groups[where[0]][where[1]] = value
-        ev_view = groups["ev"]
+            slot = _INPUT_SLOTS.get(attr)
+            if value is not None and slot is not None:
+                groups[slot[0]][slot[1]] = value
+        ev_view, pv, factory, grid, island = groups
         if len(ev_view) < len(EV_INPUTS):
             if ev_view:
                 missing = [a for a in EV_INPUTS if a not in ev_view]
                 raise ValueError(f"{self.sid}.{EID} at t={time}: EV inputs incomplete, missing "
                                  f"{missing}; connect all of {EV_INPUTS}")
             ev_view = None
-        grid = groups["grid"]
         if len(grid) < len(GRID_INPUTS):
             grid = None  # the grid state is used complete or not at all
-        elif groups["island"]:
-            grid.update(groups["island"])
+        elif island:
+            grid.update(island)
         try:
-            self._result = self.coord.step(k, ev_view, groups["pv"] or None,
-                                           groups["factory"] or None, grid)
+            self._result = self.coord.step(k, ev_view, pv or None, factory or None, grid)
         except (ValueError, RuntimeError) as exc:
             raise RuntimeError(f"{self.sid}.{EID} at t={time} (step {k}): {exc}") from exc
-        self._checked = {}
+        self._checked = self._ready(self._result)
         return time + self.step_ticks
+
+    def _ready(self, res: StepResult) -> dict[str, Any]:
+        """The outputs of step result ``res`` known to be valid at a glance, those asked for
+        every step: the counts and the threshold, ``p_set_kw`` without infinite values, a
+        finite curtailment total and the set-points shared read-only (checked at set-up). The
+        others are checked when asked for (:meth:`_output`)."""
+        ready: dict[str, Any] = {"n_controlled": res.n_controlled,
+                                 "island_mode": res.island_mode,
+                                 "peak_threshold_kw": _RESULT_OUTPUTS["peak_threshold_kw"](res)}
+        if not res.n_infinite:
+            ready["p_set_kw"] = res.p_set_kw
+        curtailed = res.totals["pv_curtailed_kw"]
+        if math.isfinite(curtailed):
+            ready["pv_curtailed_kw"] = curtailed
+        once = self._checked_once
+        for attr, value in (("curtail_kw", res.curtail_kw), ("q_kvar_set", res.q_kvar_set),
+                            ("shed_kw", res.shed_kw),
+                            ("shed_background_share", res.shed_background_share)):
+            if id(value) in once:
+                ready[attr] = value
+        return ready
 
     def settle_metered(self, time: int, charge_kw: np.ndarray, discharge_kw: np.ndarray
                        ) -> dict[str, Any]:
@@ -241,9 +262,7 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         if self.coord is None or self._result is None:
             raise RuntimeError(f"{self.sid}: settle_metered before the first step")
         k = step_index(self.sid, time, self.step_ticks, self.n_steps)
-        self._settle(k, charge_kw, discharge_kw)
-        totals = self._result.totals
-        out = {a: totals[a] for a in SETTLEMENT_TOTALS}
+        out: dict[str, Any] = self._settle(k, charge_kw, discharge_kw)
         if not math.isfinite(sum(out.values())):  # NaN and infinities carry into the sum
             for a, value in out.items():
                 finite_output(self._sender, a, value)
@@ -251,19 +270,22 @@ class CoordinatorSimulator(mosaik_api_v3.Simulator):
         return out
 
     def _settle(self, k: int, charge_kw: np.ndarray | None = None,
-                discharge_kw: np.ndarray | None = None) -> None:
-        """Settle step ``k`` into the step's result (dispatch unless metered powers given)."""
+                discharge_kw: np.ndarray | None = None) -> dict[str, float]:
+        """Settle step ``k`` into the step's result (dispatch unless metered powers given);
+        return its settlement totals (a new dict)."""
         try:
             settle = self.coord.settle(k, charge_kw, discharge_kw)
         except ValueError as exc:
             raise RuntimeError(f"{self.sid}.{EID} (step {k}): {exc}") from exc
         res = self._result
-        res.totals.update(settlement_totals(settle))
+        totals = settlement_totals(settle)
+        res.totals.update(totals)
         res.transactions = settle.transactions
         res.settlement = settle
         if not _SETTLED.isdisjoint(self._checked):  # got before: the dispatch's, now stale
             for attr in _SETTLED:
                 self._checked.pop(attr, None)
+        return totals
 
     def _one(self, attr: str, by_source: dict, time: int) -> Any:
         """The value of ``attr`` from its one source that sent one (None if none did)."""

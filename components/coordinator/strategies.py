@@ -102,6 +102,9 @@ class PVFollowing(Strategy):
         self.fill_window = FillWindow(self.offpeak, cfg.offpeak_fill_margin_h * 3600 / step_s)
         self._kernel = dispatch_kernel()
         self._target_mode = TARGET_MODES.index(cfg.departure_target)
+        # the kernel's scratch, for the whole fleet plugged (grown where a forecast needs more)
+        self._work = np.empty(self._kernel.charge_work_size(zone.n_ev, zone.n_sites,
+                                                            zone.n_plants, 0))
         # the snapshot last planned and its rows: charging powers, planned needs and
         # departures, targets
         self._plan: tuple[Snapshot, np.ndarray] | None = None
@@ -171,12 +174,16 @@ class PVFollowing(Strategy):
             # the fill reads the forecast up to the departures in the window at most
             forecast = (np.asarray(pv_forecast_kw(math.ceil(hi) + 1), dtype=float)
                         if n_off and window is not None else _NO_FORECAST)
+            n_work = self._kernel.charge_work_size(need_kwh.size, zone.n_sites, pv_kw.size,
+                                                   forecast.size)
+            if self._work.size < n_work:
+                self._work = np.empty(n_work)
             code, bad = self._kernel.charge_into(
                 need_kwh, restore_kwh, room_kwh, t_dep_s, p_max_kw, site,
                 zone.site_charge_kw, pv_kw, *zone.pv_groups, forecast, self.step_s,
                 zone.eta_ch, zone.eta_dis, cfg.need_margin, cfg.departure_margin_s,
                 self._target_mode, cfg.charge_pv_to_full, lo, hi, n_off * self.step_s,
-                cfg.offpeak_fill_lead_h, out)
+                cfg.offpeak_fill_lead_h, out, self._work)
             if code:
                 raise charge_error(code, bad, {
                     "need_kwh": need_kwh, "restore_kwh": restore_kwh, "room_kwh": room_kwh,

@@ -110,6 +110,61 @@ def test_the_simulator_checks_its_inputs():
         sim.step(0, inputs, 3600)
 
 
+def test_the_simulator_sends_no_value_unchecked(monkeypatch):
+    """Outputs known valid at a glance are ready when the step is made; any other value is
+    checked when asked for: an infinite set-point, a NaN total or a NaN in a set-point of the
+    strategy's own is an error naming the output, while the rest is still served."""
+    from components.coordinator.model import StepResult
+
+    sim = CoordinatorSimulator()
+    sim.init("Coord-0", start="2026-06-01T00:00:00+08:00", n_steps=4)
+    sim.create(1, "Coordinator", {"strategy": "pv_following"}, n_ev=3,
+               sites=_sites((70.0, 70.0), (10, 10)))
+    bad = StepResult(p_set_kw=np.array([np.inf, np.nan, 1.0]), curtail_kw=np.array([np.nan]),
+                     q_kvar_set=sim.coord.shared_setpoints["q_kvar_set"],
+                     shed_kw=sim.coord.shared_setpoints["shed_kw"],
+                     totals={"pv_curtailed_kw": np.nan}, transactions=[],
+                     peak_threshold_kw=np.nan, n_controlled=2, n_infinite=1)
+    monkeypatch.setattr(sim.coord, "step", lambda *args: bad)
+    sim.step(0, {}, 900)
+    got = sim.get_data({"coord": ["n_controlled", "peak_threshold_kw", "q_kvar_set"]})["coord"]
+    assert got["n_controlled"] == 2 and got["peak_threshold_kw"] == 0.0
+    assert got["q_kvar_set"] is sim.coord.shared_setpoints["q_kvar_set"]
+    for attr in ("p_set_kw", "curtail_kw", "pv_curtailed_kw"):
+        with pytest.raises(ValueError, match=f"Coord-0.coord.*'{attr}'"):
+            sim.get_data({"coord": [attr]})
+
+
+@pytest.mark.parametrize("strategy", ["pv_following", "v2g_peak_shaving"])
+def test_the_fleets_view_in_other_kinds_of_arrays_is_taken_as_converted(strategy):
+    """Lists, other dtypes (values a float32 holds exactly) and strided views give the
+    set-points of the same values as C-contiguous float64, int64 and bool arrays."""
+    def p_set(view: dict) -> list[bytes]:
+        sim = CoordinatorSimulator()
+        sim.init("Coord-0", start="2026-06-01T00:00:00+08:00", n_steps=3)
+        sim.create(1, "Coordinator", {"strategy": strategy}, n_ev=4,
+                   sites=_sites((70.0, 70.0), (10, 10)))
+        inputs = {"coord": {a: {"EV-0.fleet": v} for a, v in view.items()}}
+        return [sim.step(t, inputs, 1800) and sim.get_data({"coord": ["p_set_kw"]})[
+            "coord"]["p_set_kw"].tobytes() for t in (0, 900, 1800)]
+
+    exact = {"plugged_ids": np.array([0, 3, 2]), "plugged_site": np.array([0, 1, 1]),
+             "plugged_soc": np.array([0.5, 0.25, 0.75]),
+             "plugged_need_kwh": np.array([20.0, 12.5, 4.0]),
+             "plugged_departure_s": np.array([10800.0, 14400.0, 36000.0]),
+             "plugged_p_max_kw": np.full(3, 7.0), "plugged_p_min_kw": np.array([0.0, -7.0, 0.0]),
+             "plugged_v2g": np.array([False, True, False])}
+    other = {"plugged_ids": exact["plugged_ids"].astype(np.int32),
+             "plugged_site": exact["plugged_site"].tolist(),
+             "plugged_soc": exact["plugged_soc"].astype(np.float32),
+             "plugged_need_kwh": np.repeat(exact["plugged_need_kwh"], 2)[::2],
+             "plugged_departure_s": exact["plugged_departure_s"].tolist(),
+             "plugged_p_max_kw": exact["plugged_p_max_kw"].astype(np.float32),
+             "plugged_p_min_kw": exact["plugged_p_min_kw"][::-1][::-1],
+             "plugged_v2g": exact["plugged_v2g"].astype(np.int64)}
+    assert p_set(other) == p_set(exact)
+
+
 def test_widest_peak_margin_is_checked_against_the_usual_one():
     cfg = CoordinatorConfig.model_validate({"strategy": "v2g_peak_shaving"})
     assert cfg.peak_margin_quantile <= cfg.peak_margin_max_quantile < 1

@@ -63,14 +63,23 @@ def _case(seed: int) -> dict:
     }
 
 
-def _charge(kernel, case: dict, **kw) -> tuple[tuple[int, int], np.ndarray]:
+def _work(kernel, case: dict) -> np.ndarray:
+    """The kernel's scratch for ``case``, holding garbage (what it held before is never read)."""
+    c = case
+    return np.full(kernel.charge_work_size(c["need_kwh"].size, c["site_cap_kw"].size,
+                                           c["pv_kw"].size, c["pv_forecast_kw"].size), np.nan)
+
+
+def _charge(kernel, case: dict, work: np.ndarray | None = None,
+            **kw) -> tuple[tuple[int, int], np.ndarray]:
     c = case
     out = np.full((4, c["need_kwh"].size), np.nan)
     code = kernel.charge_into(
         c["need_kwh"], c["restore_kwh"], c["room_kwh"], c["t_dep_s"], c["p_max_kw"], c["site"],
         c["site_cap_kw"], c["pv_kw"], *c["groups"], c["pv_forecast_kw"], STEP_S, ETA, ETA,
         c["need_margin"], c["departure_margin_s"], c["target_mode"], c["pv_to_full"],
-        *c["window"], c["fill_s"], c["fill_lead_h"], out, **kw)
+        *c["window"], c["fill_s"], c["fill_lead_h"], out,
+        _work(kernel, case) if work is None else work, **kw)
     return code, out
 
 
@@ -169,6 +178,30 @@ def test_by_hand(backend: str) -> None:
     case["pv_forecast_kw"] = np.full(16, 5.0)
     _, with_pv = _charge(kernel, case)
     np.testing.assert_allclose(with_pv[0], (10.0 - ETA * 12.5 / 4) / ETA / 2.75, rtol=1e-9)
+
+
+def test_work_sizes_of_the_kernel_and_the_twin_agree() -> None:
+    if not HAS_COMPILED:
+        pytest.skip("ext.dispatch is not built")
+    compiled = kernel_module("compiled")
+    for sizes in [(0, 0, 0, 0), (1, 1, 0, 0), (7, 3, 5, 11), (1200, 9, 24, 96)]:
+        assert compiled.charge_work_size(*sizes) == twin.charge_work_size(*sizes)
+    with pytest.raises(ValueError, match="sizes"):
+        compiled.charge_work_size(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_work_array_serves_every_step(backend: str) -> None:
+    """A work array sized for the largest step serves smaller ones, and what a step left in it
+    does not change the next; one too small is refused."""
+    kernel = kernel_module(backend)
+    cases = [_case(seed) for seed in range(12)]
+    work = np.full(max(_work(kernel, c).size for c in cases), np.nan)
+    for case in cases:
+        assert _charge(kernel, case, work)[1].tobytes() == _charge(kernel, case)[1].tobytes()
+    case = _case(0)
+    with pytest.raises(ValueError, match="work holds fewer values"):
+        _charge(kernel, case, _work(kernel, case)[:-1])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -398,6 +398,31 @@ def test_settlement_refuses_bad_sizes_and_cells(backend: str) -> None:
         _settle(backend, pv, ch, dis, (np.array([0, 99]), *groups[1:]), cells)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", range(10))
+def test_listed_trades_are_named_and_priced_by_kind(backend: str, seed: int) -> None:
+    """The trades listed by the settlement as tuples: both kernels give the same objects (the
+    names and prices themselves, the energies as Python floats of the same value)."""
+    pv, ch, dis, groups, cells = _settle_case(seed)
+    _, _, _, kwh, listed, _ = _settle(backend, pv, ch, dis, groups, cells)
+    kinds = ("pv_to_ev", "grid_to_ev", "v2g", "pv_export")
+    n_trades = cells.size + pv.size * ch.size + 2 * ch.size + pv.size
+    trades = [(f"seller{i}", f"buyer{i}", i % 4, kinds[i % 4]) for i in range(n_trades)]
+    price = (0.4, 0.8, 1.1, 0.3)
+    kernel = _kernel(backend)
+    n = listed.size
+    pad = (np.append(listed, np.zeros(3, np.int64)), np.append(kwh, np.full(3, np.nan)))
+    got = kernel.listed_trades(trades, *pad, n, price)
+    assert got == [(*trades[j][:2], x, price[trades[j][2]], trades[j][3])
+                   for j, x in zip(listed.tolist(), kwh.tolist(), strict=True)]
+    assert all(type(t[2]) is float for t in got)
+    assert got[0][0] is trades[listed[0]][0] if n else got == []
+    with pytest.raises(ValueError, match="listed_trades: n exceeds"):
+        kernel.listed_trades(trades, *pad, n + 4, price)
+    with pytest.raises(IndexError):
+        kernel.listed_trades(trades[:1], np.array([1], np.int64), np.ones(1), 1, price)
+
+
 def _compiled_calls():
     """Each per-step kernel's arguments (a valid call), by kernel name."""
     ids, site, view, state, p, point, capacity = _fleet(5)
@@ -421,7 +446,7 @@ def _compiled_calls():
                         np.zeros(2, np.int64), np.ones(1), np.zeros(0), np.zeros(1, np.int64),
                         np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64),
                         np.zeros(0), 900.0, 0.9, 0.9, 0.0, 0.0, 0, True, 0.0, 1.0, 0.0, 0.0,
-                        np.zeros((4, 2))],
+                        np.zeros((4, 2)), np.zeros(twin.charge_work_size(2, 1, 0, 0))],
     }
 
 
