@@ -37,6 +37,7 @@ Sign: load convention (see :mod:`components.base`): all powers here are drawn, `
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 from collections.abc import Iterator, Sequence
@@ -159,59 +160,41 @@ def working_windows(factory: FactoryConfig, start: dt.datetime, horizon_s: float
     return np.array(rows, dtype=float).reshape(-1, 3)
 
 
-def accumulate_segments(out: np.ndarray, t0_s: np.ndarray, t1_s: np.ndarray,
-                        group: np.ndarray, weights: np.ndarray, step_s: float) -> None:
-    """Add the energy of constant pieces to the steps they overlap, in place.
+def add_piece(out: np.ndarray, t0_s: float, t1_s: float, weights: np.ndarray,
+              step_s: float) -> None:
+    """Add the energy of a constant piece to the steps it overlaps, in place.
 
-    Piece ``i`` has power ``weights[i, c]`` in channel ``c`` on ``[t0_s[i], t1_s[i])`` and
-    belongs to group ``group[i]``. Step ``k`` covers ``[k * step_s, (k + 1) * step_s)``;
-    the parts of pieces outside ``[0, n_steps * step_s)`` are dropped.
+    The piece has power ``weights[c]`` in channel ``c`` on ``[t0_s, t1_s)``. Step ``k`` covers
+    ``[k * step_s, (k + 1) * step_s)``; the parts of the piece outside
+    ``[0, n_steps * step_s)`` are dropped.
 
     Parameters
     ----------
     out : numpy.ndarray
-        Shape ``(n_steps, n_groups, n_channels)``; receives energies [kW s].
-    t0_s, t1_s : numpy.ndarray
-        Start and end of each piece [s].
-    group : numpy.ndarray
-        Integer group (factory) index of each piece.
+        Shape ``(n_steps, n_channels)``; receives energies [kW s].
+    t0_s, t1_s : float
+        Start and end of the piece [s].
     weights : numpy.ndarray
-        Shape ``(n_pieces, n_channels)``, power of each piece per channel [kW].
+        Shape ``(n_channels,)``, power of the piece per channel [kW].
     step_s : float
         Step length [s].
     """
-    n_steps, n_groups, n_ch = out.shape
+    n_steps = out.shape[0]
     horizon = n_steps * step_s
-    t0 = np.minimum(np.maximum(t0_s, 0.0), horizon)
-    t1 = np.minimum(np.maximum(t1_s, 0.0), horizon)
-    group = np.asarray(group)
-    keep = t1 > t0
-    if not keep.all():
-        if not keep.any():
-            return
-        t0, t1, group, weights = t0[keep], t1[keep], group[keep], weights[keep]
-    k0 = np.minimum((t0 // step_s).astype(np.int64), n_steps - 1)
+    t0 = min(max(t0_s, 0.0), horizon)
+    t1 = min(max(t1_s, 0.0), horizon)
+    if not t1 > t0:
+        return
+    k0 = min(int(t0 // step_s), n_steps - 1)
     # last step touched: a piece ending exactly on a boundary does not enter the next step
-    k1 = np.minimum(np.maximum(np.ceil(t1 / step_s).astype(np.int64) - 1, k0), n_steps - 1)
-    n_pieces = k1 - k0 + 1
-    if (n_pieces == 1).all():
-        k, dt_s = k0, t1 - t0
-    elif t0.size == 1:  # one piece over several steps (a day of base load, a shift)
-        k = np.arange(k0[0], k1[0] + 1)
-        dt_s = np.maximum(np.minimum(t1, (k + 1) * step_s) - np.maximum(t0, k * step_s), 0.0)
-    else:
-        src = np.repeat(np.arange(t0.size), n_pieces)
-        first = np.cumsum(n_pieces) - n_pieces
-        k = k0[src] + (np.arange(src.size) - first[src])
-        lo = np.maximum(t0[src], k * step_s)
-        hi = np.minimum(t1[src], (k + 1) * step_s)
-        dt_s = np.maximum(hi - lo, 0.0)
-        group, weights = group[src], weights[src]
-    k_min, k_max = int(k.min()), int(k.max())
-    # sum per (step, group) cell, piece after piece in order, all channels at once
-    e = np.zeros((k_max - k_min + 1, n_groups, n_ch))
-    np.add.at(e.reshape(-1, n_ch), (k - k_min) * n_groups + group, weights * dt_s[:, None])
-    out[k_min:k_max + 1] += e
+    k1 = min(max(math.ceil(t1 / step_s) - 1, k0), n_steps - 1)
+    if k0 == k1:
+        out[k0] += weights * (t1 - t0)
+        return
+    # a piece over several steps (a day of base load, a shift)
+    k = np.arange(k0, k1 + 1)
+    dt_s = np.maximum(np.minimum(t1, (k + 1) * step_s) - np.maximum(t0, k * step_s), 0.0)
+    out[k0:k1 + 1] += weights * dt_s[:, None]
 
 
 def _slot_time(block: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -417,10 +400,10 @@ class FactoryFleet:
         self.windows = [working_windows(f, start, self.horizon_s) for f in self.factories]
         first_day = start.date() - dt.timedelta(days=3)
         n_days = int(self.horizon_s // 86400) + 7
-        self._midnights_s = np.array([
+        self._midnights_s = [  # sorted [s]
             dt.datetime.combine(first_day + dt.timedelta(days=d), dt.time(0),
                                 tzinfo=start.tzinfo).timestamp() - start.timestamp()
-            for d in range(n_days)])
+            for d in range(n_days)]
         for i, factory in enumerate(self.factories):
             self.env.process(self._building(i))
             self.env.process(self._occupancy(i))
@@ -432,20 +415,17 @@ class FactoryFleet:
     def _wait_until(self, t_s: float) -> simpy.Timeout:
         return self.env.timeout(max(t_s - self.env.now, 0.0))
 
-    def _add_pieces(self, i: int, t0_s: float, t1_s: float, weights: np.ndarray) -> None:
-        """Add a constant piece of factory ``i``: ``weights`` per channel on ``[t0_s, t1_s)``."""
-        accumulate_segments(self._energy[:, i:i + 1, :], np.array([t0_s]), np.array([t1_s]),
-                            np.zeros(1, dtype=np.int64), weights[None, :], self.step_s)
-
     def _parts(self, i: int) -> Iterator[tuple[float, float, float, bool]]:
         """Windows of factory ``i`` cut at local midnights: ``(lead, open, close, continues)``.
 
         Parts keep the arrays of one simulation call to a day and let the HVAC season change
         daily inside windows that run for days (continuous operation).
         """
-        for lead_s, open_s, close_s in self.windows[i]:
-            lo, hi = np.searchsorted(self._midnights_s, [open_s, close_s], side="right")
-            cuts = [float(c) for c in self._midnights_s[lo:hi] if open_s < c < close_s]
+        midnights = self._midnights_s
+        for lead_s, open_s, close_s in self.windows[i].tolist():
+            lo = bisect.bisect_right(midnights, open_s)
+            hi = bisect.bisect_right(midnights, close_s)
+            cuts = [c for c in midnights[lo:hi] if open_s < c < close_s]
             bounds = [open_s, *cuts, close_s]
             for j in range(len(bounds) - 1):
                 yield (lead_s if j == 0 else bounds[j]), bounds[j], bounds[j + 1], (
@@ -470,7 +450,7 @@ class FactoryFleet:
             yield self._wait_until(lead_s)
             local = dt.datetime.fromtimestamp(self.start.timestamp() + open_s, self.start.tzinfo)
             w = _base_weights(base, season_factor(local.date(), base), working=True)
-            self._add_pieces(i, lead_s, close_s, w)
+            add_piece(self._energy[:, i], lead_s, close_s, w, self.step_s)
 
     def _building(self, i: int) -> Iterator[simpy.Event]:
         """Always-on floor of every base load, day by local day (the HVAC season changes)."""
@@ -489,7 +469,7 @@ class FactoryFleet:
             air_tan = tan_phi(base.compressed_air_pf)
             w += (air, air * air_tan, air * base.compressed_air_critical_share,
                   air * air_tan * base.compressed_air_critical_share, 0.0)
-            self._add_pieces(i, begin, end, w)
+            add_piece(self._energy[:, i], begin, end, w, self.step_s)
             day = nxt
 
     # -- read-out ----------------------------------------------------------------------------

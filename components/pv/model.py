@@ -307,7 +307,8 @@ class PVFleet:
             ac = np.where(volt_var, np.minimum(ac, np.sqrt(np.maximum(self._rating_sq - q**2,
                                                                         0.0))), ac)
         if q_kvar_set is not None:
-            q_max = np.sqrt(np.maximum(self._rating_sq - ac**2, 0.0))
+            # 0 <= ac <= available <= inverter_kw, so the rating's headroom is never negative
+            q_max = np.sqrt(self._rating_sq - ac**2)
             # np.clip's values (the same maximum, then minimum) without its wrapper's cost
             q_req = np.minimum(np.maximum(self._per_plant(q_kvar_set, "q_kvar_set"), -q_max),
                                q_max)

@@ -158,7 +158,8 @@ class PVSimulator(mosaik_api_v3.Simulator):
         attrs = inputs.get(EID, {})
         curtail = _combine(attrs.get("curtail_kw"), np.minimum)
         q_set = _combine(attrs.get("q_kvar_set"), np.add)
-        vm = self._plant_voltages(attrs.get("vm_pu"), time)
+        vm_pu = attrs.get("vm_pu")
+        vm = None if vm_pu is None else self._plant_voltages(vm_pu, time)
         delay = _combine(attrs.get("setpoint_delay_s"), np.maximum)
         before = None
         if delay is not None and (delay > 0).any():
@@ -174,8 +175,9 @@ class PVSimulator(mosaik_api_v3.Simulator):
             "p_avail_kw": self.fleet.available_ac_kw[k],  # a read-only row, finite
             "p_curtailed_kw": curtailed,
         }
-        # all finite (the usual step): every output is checked; otherwise each is when asked
-        finite = all_finite(ac) and all_finite(q) and all_finite(curtailed)
+        # all finite (the usual step): every output is checked; otherwise each is when asked.
+        # curtailed = available - ac is finite when ac is (0 <= ac <= available, both finite)
+        finite = all_finite(ac) and all_finite(q)
         self._sent = dict(self._out) if finite else {}
         return time + self.step_ticks
 

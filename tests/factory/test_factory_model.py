@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from components.factory.config import FactoriesConfig, FactoryConfig
 from components.factory.model import (
     FactoryFleet,
-    accumulate_segments,
+    add_piece,
     season_factor,
     tan_phi,
     working_windows,
@@ -235,7 +235,7 @@ def test_hvac_follows_the_chongqing_seasons():
     assert summer[12] - summer[3] == pytest.approx(80.0 + (50 * 10.0 + 10 * 4.0) / 60, rel=1e-3)
 
 
-def test_accumulate_segments_matches_brute_force_overlap():
+def test_add_piece_matches_brute_force_overlap():
     rng = np.random.default_rng(0)
     n, step_s, n_steps, n_groups = 300, 900.0, 40, 3
     t0 = rng.uniform(-2000, 38000, n)
@@ -243,10 +243,12 @@ def test_accumulate_segments_matches_brute_force_overlap():
     t1[:5] = t0[:5]  # empty pieces
     t0[5] = 2 * step_s  # starts exactly on a boundary
     t1[5] = 4 * step_s  # and ends on one
+    t0[6], t1[6] = 3 * step_s + 100.0, 3 * step_s + 400.0  # inside one step
     group = rng.integers(0, n_groups, n)
     w = rng.uniform(0, 50, (n, 2))
     out = np.zeros((n_steps, n_groups, 2))
-    accumulate_segments(out, t0, t1, group, w, step_s)
+    for i in range(n):
+        add_piece(out[:, group[i]], float(t0[i]), float(t1[i]), w[i], step_s)
     expected = np.zeros_like(out)
     for i in range(n):
         for k in range(n_steps):
