@@ -31,7 +31,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,15 +98,6 @@ _EXTRA_LOAD_TABLES = ("res_motor", "res_asymmetric_load", "res_ward", "res_xward
 _GEN_TABLES = ("res_sgen", "res_gen", "res_asymmetric_sgen")
 
 
-
-def _no_ints() -> np.ndarray:
-    return np.zeros(0, np.int64)
-
-
-def _no_floats() -> np.ndarray:
-    return np.zeros(0)
-
-
 def _frozen(a: np.ndarray) -> np.ndarray:
     """``a`` made read-only: a constant handed out step after step must not be changed."""
     a.flags.writeable = False
@@ -116,7 +107,14 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 def _total_kw(mw: np.ndarray) -> float:
     """``float(np.add.reduce(1e3 * mw))``: a sum in kW of values in MW; a single value without
     the array operations' set-up cost (the usual single external grid)."""
-    return 1e3 * float(mw[0]) if mw.size == 1 else float(np.add.reduce(1e3 * mw))
+    return 1e3 * mw.item(0) if mw.size == 1 else float(np.add.reduce(1e3 * mw))
+
+
+def _finite_totals(r: GridResult) -> bool:
+    """Whether the power totals of ``r`` (losses, imports, background, injections) are all
+    finite: their sum is, unless a term is NaN or infinite (or the sum overflows)."""
+    return math.isfinite(r.losses_kw + r.import_kw + r.q_import_kvar + r.background_load_kw
+                         + r.background_gen_kw + r.background_storage_kw + r.injection_kw)
 
 
 def _nan_to_zero(a: np.ndarray) -> np.ndarray:
@@ -562,8 +560,18 @@ class GridResult:
     """Active power drawn by the twin's injections at energised buses (load convention). [kW]"""
     converged: bool
     """False when this step's power flow failed and the last good state is repeated."""
-    energised: np.ndarray = field(default_factory=_no_ints)
+    energised: np.ndarray
     """1 where the bus has a path to a slack (external grid or grid-forming unit), else 0."""
+    injection_unserved_kw: np.ndarray
+    """Power asked at each injection bus but not delivered (load convention: positive a load
+    not served, negative a generation not taken). [kW]"""
+    shunt_steps: np.ndarray
+    """Step of each switched shunt bank during this step."""
+    shunt_q_kvar: np.ndarray
+    """Reactive power of each switched shunt bank (absorbed positive). [kvar]"""
+    background_class_kw: np.ndarray
+    """Active power the network's own loads asked for, per class of ``SHED_CLASSES`` (before
+    shedding, energised or not). [kW]"""
     islanded: int = 0
     """1 while the upstream grid is out."""
     island_held: int = 0
@@ -589,25 +597,15 @@ class GridResult:
     """Active power of the network's own loads at de-energised buses. [kW]"""
     background_gen_unserved_kw: float = 0.0
     """Generation of the network's own sgens at de-energised buses (positive). [kW]"""
-    injection_unserved_kw: np.ndarray = field(default_factory=_no_floats)
-    """Power asked at each injection bus but not delivered (load convention: positive a load
-    not served, negative a generation not taken). [kW]"""
     customers_off: int = 0
     """Customer connections (background loads and injection devices) at de-energised buses."""
     customers_interrupted: int = 0
     """Customer connections de-energised this step that were supplied the step before."""
-    shunt_steps: np.ndarray = field(default_factory=_no_ints)
-    """Step of each switched shunt bank during this step."""
-    shunt_q_kvar: np.ndarray = field(default_factory=_no_floats)
-    """Reactive power of each switched shunt bank (absorbed positive). [kvar]"""
     ties_closed: int = 0
     """Tie switches closed to restore supply."""
     background_load_shed_kw: float = 0.0
     """Active power of the network's own loads shed on request (``shed_share``) at energised
     buses; not part of ``background_load_kw``. [kW]"""
-    background_class_kw: np.ndarray = field(default_factory=_no_floats)
-    """Active power the network's own loads asked for, per class of ``SHED_CLASSES`` (before
-    shedding, energised or not). [kW]"""
 
     @property
     def v_quality_ok(self) -> np.ndarray:
@@ -807,7 +805,6 @@ class GridModel:
 
         self.nonconverged_steps = 0
         self.nonconverged_at: list[int] = []
-        self.step_time_s = 0.0
         self.steps_solved = 0
         self.injection_p_kw = np.zeros(n_inj)
         self.injection_q_kvar = np.zeros(n_inj)
@@ -827,10 +824,11 @@ class GridModel:
         self._last = self._result(0, raw, self._normal, self.injection_p_kw, held=False,
                                   supply_kw=0.0, demand_kw=0.0, gfm_losses_kw=0.0)
         self._last_vm = raw.vm_pu
-        self.finite_result: GridResult | None = self._last if raw.finite else None
+        self.finite_result: GridResult | None = (
+            self._last if raw.finite and _finite_totals(self._last) else None)
         """The last result whose solved arrays (``vm_pu``, ``va_deg``, ``line_loading_pct``,
-        ``trafo_loading_pct``) are known to be finite (the solver's output checked whole), or
-        None."""
+        ``trafo_loading_pct``) and power totals (see :func:`_finite_totals`) are known to be
+        finite (the solver's output checked whole, the totals at once), or None."""
 
     # -- set-up of events, islanding, restoration and shunts -------------------------------
     def _setup_events(self, net: pandapowerNet, grid_forming: GridFormingConfig | None,
@@ -997,7 +995,8 @@ class GridModel:
         self._last_supply = (topo, hit)
         return hit
 
-    def _topology(self, k: int, shunt_steps: tuple[int, ...]) -> tuple[Topology, list[int]]:
+    def _topology(self, k: int, shunt_steps: tuple[int, ...]
+                  ) -> tuple[Topology, Sequence[int]]:
         """The step's switching state before restoration, and the tie switches ready."""
         islanded = bool(self.schedule.outage[k])
         if not self.schedule.faults:
@@ -1007,7 +1006,7 @@ class GridModel:
                 topo = Topology(islanded, islanded and self.gfm is not None,
                                 shunt_steps=shunt_steps)
                 self._plain_topologies[key] = topo
-            return topo, []
+            return topo, ()
         out_l: set[int] = set()
         out_t: set[int] = set()
         opened: set[int] = set()
@@ -1070,7 +1069,6 @@ class GridModel:
             This step's state; when the power flow does not converge, the last good state with
             ``converged=False`` (the step is counted in ``nonconverged_steps``, never raised).
         """
-        t_start = time.perf_counter()
         self._check_step(k)
         p_kw = np.asarray(p_kw_bus, dtype=np.float64)
         q_kvar = np.asarray(q_kvar_bus, dtype=np.float64)
@@ -1081,7 +1079,7 @@ class GridModel:
         pq_kw = np.concatenate((p_kw, q_kvar))  # a copy: P [kW], then Q [kvar]
         if not all_finite(pq_kw):
             raise ValueError("p_kw_bus, q_kvar_bus: non-finite injection")
-        return self._solve_step(k, pq_kw, shed_share, t_start)
+        return self._solve_step(k, pq_kw, shed_share)
 
     def solve_step_sum(self, k: int, parts: list[np.ndarray], ptr: np.ndarray,
                        bins: np.ndarray, shed_share: np.ndarray | None = None) -> GridResult:
@@ -1115,7 +1113,6 @@ class GridModel:
             When a part's length differs from ``ptr``, a bin is out of range or a sum is not
             finite.
         """
-        t_start = time.perf_counter()
         self._check_step(k)
         pq_kw = np.empty(2 * self.injection_buses.size)  # P [kW], then Q [kvar]
         try:
@@ -1125,19 +1122,19 @@ class GridModel:
             finite = self._bin_sums(parts, ptr, bins, pq_kw)
         if not finite:
             raise ValueError("parts: non-finite injection")
-        return self._solve_step(k, pq_kw, shed_share, t_start)
+        return self._solve_step(k, pq_kw, shed_share)
 
     def _check_step(self, k: int) -> None:
         if not 0 <= k < self._n_steps:
             raise ValueError(f"step {k} outside the {self._n_steps} steps of this run")
 
-    def _solve_step(self, k: int, pq_kw: np.ndarray, shed_share: np.ndarray | None,
-                    t_start: float) -> GridResult:
+    def _solve_step(self, k: int, pq_kw: np.ndarray, shed_share: np.ndarray | None
+                    ) -> GridResult:
         """The step of :meth:`solve_step` once its injections (P [kW], then Q [kvar], finite,
         owned by the model from now on) are known."""
         n_inj = self.injection_buses.size
         p_kw, q_kvar = self.injection_p_kw, self.injection_q_kvar = pq_kw[:n_inj], pq_kw[n_inj:]
-        shed = self._shed_fraction(shed_share)
+        shed = None if shed_share is None else self._shed_fraction(shed_share)
 
         steps = (self.shunts.update(self._last_vm[self._shunt_bus_pos]) if self._has_shunts
                  else ())
@@ -1168,20 +1165,17 @@ class GridModel:
             self._prev_energised = self._energised(topo)
             self._last_vm = raw.vm_pu
             self._last = result
-            self.finite_result = result if raw.finite else None
+            self.finite_result = result if raw.finite and _finite_totals(result) else None
         else:
             self.nonconverged_steps += 1
             self.nonconverged_at.append(int(k))
             result = replace(self._last, converged=False)
             self.finite_result = None
         self.steps_solved += 1
-        self.step_time_s += time.perf_counter() - t_start
         return result
 
-    def _shed_fraction(self, shed_share: np.ndarray | None) -> np.ndarray | None:
+    def _shed_fraction(self, shed_share: np.ndarray) -> np.ndarray | None:
         """Share of each background load to shed (``net.load`` order), None when nothing."""
-        if shed_share is None:
-            return None
         share = np.asarray(shed_share, dtype=np.float64).ravel()
         if share.shape != (len(SHED_CLASSES),) or not np.isfinite(share).all():
             raise ValueError(f"shed_share: need {len(SHED_CLASSES)} finite shares, one per "
@@ -1226,26 +1220,13 @@ class GridModel:
             classes = self._no_classes
         elif classes.ndim == 2:
             classes = classes[k]
+        # positional, in field order: keywords cost several times more, once per step
         result = GridResult(
-            vm_pu=vm,
-            va_deg=va,
-            line_loading_pct=line,
-            trafo_loading_pct=trafo,
-            losses_kw=raw.losses_kw,
-            import_kw=import_kw,
-            q_import_kvar=q_import_kvar,
-            background_load_kw=raw.background_load_kw,
-            background_gen_kw=raw.background_gen_kw,
-            background_storage_kw=raw.background_storage_kw,
-            injection_kw=raw.injection_kw,
-            converged=True,
-            energised=sup.energised_out,
-            injection_unserved_kw=(np.where(sup.inj_dead, p_kw, 0.0) if sup.any_inj_dead
-                                   else self._all_served),
-            shunt_steps=self._no_shunt_steps,
-            shunt_q_kvar=self._no_shunt_q,
-            background_class_kw=classes,
-        )
+            vm, va, line, trafo, raw.losses_kw, import_kw, q_import_kvar,
+            raw.background_load_kw, raw.background_gen_kw, raw.background_storage_kw,
+            raw.injection_kw, True, sup.energised_out,
+            np.where(sup.inj_dead, p_kw, 0.0) if sup.any_inj_dead else self._all_served,
+            self._no_shunt_steps, self._no_shunt_q, classes)
         # The rest keeps its default (no island, nothing unserved, shed or switched) unless the
         # step has it: set only then, as a plain zone's steps never do.
         if topo.islanded:
@@ -1481,21 +1462,14 @@ class _CompiledFlow:
         vm = out[lay.vm]
         shunt_mw = (float(entry.shunt_mw_1pu @ np.square(vm[entry.shunt_pos]))
                     if entry.has_shunts else 0.0)
-        return _Raw(
-            vm_pu=vm,
-            va_deg=out[lay.va],
-            line_loading_pct=out[lay.line],
-            trafo_loading_pct=out[lay.trafo],
-            losses_kw=1e3 * (float(out[lay.scalars]) + shunt_mw),
-            ext_grid_p_mw=out[lay.eg_p],
-            ext_grid_q_mvar=out[lay.eg_q],
-            background_load_kw=1e3 * load_mw,
-            background_gen_kw=1e3 * sgen_mw,
-            background_storage_kw=1e3 * storage_mw,
-            # .dot: the product @ gives, at half the call's cost
-            injection_kw=float(p_kw.dot(entry.inj_live)) if p_kw.size else 0.0,
-            finite=finite,
-        )
+        return _Raw(  # positional, in field order: keywords cost several times more
+            vm, out[lay.va], out[lay.line], out[lay.trafo],
+            1e3 * (out.item(lay.scalars) + shunt_mw),  # losses [kW]
+            out[lay.eg_p], out[lay.eg_q],
+            1e3 * load_mw, 1e3 * sgen_mw, 1e3 * storage_mw,
+            # injections [kW]; .dot: the product @ gives, at half the call's cost
+            float(p_kw.dot(entry.inj_live)) if p_kw.size else 0.0,
+            finite)
 
     @staticmethod
     def _run(entry: _CompiledTopology, row: np.ndarray, at: np.ndarray | None,
@@ -1513,7 +1487,7 @@ class _CompiledFlow:
             return None, False
         out = res._out
         # with every bus supplied, a converged row is finite throughout (the kernel tells)
-        finite = entry.all_live and res.finite
+        finite = entry.all_live and res._finite
         if not finite:
             vm = out[res._layout.vm]
             if not all_finite(vm if entry.all_live else vm[entry.live]):

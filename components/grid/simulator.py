@@ -46,9 +46,20 @@ _SCALAR_ATTRS = ("losses_kw", "import_kw", "q_import_kvar", "background_load_kw"
 _STATIC_ATTRS = ("bus_ids", "line_ids", "trafo_ids", "injection_buses", "shunt_buses",
                  "tie_switch_ids")
 _RESULT_ATTRS = frozenset(_ARRAY_ATTRS + _SCALAR_ATTRS)  # read from the step's GridResult
-# the solver's arrays: finite without a check of their own in a GridModel.finite_result
-_SOLVED_ATTRS = frozenset(("vm_pu", "va_deg", "line_loading_pct", "trafo_loading_pct"))
 _NONE: dict = {}  # no inputs (never modified)
+
+
+def _finite_outputs(r: GridResult) -> dict[str, object]:
+    """The outputs of a ``GridModel.finite_result``, which need no check of their own (a dict
+    display: several times cheaper than one built from names and values)."""
+    return {"vm_pu": r.vm_pu, "va_deg": r.va_deg, "line_loading_pct": r.line_loading_pct,
+            "trafo_loading_pct": r.trafo_loading_pct, "losses_kw": r.losses_kw,
+            "import_kw": r.import_kw, "q_import_kvar": r.q_import_kvar,
+            "background_load_kw": r.background_load_kw,
+            "background_gen_kw": r.background_gen_kw,
+            "background_storage_kw": r.background_storage_kw, "injection_kw": r.injection_kw,
+            "converged": int(r.converged)}
+
 
 META = {
     "api_version": "3.0",
@@ -76,11 +87,11 @@ class GridSimulator(mosaik_api_v3.Simulator):
         self._no_shed.flags.writeable = False  # handed out step after step
         self._shed_applied = self._no_shed
         # outputs of the current state, each checked for finiteness once: mosaik and the
-        # recorder ask for them separately every step
-        self._sent: dict[str, object] = {}
-        # per set of senders (P, then Q): bin of each concatenated element, shape of each array
+        # recorder ask for them separately every step (None: none asked for yet)
+        self._sent: dict[str, object] | None = None
+        # per set of senders (P, then Q): bin of each concatenated element, start of each array
         self._plans: dict[tuple[tuple[str, ...], tuple[str, ...]],
-                          tuple[np.ndarray, list[tuple[int]]]] = {}
+                          tuple[np.ndarray, np.ndarray]] = {}
 
     def init(self, sid: str, time_resolution: float = 1.0,
              start: str = "2026-06-01T00:00:00+08:00", step_s: int = 900, n_steps: int = 96,
@@ -160,7 +171,7 @@ class GridSimulator(mosaik_api_v3.Simulator):
                                injection_customers=customers)
         self._next = 0  # step the next power flow solves
         self._result = self.model.initial_result
-        self._sent = {}
+        self._sent = None
         self._max_nonconverged = int(np.floor(self.config.max_nonconverged_share * self.n_steps))
         return [{"eid": EID, "type": model}]
 
@@ -179,7 +190,7 @@ class GridSimulator(mosaik_api_v3.Simulator):
         self._result = self._solve(k, values.get("p_kw", _NONE), values.get("q_kvar", _NONE),
                                    shed, time)
         self._next = k + 1
-        self._sent = {}
+        self._sent = None
         if self.model.nonconverged_steps > self._max_nonconverged:
             raise RuntimeError(
                 f"{self._name} at t={time} s ({self.times[k].isoformat()}): the power flow "
@@ -209,19 +220,21 @@ class GridSimulator(mosaik_api_v3.Simulator):
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._plan(key, time)
-        bins, ptr, shapes = plan
-        arrays = [*p_by_source.values(), *q_by_source.values()]
-        if [getattr(a, "shape", None) for a in arrays] != shapes:  # lists, or wrong lengths
-            arrays = [self._source_array(attr, src, by_source[src], time)
-                      for attr, by_source in (("p_kw", p_by_source), ("q_kvar", q_by_source))
-                      for src in by_source]
-        return self.model.solve_step_sum(k, arrays, ptr, bins, shed)
+        bins, ptr = plan
+        try:  # the model checks each array's length (and converts lists)
+            return self.model.solve_step_sum(k, [*p_by_source.values(), *q_by_source.values()],
+                                             ptr, bins, shed)
+        except ValueError:
+            for attr, by_source in (("p_kw", p_by_source), ("q_kvar", q_by_source)):
+                for src, values in by_source.items():  # name a sender whose array does not fit
+                    self._check_source(attr, src, values, time)
+            raise
 
     def _plan(self, key: tuple[tuple[str, ...], tuple[str, ...]],
-              time: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int]]]:
-        """Bin of each element of the senders' arrays concatenated (Q into bins n..2n-1), where
-        each array starts in the concatenation, and the shape each array must have;
-        ``ValueError`` naming a sender that is no injector."""
+              time: int) -> tuple[np.ndarray, np.ndarray]:
+        """Bin of each element of the senders' arrays concatenated (Q into bins n..2n-1) and
+        where each array starts in the concatenation; ``ValueError`` naming a sender that is no
+        injector."""
         n = self.injection_buses.size
         for attr, sources in zip(("p_kw", "q_kvar"), key, strict=True):
             for src in sources:
@@ -232,28 +245,30 @@ class GridSimulator(mosaik_api_v3.Simulator):
         bins = np.concatenate(pos) if pos else np.zeros(0, np.int64)
         ptr = np.zeros(len(pos) + 1, np.int64)
         np.cumsum([p.size for p in pos], out=ptr[1:])
-        return bins, ptr, [self._source_pos[s].shape for s in (*key[0], *key[1])]
+        return bins, ptr
 
-    def _source_array(self, attr: str, src: str, values, time: int) -> np.ndarray:
+    def _check_source(self, attr: str, src: str, values, time: int) -> None:
+        """``ValueError`` naming the sender when its array does not fit its bus list."""
         pos = self._source_pos[src]
-        arr = np.asarray(values, dtype=np.float64)
-        if arr.shape != pos.shape:
+        shape = np.shape(values)
+        if shape != pos.shape:
             raise ValueError(f"{self._name} at t={time} s: {attr} from {src!r} has shape "
-                             f"{arr.shape}, its bus list has {pos.size} entries")
-        return arr
+                             f"{shape}, its bus list has {pos.size} entries")
 
     def get_data(self, outputs: dict) -> dict:
-        return step_outputs(self.sid, EID, outputs, self._sent, self._checked_output)
+        sent = self._sent
+        if sent is None:  # the first request since the state changed
+            result = self._result
+            # known finite: ready to send (the rest is checked when first asked for)
+            sent = self._sent = (_finite_outputs(result) if result is self.model.finite_result
+                                 else {})
+        return step_outputs(self.sid, EID, outputs, sent, self._checked_output)
 
     def _checked_output(self, attr: str):
         """Output ``attr`` once it is known to be finite (``ValueError`` naming it if not)."""
         if attr not in _RESULT_ATTRS:
             return finite_output(self._name, attr, self._output(attr))
-        result = self._result
-        value = getattr(result, attr)
-        if attr in _SOLVED_ATTRS and result is self.model.finite_result:
-            return value
-        return finite_output(self._name, attr, value)
+        return finite_output(self._name, attr, getattr(self._result, attr))
 
     def _output(self, attr: str):
         if attr == "shed_background_share":  # as applied in the last step
