@@ -14,9 +14,9 @@ Prints one JSON object:
   simulator alone (its time inside the co-simulated run): the like-for-like comparison, and the
   one the 30x target applies to;
 * ``mosaik_floor``: mosaik's own time for the same wiring with simulators that do nothing
-  (``benchmarks/mosaik_floor.py``), and ``speedup_bound_from_mosaik_floor``, the most any
-  co-simulated year could gain on pandapower's time series: the extrapolated pandapower year
-  over that floor;
+  (``benchmarks/mosaik_floor.py``, the fastest of three goes), and
+  ``speedup_bound_from_mosaik_floor``, the most any co-simulated year could gain on
+  pandapower's time series: the extrapolated pandapower year over that floor;
 * ``sweep`` (unless ``--no-sweep``): throughput of ``benchmarks/sweep.py`` with 1 and 2 local
   worker processes.
 
